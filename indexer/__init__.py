@@ -1,0 +1,3 @@
+"""lampstand.indexer: reserved for its issue; nothing here yet."""
+
+__all__: list[str] = []

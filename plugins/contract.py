@@ -1,0 +1,139 @@
+"""The plugin contract: one small typed interface per capability, one base for every backend.
+
+A backend is a `Plugin` subclass registered under the `lampstand.plugins` entry-point group.
+It declares what it can do (`capabilities`), loads and unloads its weights, estimates and
+measures its memory footprint and reports health. For each capability it declares it also
+implements the matching interface below (`ChatModel.chat`, `Embedder.embed`, ...).
+
+Requests and results are the plain dataclasses of `lampstand.plugins.types`; a generation
+is an iterator of `GenerationChunk`s. Engines (llama_cpp, torch, ...) are imported only
+inside the methods that need them, so importing a plugin class is cheap.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .types import ChatRequest, CompletionRequest, EmbeddingResult, GenerationChunk
+
+__all__ = [
+    "Capability",
+    "Footprint",
+    "Health",
+    "PluginOptions",
+    "Plugin",
+    "ChatModel",
+    "CompletionModel",
+    "Embedder",
+]
+
+
+class Capability(str, enum.Enum):
+    """What a loaded model can serve."""
+
+    CHAT = "chat"
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+    RERANK = "rerank"
+    TRANSCRIPTION = "transcription"
+    TRANSLATION = "translation"
+    IMAGE_GENERATION = "image_generation"
+    VISION = "vision"
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Memory a model takes, in bytes, on the host and on the GPU."""
+
+    ram_bytes: int
+    vram_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether a loaded model can serve, and why not."""
+
+    ok: bool
+    detail: str = ""
+
+
+class PluginOptions(BaseModel):
+    """Base for a plugin's own options; unknown keys are rejected with their name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Plugin(ABC):
+    """One backend for one configured model.
+
+    Construction is cheap and touches no engine; `load` brings the weights in and `unload`
+    lets them go. Subclasses set `name` (the entry-point name users write as `plugin = ...`)
+    and `Options` (their pydantic options model).
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type[PluginOptions]] = PluginOptions
+
+    def __init__(self, model_id: str, path: Path, options: PluginOptions) -> None:
+        self.model_id = model_id
+        self.path = path
+        self.options = options
+
+    @abstractmethod
+    def capabilities(self) -> frozenset[Capability]:
+        """What this model serves, declared from its configuration (not by trying)."""
+
+    @abstractmethod
+    def estimate_footprint(self) -> Footprint:
+        """Memory the model will need once loaded, computed without loading it."""
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the weights; raise `ModelUnavailable` with a reason when they cannot load."""
+
+    @abstractmethod
+    def unload(self) -> None:
+        """Release the weights and every engine resource."""
+
+    def measured_footprint(self) -> Footprint | None:
+        """Memory the loaded model actually holds, when the engine can tell."""
+        return None
+
+    def health(self) -> Health:
+        """Whether the loaded model can serve."""
+        return Health(ok=True)
+
+    def context_length(self) -> int | None:
+        """Tokens of context the loaded model accepts, when it has one."""
+        return None
+
+
+class ChatModel(ABC):
+    """Capability `chat`: generate an assistant turn from a conversation."""
+
+    @abstractmethod
+    def chat(self, request: ChatRequest) -> Iterator[GenerationChunk]:
+        """Stream the answer; the last chunk carries `finish_reason` and `usage`."""
+
+
+class CompletionModel(ABC):
+    """Capability `completions`: continue a raw prompt."""
+
+    @abstractmethod
+    def complete(self, request: CompletionRequest) -> Iterator[GenerationChunk]:
+        """Stream the continuation; the last chunk carries `finish_reason` and `usage`."""
+
+
+class Embedder(ABC):
+    """Capability `embeddings`: one vector per input, text or token ids."""
+
+    @abstractmethod
+    def embed(self, inputs: Sequence[str | Sequence[int]]) -> EmbeddingResult:
+        """Embed a batch in one call."""

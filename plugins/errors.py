@@ -1,0 +1,136 @@
+"""The one exception tree of lampstand, shared by the server and every plugin.
+
+Each class knows its HTTP status and OpenAI error type; the server renders any of them
+into the OpenAI error envelope in one handler. Nothing decides on an error by its message.
+
+    LampstandError                      500 server_error
+    ├── InvalidRequest                  400 invalid_request_error
+    │   ├── ContextLengthExceeded       400 code=context_length_exceeded
+    │   ├── UnsupportedParameter        400 code=unsupported_parameter
+    │   └── CapabilityMissing           400 code=model_not_capable
+    ├── AuthenticationFailed            401 authentication_error
+    ├── ModelNotFound                   404 code=model_not_found
+    ├── PayloadTooLarge                 413 code=payload_too_large
+    ├── ModelUnavailable                424 code=model_unavailable (load failed; will repeat)
+    ├── Overloaded                      503 code=overloaded (Retry-After)
+    └── ConfigError                     raised at start-up, never over HTTP
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LampstandError",
+    "InvalidRequest",
+    "ContextLengthExceeded",
+    "UnsupportedParameter",
+    "CapabilityMissing",
+    "AuthenticationFailed",
+    "ModelNotFound",
+    "PayloadTooLarge",
+    "ModelUnavailable",
+    "Overloaded",
+    "ConfigError",
+]
+
+
+class LampstandError(Exception):
+    """Base of every error lampstand raises on purpose."""
+
+    status_code: int = 500
+    error_type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def envelope(self) -> dict[str, dict[str, str | None]]:
+        """The OpenAI error body for this error."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(LampstandError):
+    """The request is malformed or asks for something impossible."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """Prompt plus requested completion does not fit the model's context."""
+
+    code = "context_length_exceeded"
+
+
+class UnsupportedParameter(InvalidRequest):
+    """A parameter the model or endpoint does not support."""
+
+    code = "unsupported_parameter"
+
+
+class CapabilityMissing(InvalidRequest):
+    """The named model cannot serve this kind of request."""
+
+    code = "model_not_capable"
+
+
+class AuthenticationFailed(LampstandError):
+    """Missing or wrong API key."""
+
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(LampstandError):
+    """No configured model or alias has this id."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(LampstandError):
+    """The request body is over the configured limit."""
+
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class ModelUnavailable(LampstandError):
+    """The model could not be loaded (missing file, offline download, bad weights).
+
+    A 4xx on purpose: the failure repeats until the configuration changes, so clients
+    must not retry it the way they retry 5xx answers.
+    """
+
+    status_code = 424
+    error_type = "model_unavailable"
+    code = "model_unavailable"
+
+
+class Overloaded(LampstandError):
+    """The server cannot take this request now; the client may retry later."""
+
+    status_code = 503
+    error_type = "overloaded_error"
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConfigError(LampstandError):
+    """The configuration is invalid; start-up stops with this one line."""

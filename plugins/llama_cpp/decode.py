@@ -1,0 +1,112 @@
+"""The token loop: sample from a loaded `llama_cpp.Llama`, yield text chunks with logprobs.
+
+Handles what the engine leaves to its caller: UTF-8 split across tokens, stop strings,
+the token budget, end-of-generation tokens, seeds and per-token log probabilities. The
+caller holds the model exclusively while iterating (the `Llama` object is not reentrant).
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from lampstand.plugins.stop_strings import StopMatcher
+from lampstand.plugins.types import (
+    FinishReason,
+    GenerationChunk,
+    SamplingParams,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+
+from .options import LlamaCppOptions
+from .vocab import Vocab
+
+__all__ = ["decode_stream"]
+
+
+def _logprob_of(llm: Any, vocab: Vocab, token: int, top_n: int) -> TokenLogprob:
+    """Log-softmax of the logits the token was sampled from (the last decoded position)."""
+    import llama_cpp
+
+    n_vocab = llm.n_vocab()
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+    shifted = logits - logits.max()
+    logprobs = shifted - np.log(np.exp(shifted).sum())  # (n_vocab,)
+    top: tuple[TopLogprob, ...] = ()
+    if top_n:
+        best = np.argpartition(-logprobs, top_n)[:top_n]
+        best = best[np.argsort(-logprobs[best])]
+        top = tuple(_top_entry(vocab, int(t), float(logprobs[t])) for t in best)
+    piece = vocab.piece(token)
+    return TokenLogprob(
+        token=piece.decode("utf-8", errors="replace"),
+        logprob=float(logprobs[token]),
+        bytes=tuple(piece),
+        top_logprobs=top,
+    )
+
+
+def _top_entry(vocab: Vocab, token: int, logprob: float) -> TopLogprob:
+    piece = vocab.piece(token)
+    return TopLogprob(token=piece.decode("utf-8", errors="replace"), logprob=logprob, bytes=tuple(piece))
+
+
+def decode_stream(
+    llm: Any,
+    vocab: Vocab,
+    prompt_tokens: list[int],
+    sampling: SamplingParams,
+    options: LlamaCppOptions,
+    grammar: Any = None,
+) -> Iterator[GenerationChunk]:
+    """Generate from `prompt_tokens`; the last chunk carries finish_reason and usage."""
+    import llama_cpp
+
+    llm.set_seed(sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
+    stops = StopMatcher(sampling.stop)
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    generated = 0
+    finish: FinishReason = "length"
+    tokens = llm.generate(
+        prompt_tokens,
+        temp=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=options.top_k if sampling.top_k is None else sampling.top_k,
+        min_p=options.min_p if sampling.min_p is None else sampling.min_p,
+        repeat_penalty=options.repeat_penalty if sampling.repeat_penalty is None else sampling.repeat_penalty,
+        frequency_penalty=sampling.frequency_penalty,
+        presence_penalty=sampling.presence_penalty,
+        grammar=grammar,
+    )
+    try:
+        for token in tokens:
+            if vocab.is_end_of_generation(token):
+                finish = "stop"
+                break
+            generated += 1
+            logprobs = (_logprob_of(llm, vocab, token, sampling.top_logprobs),) if sampling.logprobs else ()
+            text = stops.feed(utf8.decode(vocab.piece(token)))
+            if text or logprobs:
+                yield GenerationChunk(text=text, logprobs=logprobs)
+            if stops.stopped:
+                finish = "stop"
+                break
+            if generated >= sampling.max_tokens:
+                break
+    finally:
+        tokens.close()
+    tail = "" if stops.stopped else stops.feed(utf8.decode(b"", final=True))
+    if stops.stopped:
+        finish = "stop"
+    else:
+        tail += stops.flush()
+    yield GenerationChunk(
+        text=tail,
+        finish_reason=finish,
+        usage=Usage(prompt_tokens=len(prompt_tokens), completion_tokens=generated),
+    )

@@ -1,0 +1,28 @@
+"""Options of the `llama_cpp` plugin, as written in a `[[models]]` entry."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from lampstand.plugins.contract import PluginOptions
+
+__all__ = ["LlamaCppOptions"]
+
+
+class LlamaCppOptions(PluginOptions):
+    """How llama.cpp loads and samples one GGUF model."""
+
+    n_ctx: int = Field(4096, ge=64, description="context tokens; capped at the model's training context")
+    n_batch: int = Field(512, ge=1)
+    n_threads: int | None = Field(None, ge=1, description="default: all cores")
+    n_gpu_layers: int = Field(0, ge=-1, description="-1 offloads every layer")
+    flash_attn: bool = False
+    use_mmap: bool = True
+    embedding: bool = Field(False, description="serve embeddings instead of text generation")
+    pooling: Literal["model", "mean", "cls", "last"] = "model"
+    chat_template: str | None = Field(None, description="Jinja source replacing the GGUF's template")
+    top_k: int = Field(40, ge=0, description="default when a request names none")
+    min_p: float = Field(0.05, ge=0.0, le=1.0, description="default when a request names none")
+    repeat_penalty: float = Field(1.0, gt=0.0)

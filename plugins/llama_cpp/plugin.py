@@ -1,0 +1,238 @@
+"""The `llama_cpp` plugin: GGUF models through llama-cpp-python, on CPU or GPU.
+
+Serves chat and completions (or embeddings when configured with `embedding = true`).
+The chat prompt is the GGUF's own template rendered in a sandbox, tokenized with special
+tokens parsed. `llama_cpp` is imported only inside `load`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from lampstand.plugins.chat_prompt import render_chat
+from lampstand.plugins.chat_template import ChatTemplate
+from lampstand.plugins.contract import (
+    Capability,
+    ChatModel,
+    CompletionModel,
+    Embedder,
+    Footprint,
+    Plugin,
+)
+from lampstand.plugins.errors import (
+    CapabilityMissing,
+    ContextLengthExceeded,
+    InvalidRequest,
+    ModelUnavailable,
+    UnsupportedParameter,
+)
+from lampstand.plugins.tool_calls import ToolCallParser, with_tool_calls
+from lampstand.plugins.types import (
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingResult,
+    GenerationChunk,
+    SamplingParams,
+)
+
+from .decode import decode_stream
+from .gguf_info import GgufInfo, read_gguf_info
+from .grammar import grammar_for_chat, is_forced_tool_call
+from .options import LlamaCppOptions
+from .vocab import Vocab
+
+__all__ = ["LlamaCppPlugin"]
+
+POOLING = {"mean": 1, "cls": 2, "last": 3}  # llama_cpp.LLAMA_POOLING_TYPE_*
+
+
+class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder):
+    """One GGUF model in one llama.cpp context."""
+
+    name = "llama_cpp"
+    Options = LlamaCppOptions
+    options: LlamaCppOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._llm: Any = None
+        self._info: GgufInfo | None = None
+        self._template: ChatTemplate | None = None
+        self._vocab: Vocab | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def capabilities(self) -> frozenset[Capability]:
+        if self.options.embedding:
+            return frozenset({Capability.EMBEDDINGS})
+        return frozenset({Capability.CHAT, Capability.COMPLETIONS})
+
+    def _gguf(self) -> GgufInfo:
+        if self._info is None:
+            self._info = read_gguf_info(self.path)
+        return self._info
+
+    def _n_ctx(self) -> int:
+        train = self._gguf().n_ctx_train
+        return min(self.options.n_ctx, train) if train else self.options.n_ctx
+
+    def estimate_footprint(self) -> Footprint:
+        return self._gguf().footprint(self._n_ctx(), self.options.n_batch)
+
+    def measured_footprint(self) -> Footprint | None:
+        if self._llm is None:
+            return None
+        import llama_cpp
+
+        weights = int(llama_cpp.llama_model_size(self._llm.model))
+        kv = self._gguf().kv_cache_bytes(self._llm.n_ctx())
+        on_gpu = self.options.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload()
+        return Footprint(ram_bytes=0 if on_gpu else weights + kv, vram_bytes=weights + kv if on_gpu else 0)
+
+    def load(self) -> None:
+        info = self._gguf()
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise ModelUnavailable("the llama_cpp plugin needs `pip install lampstand[llama]`") from exc
+        pooling = POOLING.get(self.options.pooling)
+        if self.options.embedding and pooling is None and info.pooling_type in (None, 0):
+            pooling = POOLING["mean"]  # a causal LM has no pooling of its own
+        try:
+            self._llm = Llama(
+                model_path=str(self.path),
+                n_ctx=self._n_ctx(),
+                n_batch=self.options.n_batch,
+                n_threads=self.options.n_threads or os.cpu_count(),
+                n_gpu_layers=self.options.n_gpu_layers,
+                flash_attn=self.options.flash_attn,
+                use_mmap=self.options.use_mmap,
+                embedding=self.options.embedding,
+                pooling_type=pooling if pooling is not None else -1,
+                verbose=False,
+            )
+        except Exception as exc:  # llama.cpp reports every load failure as ValueError/RuntimeError
+            raise ModelUnavailable(f"llama.cpp could not load {self.path.name}: {exc}") from exc
+        self._vocab = Vocab(self._llm)
+        source = self.options.chat_template or self._llm.metadata.get("tokenizer.chat_template")
+        if source:
+            self._template = ChatTemplate(
+                source, bos_token=self._token_text(self._llm.token_bos()),
+                eos_token=self._token_text(self._llm.token_eos()),
+            )
+
+    def unload(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+        self._llm = None
+        self._template = None
+        self._vocab = None
+
+    def context_length(self) -> int | None:
+        return self._llm.n_ctx() if self._llm is not None else self._n_ctx()
+
+    # -- tokens ----------------------------------------------------------------------
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self._vocab.text([token], special=True)
+
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
+        """Token ids of `text` in this model's vocabulary."""
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    def _add_bos(self) -> bool:
+        return bool(self._llm._model.add_bos_token()) and self._llm.token_bos() >= 0
+
+    def _budget(self, prompt_tokens: list[int], sampling: SamplingParams) -> SamplingParams:
+        """The sampling params with max_tokens fitted to the context, or a 400."""
+        n_ctx = self._llm.n_ctx()
+        room = n_ctx - len(prompt_tokens)
+        if room <= 0 or (sampling.max_tokens_explicit and sampling.max_tokens > room):
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+                f"{len(prompt_tokens) + sampling.max_tokens} tokens ({len(prompt_tokens)} in the "
+                f"messages, {sampling.max_tokens} in the completion). Please reduce the length of "
+                "the messages or completion.",
+                param="messages",
+            )
+        if sampling.max_tokens <= room:
+            return sampling
+        from dataclasses import replace
+
+        return replace(sampling, max_tokens=room)
+
+    # -- capabilities ----------------------------------------------------------------
+
+    def _require_generation(self) -> None:
+        if self.options.embedding:
+            raise CapabilityMissing(f"model {self.model_id!r} is configured for embeddings only")
+
+    def chat(self, request: ChatRequest) -> Iterator[GenerationChunk]:
+        self._require_generation()
+        if self._template is None:
+            raise UnsupportedParameter(
+                f"model {self.model_id!r} has no chat template; set chat_template in its config "
+                "or use /v1/completions", param="messages")
+        prompt = self.tokenize(render_chat(self._template, request), add_bos=False)
+        sampling = self._budget(prompt, request.sampling)
+        chunks = decode_stream(self._llm, self._vocab, prompt, sampling, self.options, grammar_for_chat(request))
+        if request.tools and request.tool_choice.mode != "none":
+            chunks = with_tool_calls(chunks, ToolCallParser(forced=is_forced_tool_call(request)))
+        return chunks
+
+    def complete(self, request: CompletionRequest) -> Iterator[GenerationChunk]:
+        self._require_generation()
+        prompt = self._completion_prompt(request)
+        sampling = self._budget(prompt, request.sampling)
+        chunks = decode_stream(self._llm, self._vocab, prompt, sampling, self.options)
+        if not request.echo:
+            return chunks
+        echoed = request.prompt if isinstance(request.prompt, str) else self._vocab.text(request.prompt)
+        return _prepend(GenerationChunk(text=echoed), chunks)
+
+    def _completion_prompt(self, request: CompletionRequest) -> list[int]:
+        if isinstance(request.prompt, str):
+            prefix = self.tokenize(request.prompt, add_bos=False)
+        else:
+            prefix = self._checked_ids(request.prompt)
+        bos = [self._llm.token_bos()] if self._add_bos() else []
+        if request.suffix is None:
+            prompt = prefix if not isinstance(request.prompt, str) else bos + prefix
+            if not prompt:
+                raise InvalidRequest("the prompt is empty", param="prompt")
+            return prompt
+        model = self._llm._model
+        pre, suf, mid = model.token_prefix(), model.token_suffix(), model.token_middle()
+        if min(pre, suf, mid) < 0:
+            raise UnsupportedParameter(
+                f"model {self.model_id!r} has no fill-in-the-middle tokens, so `suffix` is not supported",
+                param="suffix")
+        suffix = self.tokenize(request.suffix, add_bos=False, special=False)
+        return bos + [pre] + prefix + [suf] + suffix + [mid]
+
+    def _checked_ids(self, ids: Sequence[int]) -> list[int]:
+        n_vocab = self._llm.n_vocab()
+        if any(not 0 <= t < n_vocab for t in ids):
+            raise InvalidRequest(f"token ids must be in [0, {n_vocab})", param="prompt")
+        return list(ids)
+
+    def embed(self, inputs: Sequence[str | Sequence[int]]) -> EmbeddingResult:
+        if not self.options.embedding:
+            raise CapabilityMissing(
+                f"model {self.model_id!r} serves text generation; configure embedding = true for embeddings")
+        texts = [
+            item if isinstance(item, str)
+            else self._vocab.text(self._checked_ids(item))
+            for item in inputs
+        ]
+        vectors, tokens = self._llm.embed(texts, normalize=True, truncate=True, return_count=True)
+        return EmbeddingResult(vectors=[list(map(float, v)) for v in vectors], prompt_tokens=int(tokens))
+
+
+def _prepend(first: GenerationChunk, rest: Iterator[GenerationChunk]) -> Iterator[GenerationChunk]:
+    yield first
+    yield from rest

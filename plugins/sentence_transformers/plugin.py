@@ -1,0 +1,107 @@
+"""The `sentence_transformers` plugin: embedding models from a local folder or HF repo.
+
+`sentence_transformers` and `torch` are imported only inside `load`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lampstand.plugins.contract import Capability, Embedder, Footprint, Plugin
+from lampstand.plugins.errors import InvalidRequest, ModelUnavailable
+from lampstand.plugins.types import EmbeddingResult
+
+from .options import SentenceTransformersOptions
+
+__all__ = ["SentenceTransformersPlugin"]
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+ACTIVATION_BYTES = 64 * 1024 * 1024  # torch workspace for one batch, measured on MiniLM
+
+
+def _weights_bytes(folder: Path) -> int:
+    files = [p for p in folder.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
+    safetensors = [p for p in files if p.suffix == ".safetensors"]
+    return sum(p.stat().st_size for p in (safetensors or files))
+
+
+class SentenceTransformersPlugin(Plugin, Embedder):
+    """One sentence-transformers embedding model."""
+
+    name = "sentence_transformers"
+    Options = SentenceTransformersOptions
+    options: SentenceTransformersOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._model: Any = None
+        self._device = "cpu"
+
+    def capabilities(self) -> frozenset[Capability]:
+        return frozenset({Capability.EMBEDDINGS})
+
+    def estimate_footprint(self) -> Footprint:
+        size = _weights_bytes(self.path) + ACTIVATION_BYTES
+        return Footprint(ram_bytes=size) if self._pick_device() == "cpu" else Footprint(0, size)
+
+    def measured_footprint(self) -> Footprint | None:
+        if self._model is None:
+            return None
+        size = sum(p.numel() * p.element_size() for p in self._model.parameters()) + ACTIVATION_BYTES
+        return Footprint(ram_bytes=size) if self._device == "cpu" else Footprint(0, size)
+
+    def _pick_device(self) -> str:
+        if self.options.device != "auto":
+            return self.options.device
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            return "cpu"
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def load(self) -> None:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise ModelUnavailable("the sentence_transformers plugin needs `pip install lampstand[embed]`") from exc
+        self._device = self._pick_device()
+        try:
+            self._model = SentenceTransformer(
+                str(self.path), device=self._device, local_files_only=True,
+                trust_remote_code=self.options.trust_remote_code,
+            )
+        except Exception as exc:  # missing files, wrong format: all a load failure
+            raise ModelUnavailable(f"sentence-transformers could not load {self.path.name}: {exc}") from exc
+        if self.options.max_seq_length:
+            self._model.max_seq_length = self.options.max_seq_length
+
+    def unload(self) -> None:
+        self._model = None
+        if self._device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def context_length(self) -> int | None:
+        return int(self._model.max_seq_length) if self._model is not None else None
+
+    def embed(self, inputs: Sequence[str | Sequence[int]]) -> EmbeddingResult:
+        tokenizer = self._model.tokenizer
+        texts = [item if isinstance(item, str) else self._decode_ids(item) for item in inputs]
+        vectors = self._model.encode(
+            texts, batch_size=self.options.batch_size, normalize_embeddings=self.options.normalize,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        limit = self._model.max_seq_length
+        tokens = sum(min(len(ids), limit) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
+        return EmbeddingResult(vectors=vectors.tolist(), prompt_tokens=tokens)
+
+    def _decode_ids(self, ids: Sequence[int]) -> str:
+        size = self._model.tokenizer.vocab_size
+        if any(not 0 <= t < size for t in ids):
+            raise InvalidRequest(f"token ids must be in [0, {size})", param="input")
+        return self._model.tokenizer.decode(list(ids), skip_special_tokens=True)

