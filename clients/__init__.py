@@ -1,0 +1,3 @@
+"""lampstand's command line (`lampstand ...`) and client helpers."""
+
+__all__: list[str] = []

@@ -170,7 +170,11 @@ class GenerationChunk:
 
 @dataclass(frozen=True)
 class EmbeddingResult:
-    """One vector per input, in input order, and the tokens they took."""
+    """One vector per input, in input order, and the tokens each input took."""
 
     vectors: list[list[float]]
-    prompt_tokens: int
+    token_counts: list[int]
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(self.token_counts)

@@ -229,8 +229,10 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder):
             else self._vocab.text(self._checked_ids(item))
             for item in inputs
         ]
-        vectors, tokens = self._llm.embed(texts, normalize=True, truncate=True, return_count=True)
-        return EmbeddingResult(vectors=[list(map(float, v)) for v in vectors], prompt_tokens=int(tokens))
+        vectors = self._llm.embed(texts, normalize=True, truncate=True)
+        n_ctx = self._llm.n_ctx()
+        counts = [min(len(self.tokenize(t, add_bos=self._add_bos())), n_ctx) for t in texts]
+        return EmbeddingResult(vectors=[list(map(float, v)) for v in vectors], token_counts=counts)
 
 
 def _prepend(first: GenerationChunk, rest: Iterator[GenerationChunk]) -> Iterator[GenerationChunk]:

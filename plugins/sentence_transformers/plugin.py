@@ -97,8 +97,8 @@ class SentenceTransformersPlugin(Plugin, Embedder):
             convert_to_numpy=True, show_progress_bar=False,
         )
         limit = self._model.max_seq_length
-        tokens = sum(min(len(ids), limit) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
-        return EmbeddingResult(vectors=vectors.tolist(), prompt_tokens=tokens)
+        counts = [min(len(ids), limit) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        return EmbeddingResult(vectors=vectors.tolist(), token_counts=counts)
 
     def _decode_ids(self, ids: Sequence[int]) -> str:
         size = self._model.tokenizer.vocab_size

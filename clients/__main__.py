@@ -1,0 +1,5 @@
+"""`python -m lampstand.clients` runs the CLI."""
+
+from .cli import main
+
+main()

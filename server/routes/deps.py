@@ -1,0 +1,31 @@
+"""What routes receive from the app: the state its lifespan built. No engine here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from lampstand.plugins.registry import PluginRegistry
+
+from ..config import Settings
+from ..model_pool import ModelPool
+from ..serving.embeddings import EmbeddingBatcher
+
+__all__ = ["ServerState", "get_state"]
+
+
+@dataclass
+class ServerState:
+    """Everything a request may need, owned by the app's lifespan."""
+
+    settings: Settings
+    registry: PluginRegistry
+    pool: ModelPool
+    batchers: dict[str, EmbeddingBatcher] = field(default_factory=dict)
+    ready: bool = False
+
+
+def get_state(request: Request) -> ServerState:
+    """FastAPI dependency: the running server's state."""
+    return request.app.state.lampstand

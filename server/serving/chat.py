@@ -1,0 +1,132 @@
+"""Serving /v1/chat/completions: plugin chunks to OpenAI chat objects, streamed or whole."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
+
+from typing import cast
+
+from lampstand.plugins.contract import Capability, ChatModel, Plugin
+from lampstand.plugins.types import ChatRequest, GenerationChunk, TokenLogprob, ToolCallDelta, Usage
+
+from .. import protocol as p
+from ..config import ServerSettings
+from ..model_pool import ModelPool
+from .convert import chat_request, seeded
+from .generation import new_id, now, primed, run_choices, sse_frames, sum_usage
+
+__all__ = ["create_chat_completion"]
+
+
+def _logprobs(items: tuple[TokenLogprob, ...] | list[TokenLogprob]) -> p.ChoiceLogprobs:
+    return p.ChoiceLogprobs(content=[
+        p.TokenLogprobOut(
+            token=t.token, logprob=t.logprob, bytes=list(t.bytes),
+            top_logprobs=[p.TopLogprobOut(token=a.token, logprob=a.logprob, bytes=list(a.bytes))
+                          for a in t.top_logprobs],
+        )
+        for t in items
+    ])
+
+
+def _tool_call(delta: ToolCallDelta) -> p.ToolCallOut:
+    if delta.id is not None:
+        return p.ToolCallOut(index=delta.index, id=delta.id, type="function",
+                             function=p.FunctionCallOut(name=delta.name, arguments=delta.arguments))
+    return p.ToolCallOut(index=delta.index, function=p.FunctionCallOut(arguments=delta.arguments))
+
+
+def _call(plugin: Plugin, request: ChatRequest) -> Iterator[GenerationChunk]:
+    return cast(ChatModel, plugin).chat(request)  # the model declared the chat capability
+
+
+@dataclass
+class _Choice:
+    """One choice accumulated for a non-streaming answer."""
+
+    text: list[str] = field(default_factory=list)
+    calls: dict[int, p.ToolCallOut] = field(default_factory=dict)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish: str | None = None
+
+    def add(self, chunk: GenerationChunk) -> None:
+        self.text.append(chunk.text)
+        self.logprobs.extend(chunk.logprobs)
+        for delta in chunk.tool_calls:
+            call = self.calls.setdefault(delta.index, p.ToolCallOut(
+                id=delta.id, type="function", function=p.FunctionCallOut(name=delta.name, arguments="")))
+            call.function.arguments += delta.arguments
+        self.finish = chunk.finish_reason or self.finish
+
+    def message(self) -> p.AssistantMessage:
+        text = "".join(self.text)
+        if self.calls:
+            return p.AssistantMessage(content=text or None, tool_calls=list(self.calls.values()))
+        return p.AssistantMessage(content=text)
+
+
+async def create_chat_completion(pool: ModelPool, settings: ServerSettings,
+                                 body: p.ChatCompletionRequest) -> p.ChatCompletion | AsyncIterator[str]:
+    """A whole `chat.completion`, or the SSE frames of its chunks when `stream` is set."""
+    hosted = pool.require(body.model, Capability.CHAT)
+    base = chat_request(body, settings, vision=Capability.VISION in hosted.capabilities())
+    requests = [replace(base, sampling=seeded(base.sampling, i)) for i in range(body.n)]
+    chunks = await primed(run_choices(pool, hosted, requests, _call))
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return sse_frames(_stream(chunks, body.model, body.logprobs, include_usage))
+    return await _collect(chunks, body.model, body.logprobs)
+
+
+async def _collect(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str,
+                   want_logprobs: bool) -> p.ChatCompletion:
+    choices: dict[int, _Choice] = {}
+    usages: dict[int, Usage] = {}
+    async for index, chunk in chunks:
+        choices.setdefault(index, _Choice()).add(chunk)
+        if chunk.usage:
+            usages[index] = chunk.usage
+    prompt, completion = sum_usage(usages)
+    return p.ChatCompletion(
+        id=new_id("chatcmpl"), created=now(), model=model,
+        choices=[
+            p.ChatChoice(index=i, message=c.message(), finish_reason=c.finish,
+                         logprobs=_logprobs(c.logprobs) if want_logprobs else None)
+            for i, c in sorted(choices.items())
+        ],
+        usage=p.UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
+    )
+
+
+async def _stream(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str,
+                  want_logprobs: bool, include_usage: bool) -> AsyncIterator[str]:
+    ident, created = new_id("chatcmpl"), now()
+    extra = {"usage": None} if include_usage else {}
+
+    def frame(choice: p.ChatChunkChoice) -> str:
+        return p.ChatCompletionChunk(id=ident, created=created, model=model, choices=[choice], **extra).to_json()
+
+    usages: dict[int, Usage] = {}
+    started: set[int] = set()
+    async for index, chunk in chunks:
+        if index not in started:
+            started.add(index)
+            yield frame(p.ChatChunkChoice(index=index, delta=p.ChatDelta(role="assistant", content=""),
+                                          logprobs=None, finish_reason=None))
+        delta = p.ChatDelta()
+        if chunk.text or not chunk.tool_calls and chunk.finish_reason is None:
+            delta.content = chunk.text
+        if chunk.tool_calls:
+            delta.tool_calls = [_tool_call(d) for d in chunk.tool_calls]
+        yield frame(p.ChatChunkChoice(
+            index=index, delta=delta, finish_reason=chunk.finish_reason,
+            logprobs=_logprobs(chunk.logprobs) if want_logprobs and chunk.logprobs else None))
+        if chunk.usage:
+            usages[index] = chunk.usage
+    if include_usage:
+        prompt, completion = sum_usage(usages)
+        yield p.ChatCompletionChunk(
+            id=ident, created=created, model=model, choices=[],
+            usage=p.UsageInfo(prompt_tokens=prompt, completion_tokens=completion,
+                              total_tokens=prompt + completion)).to_json()
