@@ -24,6 +24,7 @@ from lampstand.plugins.types import (
 )
 
 from .options import LlamaCppOptions
+from .prompt_cache import PromptCache
 from .vocab import Vocab
 
 __all__ = ["decode_stream"]
@@ -59,6 +60,7 @@ def _top_entry(vocab: Vocab, token: int, logprob: float) -> TopLogprob:
 def decode_stream(
     llm: Any,
     vocab: Vocab,
+    cache: PromptCache,
     prompt_tokens: list[int],
     sampling: SamplingParams,
     options: LlamaCppOptions,
@@ -66,6 +68,8 @@ def decode_stream(
 ) -> Iterator[GenerationChunk]:
     """Generate from `prompt_tokens`; the last chunk carries finish_reason and usage."""
     import llama_cpp
+
+    cache.evaluate(llm, prompt_tokens)  # generate() then samples at once from these logits
 
     llm.set_seed(sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
     stops = StopMatcher(sampling.stop)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lampstand.plugins.contract import PluginOptions
 
@@ -16,6 +16,7 @@ class LlamaCppOptions(PluginOptions):
 
     n_ctx: int = Field(4096, ge=64, description="context tokens; capped at the model's training context")
     n_batch: int = Field(512, ge=1)
+    cache_chunk: int = Field(64, ge=8, description="prompt KV is reused in aligned chunks of this size")
     n_threads: int | None = Field(None, ge=1, description="default: all cores")
     n_gpu_layers: int = Field(0, ge=-1, description="-1 offloads every layer")
     flash_attn: bool = False
@@ -26,3 +27,9 @@ class LlamaCppOptions(PluginOptions):
     top_k: int = Field(40, ge=0, description="default when a request names none")
     min_p: float = Field(0.05, ge=0.0, le=1.0, description="default when a request names none")
     repeat_penalty: float = Field(1.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _chunk_fits_batch(self) -> LlamaCppOptions:
+        if self.cache_chunk > self.n_batch:
+            raise ValueError("cache_chunk must not be larger than n_batch")
+        return self

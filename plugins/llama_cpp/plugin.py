@@ -41,6 +41,7 @@ from .decode import decode_stream
 from .gguf_info import GgufInfo, read_gguf_info
 from .grammar import grammar_for_chat, is_forced_tool_call
 from .options import LlamaCppOptions
+from .prompt_cache import PromptCache
 from .vocab import Vocab
 
 __all__ = ["LlamaCppPlugin"]
@@ -61,6 +62,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder):
         self._info: GgufInfo | None = None
         self._template: ChatTemplate | None = None
         self._vocab: Vocab | None = None
+        self._cache = PromptCache(self.options.cache_chunk)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder):
         self._llm = None
         self._template = None
         self._vocab = None
+        self._cache.forget()
 
     def context_length(self) -> int | None:
         return self._llm.n_ctx() if self._llm is not None else self._n_ctx()
@@ -179,7 +182,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder):
                 "or use /v1/completions", param="messages")
         prompt = self.tokenize(render_chat(self._template, request), add_bos=False)
         sampling = self._budget(prompt, request.sampling)
-        chunks = decode_stream(self._llm, self._vocab, prompt, sampling, self.options, grammar_for_chat(request))
+        chunks = decode_stream(self._llm, self._vocab, self._cache, prompt, sampling, self.options, grammar_for_chat(request))
         if request.tools and request.tool_choice.mode != "none":
             chunks = with_tool_calls(chunks, ToolCallParser(forced=is_forced_tool_call(request)))
         return chunks
@@ -188,7 +191,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder):
         self._require_generation()
         prompt = self._completion_prompt(request)
         sampling = self._budget(prompt, request.sampling)
-        chunks = decode_stream(self._llm, self._vocab, prompt, sampling, self.options)
+        chunks = decode_stream(self._llm, self._vocab, self._cache, prompt, sampling, self.options)
         if not request.echo:
             return chunks
         echoed = request.prompt if isinstance(request.prompt, str) else self._vocab.text(request.prompt)
