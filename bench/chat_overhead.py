@@ -1,0 +1,160 @@
+"""Chat overhead: what the HTTP server costs over calling llama-cpp-python in process.
+
+Measures single-stream time to first token (TTFT) and decode tokens/s for the bundled
+SmolLM2 GGUF two ways, in the same run and alternating repeats:
+
+* raw:    `llama_cpp.Llama.create_chat_completion(stream=True)` in this process;
+* server: a streaming POST /v1/chat/completions to `lampstand serve` (httpx, SSE), usage
+          counted from the final chunk (`stream_options.include_usage`).
+
+Both use n_ctx=2048, n_threads=2, temperature 0, `stop: []` and a prompt that writes past
+`--tokens`. Each repeat starts its prompt with a new session number, so no prompt KV is
+reused from the previous repeat. TTFT is the time to the first content token; decode
+tokens/s counts tokens after the first over the time after the first. Only one side runs
+at a time (they share the cores). Figures are medians over `--repeats`.
+
+Run: python bench/chat_overhead.py [--tokens 128] [--repeats 5] [--port PORT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from llama_cpp import Llama
+
+from server_process import SMOLLM, running_server
+
+N_CTX, N_THREADS = 2048, 2
+STORY = ("Write a very long, detailed story about a lighthouse keeper who finds a message in a "
+         "bottle. Use many chapters.")
+
+
+@dataclass
+class Run:
+    ttft_s: float
+    total_s: float
+    tokens: int
+    text: str
+
+    @property
+    def decode_tps(self) -> float:
+        return (self.tokens - 1) / (self.total_s - self.ttft_s)
+
+
+def messages(session: int) -> list[dict[str, str]]:
+    system = f"Session {session}. You are a storyteller who writes at great length."
+    return [{"role": "system", "content": system}, {"role": "user", "content": STORY}]
+
+
+def config() -> str:
+    return f"""
+[server]
+default_max_tokens = 256
+
+[[models]]
+id = "smollm2"
+plugin = "llama_cpp"
+path = "{SMOLLM}"
+n_ctx = {N_CTX}
+n_threads = {N_THREADS}
+"""
+
+
+def timed(pieces: Iterable[str], start: float) -> tuple[float, list[str]]:
+    """TTFT and the text pieces of a stream, consumed to its end."""
+    first, texts = 0.0, []
+    for piece in pieces:
+        if piece and not texts:
+            first = time.perf_counter() - start
+        if piece:
+            texts.append(piece)
+    return first, texts
+
+
+def run_raw(llm: Llama, session: int, max_tokens: int) -> Run:
+    start = time.perf_counter()
+    stream = llm.create_chat_completion(messages(session), max_tokens=max_tokens, temperature=0.0,
+                                        stop=[], stream=True)
+    ttft, texts = timed((chunk["choices"][0]["delta"].get("content") or "" for chunk in stream), start)
+    return Run(ttft, time.perf_counter() - start, len(texts), "".join(texts))
+
+
+def sse_events(response: httpx.Response) -> Iterable[dict[str, Any]]:
+    for line in response.iter_lines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            yield json.loads(line[6:])
+
+
+def run_server(client: httpx.Client, session: int, max_tokens: int) -> Run:
+    body = {"model": "smollm2", "messages": messages(session), "max_tokens": max_tokens,
+            "temperature": 0, "stop": [], "stream": True, "stream_options": {"include_usage": True}}
+    usage: dict[str, int] = {}
+
+    def pieces(response: httpx.Response) -> Iterable[str]:
+        for event in sse_events(response):
+            usage.update(event.get("usage") or {})
+            for choice in event.get("choices", []):
+                yield choice["delta"].get("content") or ""
+
+    start = time.perf_counter()
+    with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        ttft, texts = timed(pieces(response), start)
+    return Run(ttft, time.perf_counter() - start, usage["completion_tokens"], "".join(texts))
+
+
+def median(runs: list[Run], attr: str) -> float:
+    return statistics.median(getattr(run, attr) for run in runs)
+
+
+def report(raw: list[Run], served: list[Run]) -> None:
+    ttft_raw, ttft_srv = median(raw, "ttft_s") * 1e3, median(served, "ttft_s") * 1e3
+    tps_raw, tps_srv = median(raw, "decode_tps"), median(served, "decode_tps")
+    same = sum(a.text == b.text for a, b in zip(raw, served))
+    rows = [
+        ("tokens per run (raw / server)", f"{raw[0].tokens} / {served[0].tokens}"),
+        ("same text (repeats)", f"{same} of {len(raw)}"),
+        ("raw TTFT", f"{ttft_raw:8.1f} ms"),
+        ("server TTFT", f"{ttft_srv:8.1f} ms"),
+        ("TTFT overhead (goal < 10 ms)", f"{ttft_srv - ttft_raw:8.1f} ms"),
+        ("raw decode", f"{tps_raw:8.1f} tok/s"),
+        ("server decode", f"{tps_srv:8.1f} tok/s"),
+        ("decode ratio server/raw (goal >= 0.95)", f"{tps_srv / tps_raw:8.3f}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print(f"\nmedians over {len(raw)} repeats")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=128, help="max_tokens per request")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--port", type=int, default=None, help="server port (default: a free one)")
+    args = parser.parse_args()
+
+    llm = Llama(model_path=str(SMOLLM), n_ctx=N_CTX, n_threads=N_THREADS, verbose=False)
+    with running_server(config(), args.port) as url, httpx.Client(base_url=url, timeout=120) as client:
+        run_raw(llm, 0, 8), run_server(client, 0, 8)  # warm-up: loads the server's model
+        raw: list[Run] = []
+        served: list[Run] = []
+        print(f"{'repeat':>6} {'side':>7} {'TTFT ms':>8} {'tokens':>6} {'decode tok/s':>12}")
+        for i in range(1, args.repeats + 1):
+            order = ("raw", "server") if i % 2 else ("server", "raw")
+            for side in order:
+                run = run_raw(llm, i, args.tokens) if side == "raw" else run_server(client, i, args.tokens)
+                (raw if side == "raw" else served).append(run)
+                print(f"{i:>6} {side:>7} {run.ttft_s * 1e3:8.1f} {run.tokens:>6} {run.decode_tps:12.1f}")
+    report(raw, served)
+
+
+if __name__ == "__main__":
+    main()

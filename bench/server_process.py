@@ -1,0 +1,75 @@
+"""Shared by the benchmarks: run `lampstand serve` on a free loopback port for one block."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from lampstand.plugins.sources import BUNDLED_MODELS, bundled_path
+
+__all__ = ["SMOLLM", "MINILM", "free_port", "running_server"]
+
+
+def _require(path: Path | None, package: str) -> Path:
+    if path is None:
+        sys.exit(f"bundled model missing: install the {package} package (make install)")
+    return path
+
+
+SMOLLM = _require(bundled_path(BUNDLED_MODELS[0]), BUNDLED_MODELS[0].package)
+MINILM = _require(bundled_path(BUNDLED_MODELS[1]), BUNDLED_MODELS[1].package)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log.read_text()}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server did not become healthy in {timeout_s:.0f} s:\n{log.read_text()}")
+
+
+@contextmanager
+def running_server(config: str, port: int | None = None, timeout_s: float = 90) -> Iterator[str]:
+    """Serve `config` (TOML) on 127.0.0.1 and yield its base URL; stop it on exit."""
+    port = port or free_port()
+    with tempfile.TemporaryDirectory(prefix="lampstand-bench-") as tmp:
+        config_path, log = Path(tmp) / "lampstand.toml", Path(tmp) / "server.log"
+        config_path.write_text(config)
+        command = [sys.executable, "-m", "lampstand.clients", "serve", "--config", str(config_path),
+                   "--host", "127.0.0.1", "--port", str(port)]
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_healthy(url, process, log, timeout_s)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
