@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from statistics import median
 from typing import Any
 
 import httpx
 from llama_cpp import Llama
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from server_process import SMOLLM, running_server
 
@@ -40,6 +41,7 @@ STORY = ("Write a very long, detailed story about a lighthouse keeper who finds 
 class Run:
     ttft_s: float
     total_s: float
+    prompt_tokens: int
     tokens: int
     text: str
 
@@ -78,12 +80,22 @@ def timed(pieces: Iterable[str], start: float) -> tuple[float, list[str]]:
     return first, texts
 
 
+def raw_prompt_tokens(llm: Llama, session: int) -> int:
+    """The prompt length `create_chat_completion` evaluates: the GGUF template, as it renders it."""
+    text = llm._model.token_get_text
+    formatter = Jinja2ChatFormatter(llm.metadata["tokenizer.chat_template"],
+                                    eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos()))
+    prompt = formatter(messages=messages(session)).prompt
+    return len(llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+
+
 def run_raw(llm: Llama, session: int, max_tokens: int) -> Run:
     start = time.perf_counter()
     stream = llm.create_chat_completion(messages(session), max_tokens=max_tokens, temperature=0.0,
                                         stop=[], stream=True)
     ttft, texts = timed((chunk["choices"][0]["delta"].get("content") or "" for chunk in stream), start)
-    return Run(ttft, time.perf_counter() - start, len(texts), "".join(texts))
+    total = time.perf_counter() - start
+    return Run(ttft, total, raw_prompt_tokens(llm, session), len(texts), "".join(texts))
 
 
 def sse_events(response: httpx.Response) -> Iterable[dict[str, Any]]:
@@ -107,29 +119,27 @@ def run_server(client: httpx.Client, session: int, max_tokens: int) -> Run:
     with client.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         ttft, texts = timed(pieces(response), start)
-    return Run(ttft, time.perf_counter() - start, usage["completion_tokens"], "".join(texts))
-
-
-def median(runs: list[Run], attr: str) -> float:
-    return statistics.median(getattr(run, attr) for run in runs)
+    total = time.perf_counter() - start
+    return Run(ttft, total, usage["prompt_tokens"], usage["completion_tokens"], "".join(texts))
 
 
 def report(raw: list[Run], served: list[Run]) -> None:
-    ttft_raw, ttft_srv = median(raw, "ttft_s") * 1e3, median(served, "ttft_s") * 1e3
-    tps_raw, tps_srv = median(raw, "decode_tps"), median(served, "decode_tps")
-    same = sum(a.text == b.text for a, b in zip(raw, served))
+    """Medians of each side, and medians of the per-repeat differences and ratios."""
+    pairs = list(zip(raw, served))
+    same = sum(a.text == b.text for a, b in pairs)
     rows = [
-        ("tokens per run (raw / server)", f"{raw[0].tokens} / {served[0].tokens}"),
-        ("same text (repeats)", f"{same} of {len(raw)}"),
-        ("raw TTFT", f"{ttft_raw:8.1f} ms"),
-        ("server TTFT", f"{ttft_srv:8.1f} ms"),
-        ("TTFT overhead (goal < 10 ms)", f"{ttft_srv - ttft_raw:8.1f} ms"),
-        ("raw decode", f"{tps_raw:8.1f} tok/s"),
-        ("server decode", f"{tps_srv:8.1f} tok/s"),
-        ("decode ratio server/raw (goal >= 0.95)", f"{tps_srv / tps_raw:8.3f}"),
+        ("prompt tokens (raw / server)", f"{raw[0].prompt_tokens} / {served[0].prompt_tokens}"),
+        ("completion tokens (raw / server)", f"{raw[0].tokens} / {served[0].tokens}"),
+        ("same text (repeats)", f"{same} of {len(pairs)}"),
+        ("raw TTFT", f"{median(r.ttft_s for r in raw) * 1e3:8.1f} ms"),
+        ("server TTFT", f"{median(r.ttft_s for r in served) * 1e3:8.1f} ms"),
+        ("TTFT overhead, paired (goal < 10 ms)", f"{median((b.ttft_s - a.ttft_s) * 1e3 for a, b in pairs):8.1f} ms"),
+        ("raw decode", f"{median(r.decode_tps for r in raw):8.1f} tok/s"),
+        ("server decode", f"{median(r.decode_tps for r in served):8.1f} tok/s"),
+        ("decode server/raw, paired (goal >= 0.95)", f"{median(b.decode_tps / a.decode_tps for a, b in pairs):8.3f}"),
     ]
     width = max(len(name) for name, _ in rows)
-    print(f"\nmedians over {len(raw)} repeats")
+    print(f"\nmedians over {len(pairs)} repeats (paired: median of per-repeat server vs raw)")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
 
@@ -143,7 +153,8 @@ def main() -> None:
 
     llm = Llama(model_path=str(SMOLLM), n_ctx=N_CTX, n_threads=N_THREADS, verbose=False)
     with running_server(config(), args.port) as url, httpx.Client(base_url=url, timeout=120) as client:
-        run_raw(llm, 0, 8), run_server(client, 0, 8)  # warm-up: loads the server's model
+        run_raw(llm, 0, args.tokens)  # warm-up, untimed; the server's also loads its model
+        run_server(client, 0, args.tokens)
         raw: list[Run] = []
         served: list[Run] = []
         print(f"{'repeat':>6} {'side':>7} {'TTFT ms':>8} {'tokens':>6} {'decode tok/s':>12}")

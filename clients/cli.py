@@ -24,7 +24,6 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(help="lampstand: a local OpenAI-compatible server for LLMs, embeddings and more.",
                   no_args_is_help=True, add_completion=False)
-err = Console(stderr=True)
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="lampstand.toml (default: $LAMPSTAND_CONFIG)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
@@ -41,7 +40,7 @@ def _settings(config: Path | None, **server_overrides: object):  # type: ignore[
 
 
 def _fail(exc: LampstandError) -> None:
-    err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+    typer.echo(f"error: {exc.message}", err=True)
     raise typer.Exit(2)
 
 

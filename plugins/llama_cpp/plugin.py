@@ -174,13 +174,17 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder):
         if self.options.embedding:
             raise CapabilityMissing(f"model {self.model_id!r} is configured for embeddings only")
 
-    def chat(self, request: ChatRequest) -> Iterator[GenerationChunk]:
-        self._require_generation()
+    def chat_prompt_tokens(self, request: ChatRequest) -> list[int]:
+        """The prompt a chat request becomes: the model's template, special tokens parsed."""
         if self._template is None:
             raise UnsupportedParameter(
                 f"model {self.model_id!r} has no chat template; set chat_template in its config "
                 "or use /v1/completions", param="messages")
-        prompt = self.tokenize(render_chat(self._template, request), add_bos=False)
+        return self.tokenize(render_chat(self._template, request), add_bos=False)
+
+    def chat(self, request: ChatRequest) -> Iterator[GenerationChunk]:
+        self._require_generation()
+        prompt = self.chat_prompt_tokens(request)
         sampling = self._budget(prompt, request.sampling)
         chunks = decode_stream(self._llm, self._vocab, self._cache, prompt, sampling, self.options, grammar_for_chat(request))
         if request.tools and request.tool_choice.mode != "none":
