@@ -1,0 +1,149 @@
+"""Embedding overhead: what the HTTP server costs over sentence-transformers in process.
+
+Measures sentences/s for the bundled all-MiniLM-L6-v2 three ways, in the same run with the
+order rotated every repeat:
+
+* raw:        `SentenceTransformer(path, device="cpu").encode(batch_size=32, normalize_embeddings=True)`;
+* batched:    POST /v1/embeddings with `--batch` sentences per request, one request at a time;
+* concurrent: one sentence per request, `--concurrency` requests in flight (httpx.AsyncClient).
+
+The server runs the same model on the CPU with batch_size 32; vectors come back as base64
+(as the OpenAI SDK asks for them) and are checked against the raw ones. The sentences are
+generated from a word list with a seeded random, so every run embeds the same text. Only
+one way runs at a time (they share the cores). Figures are the median and the best repeat.
+
+Run: python bench/embed_overhead.py [--sentences 256] [--batch 32] [--concurrency 16]
+                                    [--repeats 3] [--port PORT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import random
+import time
+from statistics import median
+
+import httpx
+import numpy as np
+from sentence_transformers import SentenceTransformer
+
+from server_process import MINILM, running_server
+
+BATCH_SIZE = 32
+WORDS = ("the quiet river carries old boats past a stone bridge while children watch from the bank "
+         "and a baker opens his shop early every morning to sell warm bread with honey cheese and "
+         "apples merchants argue about prices as rain falls softly on green hills near the ancient "
+         "library where scholars study maps stars engines music and forgotten languages").split()
+MODES = ("raw", "batched", "concurrent")
+
+
+def make_sentences(count: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(WORDS, k=rng.randint(5, 30))).capitalize() + "." for _ in range(count)]
+
+
+def config() -> str:
+    return f"""
+[[models]]
+id = "minilm"
+plugin = "sentence_transformers"
+path = "{MINILM}"
+device = "cpu"
+batch_size = {BATCH_SIZE}
+"""
+
+
+def decode(data: list[dict[str, object]]) -> list[np.ndarray]:
+    return [np.frombuffer(base64.b64decode(str(item["embedding"])), dtype="<f4") for item in data]
+
+
+async def embed(client: httpx.AsyncClient, inputs: list[str]) -> list[np.ndarray]:
+    body = {"model": "minilm", "input": inputs, "encoding_format": "base64"}
+    response = await client.post("/v1/embeddings", json=body)
+    response.raise_for_status()
+    return decode(sorted(response.json()["data"], key=lambda item: item["index"]))
+
+
+def run_raw(model: SentenceTransformer, sentences: list[str]) -> np.ndarray:
+    return model.encode(sentences, batch_size=BATCH_SIZE, normalize_embeddings=True)
+
+
+async def run_batched(client: httpx.AsyncClient, sentences: list[str], batch: int) -> np.ndarray:
+    vectors: list[np.ndarray] = []
+    for start in range(0, len(sentences), batch):
+        vectors += await embed(client, sentences[start:start + batch])
+    return np.stack(vectors)
+
+
+async def run_concurrent(client: httpx.AsyncClient, sentences: list[str], concurrency: int) -> np.ndarray:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(sentence: str) -> np.ndarray:
+        async with gate:
+            return (await embed(client, [sentence]))[0]
+
+    return np.stack(await asyncio.gather(*(one(s) for s in sentences)))
+
+
+async def measure(mode: str, model: SentenceTransformer, client: httpx.AsyncClient,
+                  sentences: list[str], args: argparse.Namespace) -> tuple[float, np.ndarray]:
+    """Sentences/s of one pass of `mode` over all sentences, and the vectors it produced."""
+    start = time.perf_counter()
+    if mode == "raw":
+        vectors = run_raw(model, sentences)
+    elif mode == "batched":
+        vectors = await run_batched(client, sentences, args.batch)
+    else:
+        vectors = await run_concurrent(client, sentences, args.concurrency)
+    return len(sentences) / (time.perf_counter() - start), vectors
+
+
+def report(rates: dict[str, list[float]], deviation: float, args: argparse.Namespace) -> None:
+    labels = {"raw": "raw sentence-transformers", "batched": f"server, {args.batch} per request",
+              "concurrent": f"server, 1 per request x {args.concurrency} in flight"}
+    raw_mid, raw_best = median(rates["raw"]), max(rates["raw"])
+    width = max(map(len, labels.values()))
+    print(f"\n{args.sentences} sentences, {len(rates['raw'])} repeats; "
+          f"max |server - raw| vector element: {deviation:.2e}")
+    print(f"  {'sentences/s':<{width}}  {'median':>8}  {'best':>8}  {'/raw med':>8}  {'/raw best':>9}")
+    for mode in MODES:
+        mid, best = median(rates[mode]), max(rates[mode])
+        print(f"  {labels[mode]:<{width}}  {mid:8.1f}  {best:8.1f}  {mid / raw_mid:8.3f}  {best / raw_best:9.3f}")
+
+
+async def bench(args: argparse.Namespace) -> None:
+    sentences = make_sentences(args.sentences)
+    model = SentenceTransformer(str(MINILM), device="cpu")
+    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    with running_server(config(), args.port) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+            for mode in MODES:  # warm-up, untimed: loads the server's model, opens connections
+                await measure(mode, model, client, sentences[:64], args)
+            rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+            deviation = 0.0
+            print(f"{'repeat':>6} {'mode':>10} {'sentences/s':>11}")
+            for i in range(args.repeats):
+                vectors: dict[str, np.ndarray] = {}
+                for mode in MODES[i % 3:] + MODES[:i % 3]:
+                    rate, vectors[mode] = await measure(mode, model, client, sentences, args)
+                    rates[mode].append(rate)
+                    print(f"{i + 1:>6} {mode:>10} {rate:11.1f}")
+                for mode in ("batched", "concurrent"):
+                    deviation = max(deviation, float(np.abs(vectors[mode] - vectors["raw"]).max()))
+    report(rates, deviation, args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sentences", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=32, help="sentences per batched request")
+    parser.add_argument("--concurrency", type=int, default=16, help="single-sentence requests in flight")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--port", type=int, default=None, help="server port (default: a free one)")
+    asyncio.run(bench(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
