@@ -32,7 +32,7 @@ import httpx
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from server_process import SMOLLM, running_server
+from server_process import SMOLLM, print_load, running_server
 
 N_CTX, N_THREADS = 2048, 2
 Pick = Callable[[list[float]], float]
@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=None, help="server port (default: a free one)")
     args = parser.parse_args()
 
+    print_load("at the start")
     llm = Llama(model_path=str(SMOLLM), n_ctx=N_CTX, n_threads=N_THREADS, verbose=False)
     with running_server(config(), args.port) as url, httpx.Client(base_url=url, timeout=120) as client:
         run_raw(llm, 0, args.tokens)  # warm-up, untimed; the server's also loads its model
@@ -168,6 +169,7 @@ def main() -> None:
                 (raw if side == "raw" else served).append(run)
                 print(f"{i:>6} {side:>7} {run.ttft_s * 1e3:8.1f} {run.tokens:>6} {run.decode_tps:12.1f}")
     report(raw, served)
+    print_load("at the end")
 
 
 if __name__ == "__main__":

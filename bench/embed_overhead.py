@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
-from server_process import MINILM, running_server
+from server_process import MINILM, print_load, running_server
 
 BATCH_SIZE = 32
 WORDS = ("the quiet river carries old boats past a stone bridge while children watch from the bank "
@@ -114,6 +114,7 @@ def report(rates: dict[str, list[float]], deviation: float, args: argparse.Names
 
 
 async def bench(args: argparse.Namespace) -> None:
+    print_load("at the start")
     sentences = make_sentences(args.sentences)
     model = SentenceTransformer(str(MINILM), device="cpu")
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
@@ -133,6 +134,7 @@ async def bench(args: argparse.Namespace) -> None:
                 for mode in ("batched", "concurrent"):
                     deviation = max(deviation, float(np.abs(vectors[mode] - vectors["raw"]).max()))
     report(rates, deviation, args)
+    print_load("at the end")
 
 
 def main() -> None:

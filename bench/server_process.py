@@ -16,7 +16,7 @@ import httpx
 
 from lampstand.plugins.sources import BUNDLED_MODELS, bundled_path
 
-__all__ = ["SMOLLM", "MINILM", "free_port", "running_server"]
+__all__ = ["SMOLLM", "MINILM", "free_port", "print_load", "running_server"]
 
 
 def _require(path: Path | None, package: str) -> Path:
@@ -27,6 +27,11 @@ def _require(path: Path | None, package: str) -> Path:
 
 SMOLLM = _require(bundled_path(BUNDLED_MODELS[0]), BUNDLED_MODELS[0].package)
 MINILM = _require(bundled_path(BUNDLED_MODELS[1]), BUNDLED_MODELS[1].package)
+
+
+def print_load(when: str) -> None:
+    """The 1-minute load average, to tell whether other work on the machine skewed the figures."""
+    print(f"load average {when}: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
 
 def free_port() -> int:

@@ -76,7 +76,7 @@ def models(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     except ConfigError as exc:
         _fail(exc)
     rows = [
-        {"id": h.id, "plugin": h.plugin_cls.name, "capabilities": sorted(c.value for c in h.capabilities()),
+        {"id": h.id, "plugin": h.plugin_cls.name, "capabilities": sorted(c.value for c in h.capabilities),
          "aliases": h.config.aliases, "source": str(h.config.path or f"hf:{h.config.hf}")}
         for h in state.pool.models.values()
     ]

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from lampstand.plugins.contract import Capability, Plugin
@@ -53,6 +54,7 @@ class HostedModel:
     config: ModelConfig
     plugin_cls: type[Plugin]
     options: Any
+    capabilities: frozenset[Capability]
     created: int = field(default_factory=lambda: int(time.time()))
     plugin: Plugin | None = None
     status: ModelStatus = ModelStatus.UNLOADED
@@ -65,16 +67,11 @@ class HostedModel:
     def id(self) -> str:
         return self.config.id
 
-    def capabilities(self) -> frozenset[Capability]:
-        """Declared by the plugin from configuration alone (no load needed)."""
-        probe = self.plugin or self.plugin_cls(self.id, self.config.path or _hub_placeholder(self.config), self.options)
-        return probe.capabilities()
 
-
-def _hub_placeholder(config: ModelConfig) -> Any:
-    from pathlib import Path
-
-    return Path(config.hf or "")
+def _declared_capabilities(config: ModelConfig, plugin_cls: type[Plugin], options: Any) -> frozenset[Capability]:
+    """Capabilities follow from configuration alone; the probe instance loads nothing."""
+    where = config.path if config.path is not None else Path(config.hf or "")
+    return plugin_cls(config.id, where, options).capabilities()
 
 
 def _plugin_options(config: ModelConfig, plugin_cls: type[Plugin]) -> Any:
@@ -95,7 +92,8 @@ class ModelPool:
         self._names: dict[str, HostedModel] = {}
         for config in configs:
             plugin_cls = registry.get(config.plugin)
-            hosted = HostedModel(config, plugin_cls, _plugin_options(config, plugin_cls))
+            options = _plugin_options(config, plugin_cls)
+            hosted = HostedModel(config, plugin_cls, options, _declared_capabilities(config, plugin_cls, options))
             self.models[config.id] = hosted
             for name in (config.id, *config.aliases):
                 self._names[name] = hosted
@@ -110,10 +108,10 @@ class ModelPool:
     def require(self, name: str, capability: Capability) -> HostedModel:
         """The model called `name`, which must declare `capability`."""
         hosted = self.lookup(name)
-        if capability not in hosted.capabilities():
+        if capability not in hosted.capabilities:
             raise CapabilityMissing(
                 f"model {name!r} does not support {capability.value} "
-                f"(it serves: {', '.join(sorted(c.value for c in hosted.capabilities()))})",
+                f"(it serves: {', '.join(sorted(c.value for c in hosted.capabilities))})",
                 param="model",
             )
         return hosted

@@ -20,7 +20,7 @@ def model_card(hosted: HostedModel) -> p.ModelCard:
     plugin = hosted.plugin
     return p.ModelCard(
         id=hosted.id, created=hosted.created, owned_by="lampstand",
-        capabilities=sorted(c.value for c in hosted.capabilities()),
+        capabilities=sorted(c.value for c in hosted.capabilities),
         status=hosted.status.value, plugin=hosted.plugin_cls.name, aliases=list(hosted.config.aliases),
         context_length=plugin.context_length() if plugin is not None else None,
         error=hosted.error,

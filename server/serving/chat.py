@@ -70,7 +70,7 @@ async def create_chat_completion(pool: ModelPool, settings: ServerSettings,
                                  body: p.ChatCompletionRequest) -> p.ChatCompletion | AsyncIterator[str]:
     """A whole `chat.completion`, or the SSE frames of its chunks when `stream` is set."""
     hosted = pool.require(body.model, Capability.CHAT)
-    base = chat_request(body, settings, vision=Capability.VISION in hosted.capabilities())
+    base = chat_request(body, settings, vision=Capability.VISION in hosted.capabilities)
     requests = [replace(base, sampling=seeded(base.sampling, i)) for i in range(body.n)]
     chunks = await primed(run_choices(pool, hosted, requests, _call))
     if body.stream:
