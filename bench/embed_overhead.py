@@ -1,9 +1,11 @@
 """Embedding overhead: what the HTTP server costs over sentence-transformers in process.
 
-Measures sentences/s for the bundled all-MiniLM-L6-v2 three ways, in the same run with the
+Measures sentences/s for the bundled all-MiniLM-L6-v2 four ways, in the same run with the
 order rotated every repeat:
 
 * raw:        `SentenceTransformer(path, device="cpu").encode(batch_size=32, normalize_embeddings=True)`;
+* raw-split:  the same, one `encode` call per `--batch` sentences: what the server gets from
+              batched requests (encode sorts by length only within a call, so more padding);
 * batched:    POST /v1/embeddings with `--batch` sentences per request, one request at a time;
 * concurrent: one sentence per request, `--concurrency` requests in flight (httpx.AsyncClient).
 
@@ -13,7 +15,7 @@ generated from a word list with a seeded random, so every run embeds the same te
 one way runs at a time (they share the cores). Figures are the median and the best repeat.
 
 Run: python bench/embed_overhead.py [--sentences 256] [--batch 32] [--concurrency 16]
-                                    [--repeats 3] [--port PORT]
+                                    [--repeats 4] [--port PORT]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from statistics import median
 import httpx
 import numpy as np
 from sentence_transformers import SentenceTransformer
+from transformers.utils import logging as transformers_logging
 
 from server_process import MINILM, print_load, running_server
 
@@ -36,7 +39,7 @@ WORDS = ("the quiet river carries old boats past a stone bridge while children w
          "and a baker opens his shop early every morning to sell warm bread with honey cheese and "
          "apples merchants argue about prices as rain falls softly on green hills near the ancient "
          "library where scholars study maps stars engines music and forgotten languages").split()
-MODES = ("raw", "batched", "concurrent")
+MODES = ("raw", "raw-split", "batched", "concurrent")
 
 
 def make_sentences(count: int, seed: int = 0) -> list[str]:
@@ -70,6 +73,11 @@ def run_raw(model: SentenceTransformer, sentences: list[str]) -> np.ndarray:
     return model.encode(sentences, batch_size=BATCH_SIZE, normalize_embeddings=True)
 
 
+def run_raw_split(model: SentenceTransformer, sentences: list[str], batch: int) -> np.ndarray:
+    return np.concatenate([run_raw(model, sentences[start:start + batch])
+                           for start in range(0, len(sentences), batch)])
+
+
 async def run_batched(client: httpx.AsyncClient, sentences: list[str], batch: int) -> np.ndarray:
     vectors: list[np.ndarray] = []
     for start in range(0, len(sentences), batch):
@@ -93,6 +101,8 @@ async def measure(mode: str, model: SentenceTransformer, client: httpx.AsyncClie
     start = time.perf_counter()
     if mode == "raw":
         vectors = run_raw(model, sentences)
+    elif mode == "raw-split":
+        vectors = run_raw_split(model, sentences, args.batch)
     elif mode == "batched":
         vectors = await run_batched(client, sentences, args.batch)
     else:
@@ -101,7 +111,8 @@ async def measure(mode: str, model: SentenceTransformer, client: httpx.AsyncClie
 
 
 def report(rates: dict[str, list[float]], deviation: float, args: argparse.Namespace) -> None:
-    labels = {"raw": "raw sentence-transformers", "batched": f"server, {args.batch} per request",
+    labels = {"raw": "raw sentence-transformers", "raw-split": f"raw, {args.batch} per encode call",
+              "batched": f"server, {args.batch} per request",
               "concurrent": f"server, 1 per request x {args.concurrency} in flight"}
     raw_mid, raw_best = median(rates["raw"]), max(rates["raw"])
     width = max(map(len, labels.values()))
@@ -111,10 +122,14 @@ def report(rates: dict[str, list[float]], deviation: float, args: argparse.Names
     for mode in MODES:
         mid, best = median(rates[mode]), max(rates[mode])
         print(f"  {labels[mode]:<{width}}  {mid:8.1f}  {best:8.1f}  {mid / raw_mid:8.3f}  {best / raw_best:9.3f}")
+    mid = median(rates["batched"]) / median(rates["raw-split"])
+    best = max(rates["batched"]) / max(rates["raw-split"])
+    print(f"  server batched / raw with the same {args.batch} per call: {mid:.3f} median, {best:.3f} best")
 
 
 async def bench(args: argparse.Namespace) -> None:
     print_load("at the start")
+    transformers_logging.disable_progress_bar()
     sentences = make_sentences(args.sentences)
     model = SentenceTransformer(str(MINILM), device="cpu")
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
@@ -127,7 +142,7 @@ async def bench(args: argparse.Namespace) -> None:
             print(f"{'repeat':>6} {'mode':>10} {'sentences/s':>11}")
             for i in range(args.repeats):
                 vectors: dict[str, np.ndarray] = {}
-                for mode in MODES[i % 3:] + MODES[:i % 3]:
+                for mode in MODES[i % len(MODES):] + MODES[:i % len(MODES)]:
                     rate, vectors[mode] = await measure(mode, model, client, sentences, args)
                     rates[mode].append(rate)
                     print(f"{i + 1:>6} {mode:>10} {rate:11.1f}")
@@ -142,7 +157,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32, help="sentences per batched request")
     parser.add_argument("--concurrency", type=int, default=16, help="single-sentence requests in flight")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=4, help="one full rotation of the four ways")
     parser.add_argument("--port", type=int, default=None, help="server port (default: a free one)")
     asyncio.run(bench(parser.parse_args()))
 
