@@ -117,8 +117,8 @@ def _format_error(exc: ValidationError) -> str:
     return f"{where}: {message}{more}"
 
 
-def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings:
-    """Read the TOML file (argument, then `LAMPSTAND_CONFIG`), apply env and overrides."""
+def load_settings(config_path: Path | None = None) -> Settings:
+    """Read the TOML file (argument, then `LAMPSTAND_CONFIG`) and apply the environment."""
     path = config_path or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
     data: dict[str, Any] = {}
     if path is not None:
@@ -128,8 +128,6 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    for key, value in overrides.items():
-        data.setdefault("server", {})[key] = value
     try:
         return Settings(**data)
     except ValidationError as exc:

@@ -8,6 +8,7 @@ tokens parsed. `llama_cpp` is imported only inside `load`.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -164,8 +165,6 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder):
             )
         if sampling.max_tokens <= room:
             return sampling
-        from dataclasses import replace
-
         return replace(sampling, max_tokens=room)
 
     # -- capabilities ----------------------------------------------------------------
