@@ -87,7 +87,6 @@ async def _collect(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: st
         choices.setdefault(index, _Choice()).add(chunk)
         if chunk.usage:
             usages[index] = chunk.usage
-    prompt, completion = sum_usage(usages)
     return p.ChatCompletion(
         id=new_id("chatcmpl"), created=now(), model=model,
         choices=[
@@ -95,7 +94,7 @@ async def _collect(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: st
                          logprobs=_logprobs(c.logprobs) if want_logprobs else None)
             for i, c in sorted(choices.items())
         ],
-        usage=p.UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
+        usage=sum_usage(usages),
     )
 
 
@@ -125,8 +124,5 @@ async def _stream(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str
         if chunk.usage:
             usages[index] = chunk.usage
     if include_usage:
-        prompt, completion = sum_usage(usages)
-        yield p.ChatCompletionChunk(
-            id=ident, created=created, model=model, choices=[],
-            usage=p.UsageInfo(prompt_tokens=prompt, completion_tokens=completion,
-                              total_tokens=prompt + completion)).to_json()
+        yield p.ChatCompletionChunk(id=ident, created=created, model=model, choices=[],
+                                    usage=sum_usage(usages)).to_json()

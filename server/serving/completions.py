@@ -80,7 +80,6 @@ async def _collect(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: st
             finish[index] = chunk.finish_reason
         if chunk.usage:
             usages[index] = chunk.usage
-    prompt, completion = sum_usage(usages, prompts=n_prompts)
     return p.Completion(
         id=new_id("cmpl"), created=now(), model=model,
         choices=[
@@ -88,7 +87,7 @@ async def _collect(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: st
                                logprobs=_legacy_logprobs(logprobs[i], 0) if want_logprobs else None)
             for i, t in sorted(texts.items())
         ],
-        usage=p.UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
+        usage=sum_usage(usages, prompts=n_prompts),
     )
 
 
@@ -108,7 +107,5 @@ async def _stream(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str
         if chunk.usage:
             usages[index] = chunk.usage
     if include_usage:
-        prompt, completion = sum_usage(usages, prompts=n_prompts)
         yield p.Completion(id=ident, created=created, model=model, choices=[],
-                           usage=p.UsageInfo(prompt_tokens=prompt, completion_tokens=completion,
-                                             total_tokens=prompt + completion)).to_json()
+                           usage=sum_usage(usages, prompts=n_prompts)).to_json()

@@ -17,6 +17,7 @@ from lampstand.plugins.contract import Plugin
 from lampstand.plugins.errors import LampstandError
 from lampstand.plugins.types import GenerationChunk, Usage
 
+from .. import protocol as p
 from ..model_pool import HostedModel, ModelPool
 
 __all__ = ["run_choices", "primed", "sse_frames", "sse", "new_id", "now", "sum_usage"]
@@ -76,10 +77,9 @@ async def sse_frames(payloads: AsyncIterator[str]) -> AsyncIterator[str]:
     yield SSE_DONE
 
 
-def sum_usage(usages: dict[int, Usage], *, prompts: int = 1) -> tuple[int, int]:
-    """(prompt_tokens, completion_tokens) over all choices; each prompt counts once."""
-    if not usages:
-        return 0, 0
+def sum_usage(usages: dict[int, Usage], *, prompts: int = 1) -> p.UsageInfo:
+    """Usage over all choices; each prompt counts once however many choices it had."""
     per_prompt = len(usages) // max(prompts, 1) or 1
     prompt = sum(u.prompt_tokens for i, u in usages.items() if i % per_prompt == 0)
-    return prompt, sum(u.completion_tokens for u in usages.values())
+    completion = sum(u.completion_tokens for u in usages.values())
+    return p.UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
