@@ -7,12 +7,20 @@ into the OpenAI error envelope in one handler. Nothing decides on an error by it
     ├── InvalidRequest                  400 invalid_request_error
     │   ├── ContextLengthExceeded       400 code=context_length_exceeded
     │   ├── UnsupportedParameter        400 code=unsupported_parameter
-    │   └── CapabilityMissing           400 code=model_not_capable
+    │   ├── CapabilityMissing           400 code=model_not_capable
+    │   ├── InvalidModelFile            400 code=invalid_model_file
+    │   └── PathNotAllowed              400 code=path_not_allowed
     ├── AuthenticationFailed            401 authentication_error
     ├── ModelNotFound                   404 code=model_not_found
     ├── PayloadTooLarge                 413 code=payload_too_large
+    ├── HeadersTooLarge                 431 code=headers_too_large
     ├── ModelUnavailable                424 code=model_unavailable (load failed; will repeat)
+    ├── WorkerCrashed                   502 code=worker_crashed (the model's process died)
     ├── Overloaded                      503 code=overloaded (Retry-After)
+    │   ├── QueueFull                   429 code=queue_full
+    │   ├── MemoryBudgetExceeded        503 code=memory_budget_exceeded
+    │   └── ShuttingDown                503 code=shutting_down
+    ├── RequestTimeout                  504 code=request_timeout
     └── ConfigError                     raised at start-up, never over HTTP
 """
 
@@ -24,6 +32,14 @@ __all__ = [
     "ContextLengthExceeded",
     "UnsupportedParameter",
     "CapabilityMissing",
+    "InvalidModelFile",
+    "PathNotAllowed",
+    "HeadersTooLarge",
+    "WorkerCrashed",
+    "QueueFull",
+    "MemoryBudgetExceeded",
+    "ShuttingDown",
+    "RequestTimeout",
     "AuthenticationFailed",
     "ModelNotFound",
     "PayloadTooLarge",
@@ -84,6 +100,18 @@ class CapabilityMissing(InvalidRequest):
     code = "model_not_capable"
 
 
+class InvalidModelFile(InvalidRequest):
+    """A model file that is damaged, hostile or of a format lampstand does not open."""
+
+    code = "invalid_model_file"
+
+
+class PathNotAllowed(InvalidRequest):
+    """A path a request named is outside the configured roots, or not a plain file."""
+
+    code = "path_not_allowed"
+
+
 class AuthenticationFailed(LampstandError):
     """Missing or wrong API key."""
 
@@ -108,6 +136,14 @@ class PayloadTooLarge(LampstandError):
     code = "payload_too_large"
 
 
+class HeadersTooLarge(LampstandError):
+    """Too many request headers, or too many bytes of them."""
+
+    status_code = 431
+    error_type = "invalid_request_error"
+    code = "headers_too_large"
+
+
 class ModelUnavailable(LampstandError):
     """The model could not be loaded (missing file, offline download, bad weights).
 
@@ -130,6 +166,42 @@ class Overloaded(LampstandError):
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class QueueFull(Overloaded):
+    """The model's queue is full; decided before any work is done for the request."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "queue_full"
+
+
+class MemoryBudgetExceeded(Overloaded):
+    """Loading the model would exceed the memory budget, and nothing idle can be evicted."""
+
+    code = "memory_budget_exceeded"
+
+
+class ShuttingDown(Overloaded):
+    """The server is draining before it exits."""
+
+    code = "shutting_down"
+
+
+class WorkerCrashed(LampstandError):
+    """The process hosting the model died while serving this request."""
+
+    status_code = 502
+    error_type = "server_error"
+    code = "worker_crashed"
+
+
+class RequestTimeout(LampstandError):
+    """The request ran past the server's `request_timeout`."""
+
+    status_code = 504
+    error_type = "timeout_error"
+    code = "request_timeout"
 
 
 class ConfigError(LampstandError):
