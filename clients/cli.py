@@ -7,8 +7,8 @@ that is data has `--json`. Errors print one line and exit non-zero, never a trac
 from __future__ import annotations
 
 import json
-import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,6 +18,7 @@ from rich.table import Table
 
 from lampstand.plugins.errors import ConfigError, LampstandError
 
+from .admin import AdminClient
 from .chat import chat_in_process, chat_over_http
 
 __all__ = ["app", "main"]
@@ -27,6 +28,9 @@ app = typer.Typer(help="lampstand: a local OpenAI-compatible server for LLMs, em
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="lampstand.toml (default: $LAMPSTAND_CONFIG)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+UrlOption = Annotated[str, typer.Option(envvar="LAMPSTAND_URL", help="server to ask")]
+KeyOption = Annotated[Optional[str], typer.Option(envvar="LAMPSTAND_API_KEY", help="bearer key")]
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def _settings(config: Path | None, **server_overrides: object):  # type: ignore[no-untyped-def]
@@ -50,20 +54,20 @@ def serve(
     host: Annotated[Optional[str], typer.Option(help="address to listen on (default 127.0.0.1)")] = None,
     port: Annotated[Optional[int], typer.Option(help="port (default 8000)")] = None,
 ) -> None:
-    """Start the OpenAI-compatible server."""
-    import uvicorn
-
-    from lampstand.server.app import build_state, create_app
+    """Start the OpenAI-compatible server (SIGTERM drains, then exits 0)."""
+    from lampstand.server.app import build_state
+    from lampstand.server.logs import configure_logging
+    from lampstand.server.runner import check_bind
+    from lampstand.server.runner import serve as run_server
 
     try:
         settings = _settings(config, host=host, port=port)
+        check_bind(settings.server)
+        configure_logging(settings.server.log_level, settings.server.log_format)
         state = build_state(settings)
     except ConfigError as exc:
         _fail(exc)
-    level = settings.server.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings, state), host=settings.server.host, port=settings.server.port,
-                log_level=settings.server.log_level, timeout_graceful_shutdown=10)
+    run_server(settings, state)
 
 
 @app.command()
@@ -101,8 +105,8 @@ def models(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 def chat(
     prompt: Annotated[str, typer.Argument(help="what to ask")],
     model: Annotated[str, typer.Option("--model", "-m", help="model id or alias")] = "smollm2",
-    url: Annotated[str, typer.Option(envvar="LAMPSTAND_URL", help="server to ask")] = "http://127.0.0.1:8000",
-    api_key: Annotated[Optional[str], typer.Option(envvar="LAMPSTAND_API_KEY", help="bearer key")] = None,
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
     local: Annotated[bool, typer.Option("--local", help="load the model in this process instead")] = False,
     system: Annotated[Optional[str], typer.Option(help="system message")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="cap on generated tokens")] = None,
@@ -132,6 +136,67 @@ def chat(
         print(json.dumps({"model": model, "content": "".join(text)}))
     else:
         sys.stdout.write("\n")
+
+
+def _size(n: int | None) -> str:
+    return "-" if not n else f"{n / 1024**2:.0f} MiB"
+
+
+def _until(timestamp: int | None) -> str:
+    if timestamp is None:
+        return "-"
+    left = int(timestamp - time.time())
+    return "now" if left <= 0 else (f"{left // 60}m{left % 60:02d}s" if left >= 60 else f"{left}s")
+
+
+@app.command()
+def ps(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, as_json: JsonOption = False) -> None:
+    """Show each model's residency on a running server: status, memory, queue, keep-alive."""
+    try:
+        cards = AdminClient(url, api_key).models()
+    except LampstandError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(cards, indent=2))
+        return
+    table = Table("id", "status", "device", "memory", "running", "waiting", "expires in", "pid")
+    for card in cards:
+        footprint = card.get("footprint") or {}
+        measured = (footprint.get("measured") or {}).get("ram") or (footprint.get("measured") or {}).get("vram")
+        estimated = footprint.get("estimated") or {}
+        memory = _size(footprint.get("worker_rss") or measured) if card["status"] == "loaded" else \
+            f"~{_size((estimated.get('ram') or 0) + (estimated.get('vram') or 0))}" if estimated else "-"
+        status = card["status"] + (" (pinned)" if card.get("pinned") else "")
+        if card["status"] == "failed" and card.get("error"):
+            status += f": {card['error'][:60]}"
+        table.add_row(card["id"], status, card.get("device") or "-", memory, str(card.get("running", 0)),
+                      str(card.get("waiting", 0)), "forever" if card["status"] == "loaded" and
+                      card.get("expires_at") is None else _until(card.get("expires_at")),
+                      str(card.get("worker_pid") or "-"))
+    Console().print(table)
+
+
+@app.command()
+def load(model: Annotated[str, typer.Argument(help="model id or alias")], url: UrlOption = DEFAULT_URL,
+         api_key: KeyOption = None,
+         keep_alive: Annotated[Optional[str], typer.Option(help='e.g. "30m", 0, -1 (forever)')] = None) -> None:
+    """Load a model on a running server now."""
+    try:
+        card = AdminClient(url, api_key).load(model, keep_alive)
+    except LampstandError as exc:
+        _fail(exc)
+    typer.echo(f"{card['id']}: {card['status']} (pid {card.get('worker_pid')})")
+
+
+@app.command()
+def unload(model: Annotated[str, typer.Argument(help="model id or alias")], url: UrlOption = DEFAULT_URL,
+           api_key: KeyOption = None) -> None:
+    """Unload a model on a running server once its requests finish."""
+    try:
+        card = AdminClient(url, api_key).unload(model)
+    except LampstandError as exc:
+        _fail(exc)
+    typer.echo(f"{card['id']}: {card['status']}")
 
 
 def main() -> None:

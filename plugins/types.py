@@ -93,6 +93,7 @@ class SamplingParams:
     top_k: int | None = None
     min_p: float | None = None
     repeat_penalty: float | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
 
 
 @dataclass(frozen=True)

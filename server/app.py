@@ -1,8 +1,9 @@
 """The FastAPI app factory and its lifespan; nothing else happens here.
 
 `create_app(settings)` wires middleware, error handlers and one router per API family.
-The lifespan discovers plugins, builds the model pool, preloads what is asked, and
-unloads everything on shutdown. Routes get this state through `routes.deps.get_state`.
+The lifespan discovers plugins, builds the model pool, starts keep-alive expiry and the
+preloads, and stops every worker on shutdown. Routes get this state through
+`routes.deps.get_state`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,23 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from lampstand.plugins.registry import PluginRegistry, discover_plugins
 
 from .config import Settings
 from .error_handlers import install_error_handlers
-from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
+from .middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    DrainMiddleware,
+    HeaderLimitMiddleware,
+    HostCheckMiddleware,
+    RequestIdMiddleware,
+    allowed_host_names,
+)
 from .model_pool import ModelPool
-from .routes import chat, completions, embeddings, health, models
+from .routes import chat, completions, embeddings, health, metrics, models
 from .routes.deps import ServerState
 
 __all__ = ["create_app", "build_state"]
@@ -29,7 +39,8 @@ __all__ = ["create_app", "build_state"]
 def build_state(settings: Settings, registry: PluginRegistry | None = None) -> ServerState:
     """Validate every model against its plugin; a bad entry raises `ConfigError`."""
     registry = registry or discover_plugins()
-    return ServerState(settings=settings, registry=registry, pool=ModelPool(settings.models, registry))
+    pool = ModelPool(settings.models, registry, settings.server, settings.memory)
+    return ServerState(settings=settings, registry=registry, pool=pool)
 
 
 def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
@@ -39,20 +50,29 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.lampstand = state
-        preloading = asyncio.create_task(state.pool.preload())
-        preloading.add_done_callback(lambda _: setattr(state, "ready", True))
+        starting = asyncio.create_task(state.pool.start())
+        starting.add_done_callback(lambda _: setattr(state, "ready", True))
         try:
             yield
         finally:
-            preloading.cancel()
+            starting.cancel()
             await state.pool.close()
 
     app = FastAPI(title="lampstand", version=version("lampstand"), lifespan=lifespan)
-    for module in (models, chat, completions, embeddings, health):
+    for module in (models, chat, completions, embeddings, health, metrics):
         app.include_router(module.router)
     install_error_handlers(app)
     server = settings.server
+    # Added innermost first: a request meets them in the reverse order.
     app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in server.api_keys])
     app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes)
+    app.add_middleware(DrainMiddleware, is_draining=lambda: state.pool.draining)
+    if server.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=server.cors_origins,
+                           allow_credentials=server.cors_allow_credentials,
+                           allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["authorization", "content-type", "x-request-id"])
+    app.add_middleware(HostCheckMiddleware, allowed=allowed_host_names(server.host, server.allowed_hosts))
+    app.add_middleware(HeaderLimitMiddleware, max_count=server.max_header_count, max_bytes=server.max_header_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

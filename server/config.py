@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -17,10 +17,13 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from lampstand.plugins.errors import ConfigError
 from lampstand.plugins.sources import BUNDLED_MODELS, bundled_path
 
-__all__ = ["ServerSettings", "ModelConfig", "Settings", "load_settings", "CONFIG_ENV"]
+from .memory import parse_duration, parse_size
+
+__all__ = ["ServerSettings", "MemorySettings", "ModelConfig", "Settings", "load_settings", "CONFIG_ENV"]
 
 CONFIG_ENV = "LAMPSTAND_CONFIG"
-MODEL_KEYS = {"id", "plugin", "path", "hf", "file", "aliases", "preload"}
+MODEL_KEYS = {"id", "plugin", "path", "hf", "file", "aliases", "preload", "pinned", "keep_alive",
+              "max_queue", "max_concurrency"}
 
 
 class ServerSettings(BaseModel):
@@ -37,7 +40,41 @@ class ServerSettings(BaseModel):
     max_n: int = Field(8, gt=0)
     max_stop: int = Field(4, gt=0)
     max_embedding_inputs: int = Field(2048, gt=0)
+    max_header_bytes: int = Field(32 * 1024, gt=0, description="431 beyond this many bytes of headers")
+    max_header_count: int = Field(100, gt=0, description="431 beyond this many headers")
+    max_queue: int = Field(16, ge=0, description="requests waiting per model before 429")
+    request_timeout: float = Field(600.0, gt=0, description="seconds from arrival to the last token")
+    load_timeout: float = Field(600.0, gt=0, description="seconds a model may take to load")
+    shutdown_timeout: float = Field(30.0, ge=0, description="seconds in-flight requests get on SIGTERM")
+    allowed_hosts: list[str] = Field([], description="Host names accepted besides loopback and the bind address; '*' for any")
+    cors_origins: list[str] = []
+    cors_allow_credentials: bool = False
+    model_roots: list[Path] = Field([], description="folders a request may name model files in")
     log_level: str = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    @model_validator(mode="after")
+    def _safe_cors(self) -> ServerSettings:
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError("cors_allow_credentials cannot be used with cors_origins = ['*']; list the origins")
+        return self
+
+
+class MemorySettings(BaseModel):
+    """`[memory]`: what loaded models may take per device, and how long idle ones stay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpu: str | float = Field(0.75, description='bytes ("16GiB") or a fraction of RAM')
+    gpu: str | float = Field(0.9, description='bytes ("11GiB") or a fraction of the GPU memory')
+    keep_alive: str | float = Field("5m", description="idle time before a model is unloaded; -1 keeps it")
+
+    @model_validator(mode="after")
+    def _valid(self) -> MemorySettings:
+        for value in (self.cpu, self.gpu):
+            parse_size(value, 1)
+        parse_duration(self.keep_alive)
+        return self
 
 
 class ModelConfig(BaseModel):
@@ -52,6 +89,16 @@ class ModelConfig(BaseModel):
     file: str | None = None
     aliases: list[str] = []
     preload: bool = False
+    pinned: bool = Field(False, description="never evicted or expired")
+    keep_alive: str | float | None = Field(None, description="overrides [memory] keep_alive")
+    max_queue: int | None = Field(None, ge=0, description="overrides [server] max_queue")
+    max_concurrency: int = Field(1, ge=1, description="requests run at once on this model")
+
+    @model_validator(mode="after")
+    def _valid_keep_alive(self) -> ModelConfig:
+        if self.keep_alive is not None:
+            parse_duration(self.keep_alive)
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
@@ -72,6 +119,7 @@ class Settings(BaseSettings):
     )
 
     server: ServerSettings = ServerSettings()
+    memory: MemorySettings = MemorySettings()
     models: list[ModelConfig] = Field(default_factory=lambda: default_models())
 
     @classmethod

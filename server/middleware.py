@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids, the body-size limit and API keys.
+"""ASGI middleware: request ids, header and body limits, Host checks, draining, API keys.
 
 Pure ASGI (no BaseHTTPMiddleware) so streamed responses pass through untouched.
 """
@@ -11,9 +11,20 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from lampstand.plugins.errors import AuthenticationFailed, LampstandError, PayloadTooLarge
+from lampstand.plugins.errors import (
+    AuthenticationFailed,
+    HeadersTooLarge,
+    InvalidRequest,
+    LampstandError,
+    Overloaded,
+    PayloadTooLarge,
+    ShuttingDown,
+)
 
-__all__ = ["RequestIdMiddleware", "BodyLimitMiddleware", "ApiKeyMiddleware"]
+from .logs import bind_request, clear_request
+
+__all__ = ["RequestIdMiddleware", "HeaderLimitMiddleware", "HostCheckMiddleware", "DrainMiddleware",
+           "BodyLimitMiddleware", "ApiKeyMiddleware", "allowed_host_names"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -21,13 +32,17 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 PUBLIC_PATHS = {"/health", "/version", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+WILDCARD_BINDS = {"0.0.0.0", "::", ""}
 
 
 async def send_error(send: Send, error: LampstandError) -> None:
     """Answer with the envelope before the app has started a response."""
     body = json.dumps(error.envelope()).encode()
-    await send({"type": "http.response.start", "status": error.status_code,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if isinstance(error, Overloaded):
+        headers.append((b"retry-after", str(error.retry_after).encode()))
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -50,13 +65,80 @@ class RequestIdMiddleware:
         given = _header(scope, b"x-request-id")
         request_id = given.decode("latin-1")[:128] if given else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        bind_request(request_id)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            clear_request()
+
+
+class HeaderLimitMiddleware:
+    """431 for more than `max_count` headers or more than `max_bytes` of them."""
+
+    def __init__(self, app: ASGIApp, max_count: int, max_bytes: int) -> None:
+        self.app, self.max_count, self.max_bytes = app, max_count, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope.get("headers", ())
+            size = sum(len(k) + len(v) for k, v in headers)
+            if len(headers) > self.max_count or size > self.max_bytes:
+                return await send_error(send, HeadersTooLarge(
+                    f"request headers exceed the limit of {self.max_count} headers or {self.max_bytes} bytes"))
+        await self.app(scope, receive, send)
+
+
+def allowed_host_names(bind_host: str, extra: list[str]) -> set[str] | None:
+    """Host header names to accept: loopback, the bind address and `extra`; None accepts any."""
+    if "*" in extra:
+        return None
+    names = {*LOOPBACK_NAMES, *(h.lower().strip("[]") for h in extra)}
+    if bind_host not in WILDCARD_BINDS:
+        names.add(bind_host.lower().strip("[]"))
+    return names
+
+
+def _host_name(value: bytes) -> str:
+    text = value.decode("latin-1").strip().lower()
+    if text.startswith("["):  # [::1]:8000
+        return text[1:text.find("]")] if "]" in text else text
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
+class HostCheckMiddleware:
+    """Refuse requests whose Host header names another site (DNS rebinding)."""
+
+    def __init__(self, app: ASGIApp, allowed: set[str] | None) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.allowed is not None:
+            host = _header(scope, b"host")
+            if host is not None and _host_name(host) not in self.allowed:
+                shown = host.decode("latin-1")[:100]
+                return await send_error(send, InvalidRequest(
+                    f"Host {shown!r} is not allowed; add it to [server] allowed_hosts", code="invalid_host"))
+        await self.app(scope, receive, send)
+
+
+class DrainMiddleware:
+    """503 with Retry-After for new requests once the server has begun shutting down."""
+
+    OPEN_PATHS = {"/metrics"}
+
+    def __init__(self, app: ASGIApp, is_draining: Callable[[], bool]) -> None:
+        self.app, self.is_draining = app, is_draining
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.is_draining() and scope["path"] not in self.OPEN_PATHS:
+            return await send_error(send, ShuttingDown("the server is shutting down", retry_after=5))
+        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:

@@ -1,9 +1,11 @@
-"""The configured models of one server: lookup by id or alias, lazy loading, exclusive use.
+"""The configured models of one server: lookup, residency within the memory budget, leases.
 
-Owned by the app's lifespan and handed to routes; never a module global. Each model is
-loaded on first use (or at start with `preload`), and serves one generation at a time:
-concurrent requests queue for it, so no request ever cuts off or corrupts another.
-Engine work runs in threads; this module calls plugins only through the contract.
+Owned by the app's lifespan and handed to routes; never a module global. A model is loaded
+into its own worker process on first use (or at start with `preload`). Before a load the
+plugin's footprint estimate is checked against the budget of each device; idle models are
+evicted least recently used first, and never one with requests admitted or one `pinned`.
+Idle models are unloaded when their keep-alive runs out. A request reaches a model through
+a `Lease` (see `leases.py`), which is where queueing and overload are decided.
 """
 
 from __future__ import annotations
@@ -11,33 +13,37 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from lampstand.plugins.contract import Capability, Plugin
+from pydantic import ValidationError
+
+from lampstand.plugins.contract import Capability, Footprint, Plugin
 from lampstand.plugins.errors import (
     CapabilityMissing,
     ConfigError,
     LampstandError,
+    MemoryBudgetExceeded,
     ModelNotFound,
     ModelUnavailable,
+    ShuttingDown,
 )
 from lampstand.plugins.registry import PluginRegistry
 from lampstand.plugins.sources import fetch_from_hub, resolve_local
-from pydantic import ValidationError
 
-from .config import ModelConfig
-from .streaming import iterate_in_thread
+from .config import MemorySettings, ModelConfig, ServerSettings
+from .leases import DEFAULT, Lease
+from .memory import Budget, format_size, parse_duration
+from .metrics import Metrics, PoolGauges
+from .workers import WorkerHandle, WorkerSpec
 
 __all__ = ["ModelStatus", "HostedModel", "ModelPool"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+REAP_INTERVAL = 1.0
 
 
 class ModelStatus(str, enum.Enum):
@@ -55,23 +61,56 @@ class HostedModel:
     plugin_cls: type[Plugin]
     options: Any
     capabilities: frozenset[Capability]
+    keep_alive: float | None
+    max_queue: int
     created: int = field(default_factory=lambda: int(time.time()))
-    plugin: Plugin | None = None
     status: ModelStatus = ModelStatus.UNLOADED
     error: str | None = None
+    worker: WorkerHandle | None = None
+    estimate: Footprint | None = None
+    last_used: float | None = None
+    expires_at: float | None = None
+    admitted: int = 0
+    running: int = 0
     load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    slot: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
-    engine_lock: threading.Lock = field(default_factory=threading.Lock)
+    slot: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slot = asyncio.Semaphore(self.config.max_concurrency)
 
     @property
     def id(self) -> str:
         return self.config.id
 
+    @property
+    def pinned(self) -> bool:
+        return self.config.pinned
+
+    @property
+    def device(self) -> str:
+        """Where the model's weights live (or will): "gpu" when it takes GPU memory."""
+        return "gpu" if self.estimate is not None and self.estimate.vram_bytes > 0 else "cpu"
+
+    def held(self) -> Footprint:
+        """Memory counted against the budget: the larger of estimate and measurement."""
+        estimate = self.estimate or Footprint(0)
+        if self.worker is None:
+            return estimate
+        measured = self.worker.info.measured
+        return Footprint(max(estimate.ram_bytes, measured.ram_bytes), max(estimate.vram_bytes, measured.vram_bytes))
+
+    def idle(self) -> bool:
+        return self.admitted == 0
+
 
 def _declared_capabilities(config: ModelConfig, plugin_cls: type[Plugin], options: Any) -> frozenset[Capability]:
     """Capabilities follow from configuration alone; the probe instance loads nothing."""
-    where = config.path if config.path is not None else Path(config.hf or "")
-    return plugin_cls(config.id, where, options).capabilities()
+    return _probe(config, plugin_cls, options).capabilities()
+
+
+def _probe(config: ModelConfig, plugin_cls: type[Plugin], options: Any, path: Path | None = None) -> Plugin:
+    where = path or (config.path if config.path is not None else Path(config.hf or ""))
+    return plugin_cls(config.id, where, options)
 
 
 def _plugin_options(config: ModelConfig, plugin_cls: type[Plugin]) -> Any:
@@ -85,18 +124,47 @@ def _plugin_options(config: ModelConfig, plugin_cls: type[Plugin]) -> Any:
 
 
 class ModelPool:
-    """Every configured model, by id and alias."""
+    """Every configured model, by id and alias, and the workers that host the loaded ones."""
 
-    def __init__(self, configs: list[ModelConfig], registry: PluginRegistry) -> None:
+    def __init__(self, configs: list[ModelConfig], registry: PluginRegistry, server: ServerSettings,
+                 memory: MemorySettings, metrics: Metrics | None = None) -> None:
+        self.registry, self.server = registry, server
+        self.default_keep_alive = parse_duration(memory.keep_alive)
+        self.budget = Budget.from_settings(memory.cpu, memory.gpu)
+        self.metrics = metrics or Metrics()
         self.models: dict[str, HostedModel] = {}
         self._names: dict[str, HostedModel] = {}
+        self._residency = asyncio.Lock()
+        self._reaper: asyncio.Task[None] | None = None
+        self.draining = False
         for config in configs:
-            plugin_cls = registry.get(config.plugin)
-            options = _plugin_options(config, plugin_cls)
-            hosted = HostedModel(config, plugin_cls, options, _declared_capabilities(config, plugin_cls, options))
-            self.models[config.id] = hosted
-            for name in (config.id, *config.aliases):
-                self._names[name] = hosted
+            self.add(config)
+        self.metrics.watch_pool(self.gauges)
+
+    # -- the catalogue --
+
+    def add(self, config: ModelConfig) -> HostedModel:
+        """Register one model (at start, or through the admin API)."""
+        plugin_cls = self.registry.get(config.plugin)
+        options = _plugin_options(config, plugin_cls)
+        keep_alive = parse_duration(config.keep_alive) if config.keep_alive is not None else self.default_keep_alive
+        hosted = HostedModel(config, plugin_cls, options, _declared_capabilities(config, plugin_cls, options),
+                             keep_alive=keep_alive,
+                             max_queue=config.max_queue if config.max_queue is not None else self.server.max_queue)
+        for name in (config.id, *config.aliases):
+            if name in self._names:
+                raise ConfigError(f"model name {name!r} is used twice")
+        self.models[config.id] = hosted
+        for name in (config.id, *config.aliases):
+            self._names[name] = hosted
+        return hosted
+
+    def remove(self, hosted: HostedModel) -> None:
+        """Forget a model that holds no worker (a registration that failed its checks)."""
+        if hosted.worker is None:
+            self.models.pop(hosted.id, None)
+            for name in (hosted.id, *hosted.config.aliases):
+                self._names.pop(name, None)
 
     def lookup(self, name: str) -> HostedModel:
         """The model called `name` (id or alias); 404 `model_not_found` otherwise."""
@@ -116,70 +184,204 @@ class ModelPool:
             )
         return hosted
 
-    async def ensure_loaded(self, hosted: HostedModel) -> Plugin:
-        """Load the model if needed; a failure marks it failed and is retried next time."""
+    def admit(self, hosted: HostedModel, keep_alive: float | None | str = DEFAULT) -> Lease:
+        """A place in the model's queue, or 429/503 now, before any work is done."""
+        if self.draining:
+            self.metrics.rejected.labels(hosted.id, "shutting_down").inc()
+            raise ShuttingDown("the server is shutting down", retry_after=5)
+        return Lease(self, hosted, keep_alive)
+
+    # -- residency --
+
+    async def ensure_loaded(self, hosted: HostedModel) -> WorkerHandle:
+        """The model's worker, loading it (and evicting others) if needed."""
         async with hosted.load_lock:
-            if hosted.plugin is not None and hosted.status is ModelStatus.LOADED:
-                return hosted.plugin
-            hosted.status = ModelStatus.LOADING
+            if hosted.worker is not None and hosted.worker.alive:
+                return hosted.worker
             started = time.perf_counter()
             try:
-                plugin = await asyncio.to_thread(self._load, hosted)
+                spec = await asyncio.to_thread(self._spec, hosted)
+                async with self._residency:
+                    await self._make_room(hosted)
+                    hosted.status, hosted.error = ModelStatus.LOADING, None
+                worker = await WorkerHandle.start(spec, partial(self._worker_exited, hosted),
+                                                  timeout=self.server.load_timeout)
+            except MemoryBudgetExceeded:
+                self.metrics.loads.labels(hosted.id, "no_room").inc()
+                if hosted.status is ModelStatus.LOADING:
+                    hosted.status = ModelStatus.UNLOADED
+                raise
+            except TimeoutError:
+                self._failed(hosted, f"did not load within load_timeout ({self.server.load_timeout:g} s)")
+                raise ModelUnavailable(f"model {hosted.id!r} {hosted.error}") from None
             except LampstandError as exc:
-                hosted.status, hosted.error = ModelStatus.FAILED, exc.message
+                self._failed(hosted, exc.message)
                 raise ModelUnavailable(exc.message) from exc
             except Exception as exc:  # a plugin bug must not take the server down
-                hosted.status, hosted.error = ModelStatus.FAILED, f"{type(exc).__name__}: {exc}"
+                self._failed(hosted, f"{type(exc).__name__}: {exc}")
                 raise ModelUnavailable(f"model {hosted.id!r} failed to load: {hosted.error}") from exc
-            hosted.plugin, hosted.status, hosted.error = plugin, ModelStatus.LOADED, None
-            log.info("loaded %s in %.2fs", hosted.id, time.perf_counter() - started)
-            return plugin
+            hosted.worker, hosted.status = worker, ModelStatus.LOADED
+            elapsed = time.perf_counter() - started
+            self.metrics.loads.labels(hosted.id, "loaded").inc()
+            self.metrics.load_seconds.labels(hosted.id).observe(elapsed)
+            log.info("model loaded", extra={"model": hosted.id, "seconds": round(elapsed, 3),
+                                            "pid": worker.pid, "ram_bytes": worker.info.measured.ram_bytes})
+            return worker
 
-    @staticmethod
-    def _load(hosted: HostedModel) -> Plugin:
+    def _spec(self, hosted: HostedModel) -> WorkerSpec:
+        """Resolve the model's file and estimate its footprint (blocking: file reads, downloads)."""
         config = hosted.config
         if config.path is not None:
             path = resolve_local(config.path, config.id)
         else:
             path = fetch_from_hub(config.hf or "", config.file, config.id)
-        plugin = hosted.plugin_cls(config.id, path, hosted.options)
-        plugin.load()
-        return plugin
+        if hosted.estimate is None:
+            hosted.estimate = self.estimate(hosted, path)
+        return WorkerSpec(config.id, hosted.plugin_cls, path, hosted.options, self.server.log_level,
+                          self.server.log_format)
 
-    @asynccontextmanager
-    async def exclusive(self, hosted: HostedModel) -> AsyncIterator[Plugin]:
-        """The loaded plugin, held by this request alone until the block ends."""
-        plugin = await self.ensure_loaded(hosted)
-        async with hosted.slot:
-            yield plugin
+    def estimate(self, hosted: HostedModel, path: Path | None = None) -> Footprint:
+        """The plugin's footprint estimate; reads the model file's header (blocking)."""
+        return _probe(hosted.config, hosted.plugin_cls, hosted.options, path).estimate_footprint()
 
-    async def stream(self, hosted: HostedModel, produce: Callable[[Plugin], Iterator[T]]) -> AsyncIterator[T]:
-        """Run a plugin generator in a thread while holding the model; cancel on close."""
-        async with self.exclusive(hosted) as plugin:
-            async for item in iterate_in_thread(lambda: produce(plugin), hosted.engine_lock):
-                yield item
+    def _failed(self, hosted: HostedModel, reason: str) -> None:
+        hosted.status, hosted.error = ModelStatus.FAILED, reason
+        self.metrics.loads.labels(hosted.id, "failed").inc()
+        log.error("model failed to load", extra={"model": hosted.id, "reason": reason})
 
-    async def run(self, hosted: HostedModel, call: Callable[[Plugin], T]) -> T:
-        """Run one blocking plugin call in a thread while holding the model."""
-        def locked_call(plugin: Plugin) -> T:
-            with hosted.engine_lock:
-                return call(plugin)
+    def used(self, exclude: HostedModel | None = None) -> Footprint:
+        """Memory held by loading and loaded models."""
+        ram = vram = 0
+        for model in self.models.values():
+            if model is not exclude and model.status in (ModelStatus.LOADING, ModelStatus.LOADED):
+                held = model.held()
+                ram, vram = ram + held.ram_bytes, vram + held.vram_bytes
+        return Footprint(ram, vram)
 
-        async with self.exclusive(hosted) as plugin:
-            return await asyncio.to_thread(locked_call, plugin)
+    async def _make_room(self, hosted: HostedModel) -> None:
+        need = hosted.estimate or Footprint(0)
+        if self.budget.shortfall(self.used(exclude=hosted), need) is None:
+            return
+        victims = sorted((m for m in self.models.values()
+                          if m is not hosted and m.status is ModelStatus.LOADED and m.idle() and not m.pinned),
+                         key=lambda m: m.last_used or 0.0)
+        before = self.used(exclude=hosted)
+        after = Footprint(before.ram_bytes - sum(m.held().ram_bytes for m in victims),
+                          before.vram_bytes - sum(m.held().vram_bytes for m in victims))
+        why = self.budget.shortfall(after, need)
+        if why is not None:
+            raise MemoryBudgetExceeded(f"cannot load model {hosted.id!r}: {why} "
+                                       f"even after unloading every idle model; held by: {self._holders()}",
+                                       retry_after=5)
+        for victim in victims:
+            self.metrics.evictions.labels(victim.id).inc()
+            await self._stop(victim, "evicted")
+            if self.budget.shortfall(self.used(exclude=hosted), need) is None:
+                return
 
-    async def preload(self) -> None:
-        """Load the models configured with `preload = true`; failures are logged, not fatal."""
+    def _holders(self) -> str:
+        parts = []
+        for m in self.models.values():
+            if m.status in (ModelStatus.LOADING, ModelStatus.LOADED):
+                why = "pinned" if m.pinned else ("busy" if not m.idle() else m.status.value)
+                parts.append(f"{m.id} {format_size(m.held().ram_bytes + m.held().vram_bytes)} ({why})")
+        return ", ".join(parts) or "nothing"
+
+    async def _stop(self, hosted: HostedModel, reason: str) -> None:
+        """Detach and stop the worker; its memory returns to the system when it exits."""
+        worker, hosted.worker = hosted.worker, None
+        hosted.status, hosted.expires_at = ModelStatus.UNLOADED, None
+        if worker is None:
+            return
+        self.metrics.unloads.labels(hosted.id, reason).inc()
+        log.info("model unloaded", extra={"model": hosted.id, "reason": reason})
+        await worker.stop()
+
+    def _worker_exited(self, hosted: HostedModel, reason: str) -> None:
+        if hosted.worker is not None and not hosted.worker.alive:
+            hosted.worker = None
+            hosted.status, hosted.error = ModelStatus.FAILED, f"worker {reason}"
+            self.metrics.worker_crashes.labels(hosted.id).inc()
+            log.error("worker died", extra={"model": hosted.id, "reason": reason})
+
+    async def load(self, hosted: HostedModel) -> WorkerHandle:
+        """Admin load: bring the model in now (evicting idle ones if needed)."""
+        worker = await self.ensure_loaded(hosted)
+        self.touch(hosted)
+        return worker
+
+    async def unload(self, hosted: HostedModel) -> None:
+        """Admin unload: wait for the model's running requests, then stop its worker."""
+        taken = 0
+        try:
+            for _ in range(hosted.config.max_concurrency):
+                await hosted.slot.acquire()
+                taken += 1
+            async with hosted.load_lock:
+                await self._stop(hosted, "requested")
+                hosted.error = None
+        finally:
+            for _ in range(taken):
+                hosted.slot.release()
+
+    def touch(self, hosted: HostedModel, keep_alive: float | None | str = DEFAULT) -> None:
+        """Record use now and restart the keep-alive clock (`keep_alive` seconds; None keeps it)."""
+        seconds = hosted.keep_alive if keep_alive == DEFAULT else keep_alive
+        hosted.last_used = time.time()
+        hosted.expires_at = None if seconds is None else hosted.last_used + float(seconds)
+        if seconds == 0 and hosted.idle() and not hosted.pinned:
+            asyncio.get_running_loop().create_task(self._expire(hosted))
+
+    async def _expire(self, hosted: HostedModel) -> None:
+        async with hosted.load_lock:
+            if hosted.worker is not None and hosted.idle() and not hosted.pinned:
+                await self._stop(hosted, "keep_alive")
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL)
+            now = time.time()
+            for hosted in list(self.models.values()):
+                if (hosted.worker is not None and not hosted.pinned and hosted.idle()
+                        and hosted.expires_at is not None and hosted.expires_at <= now):
+                    await self._expire(hosted)
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        """Begin unloading expired models; then load the `preload` ones (failures are logged)."""
+        self._reaper = asyncio.create_task(self._reap())
         for hosted in self.models.values():
             if hosted.config.preload:
                 try:
-                    await self.ensure_loaded(hosted)
-                except ModelUnavailable as exc:
-                    log.error("preload of %s failed: %s", hosted.id, exc.message)
+                    await self.load(hosted)
+                except LampstandError as exc:
+                    log.error("preload failed", extra={"model": hosted.id, "reason": exc.message})
+
+    async def drain(self, timeout: float) -> None:
+        """Refuse new requests, give admitted ones `timeout` seconds, then abort the rest."""
+        self.draining = True
+        deadline = time.monotonic() + timeout
+        while any(m.admitted for m in self.models.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for hosted in self.models.values():
+            if hosted.worker is not None and hosted.admitted:
+                hosted.worker.abort(ShuttingDown("the server shut down before this request finished"))
 
     async def close(self) -> None:
-        """Unload every model."""
-        for hosted in self.models.values():
-            if hosted.plugin is not None:
-                await asyncio.to_thread(hosted.plugin.unload)
-                hosted.plugin, hosted.status = None, ModelStatus.UNLOADED
+        """Stop every worker."""
+        self.draining = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+        await asyncio.gather(*(self._stop(h, "shutdown") for h in self.models.values() if h.worker is not None))
+
+    def gauges(self) -> PoolGauges:
+        """Running, waiting and memory figures for the metrics scrape."""
+        used = self.used()
+        budget = {"cpu": self.budget.cpu, **({"gpu": self.budget.gpu} if self.budget.gpu is not None else {})}
+        return PoolGauges(
+            per_model={m.id: (m.running, m.admitted - m.running, m.status.value) for m in self.models.values()},
+            memory_used={"cpu": used.ram_bytes, **({"gpu": used.vram_bytes} if self.budget.gpu is not None else {})},
+            memory_budget=budget,
+        )
+

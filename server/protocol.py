@@ -141,6 +141,7 @@ class SamplingFields(Request):
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repeat_penalty: float | None = Field(None, gt=0.0)
+    keep_alive: str | float | None = Field(None, description='how long the model stays loaded after this request ("5m", seconds, 0, -1)')
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -174,6 +175,7 @@ class EmbeddingRequest(Request):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     user: str | None = None
+    keep_alive: str | float | None = Field(None, description='how long the model stays loaded after this request')
 
 
 # -- responses ----------------------------------------------------------------------------
@@ -300,6 +302,19 @@ class EmbeddingResponse(Response):
     usage: UsageInfo
 
 
+class FootprintBytes(Response):
+    ram: int
+    vram: int
+
+
+class Footprint(Response):
+    """Bytes a model takes: `estimated` before loading, `measured` once loaded (worker RSS growth)."""
+
+    estimated: FootprintBytes | None = None
+    measured: FootprintBytes | None = None
+    worker_rss: int | None = None
+
+
 class ModelCard(Response):
     id: str
     object: Literal["model"] = "model"
@@ -313,6 +328,15 @@ class ModelCard(Response):
     aliases: list[str] = []
     context_length: int | None = None
     error: str | None = None
+    footprint: Footprint | None = None
+    device: str | None = None
+    pinned: bool = False
+    keep_alive: float | None = None
+    last_used: int | None = None
+    expires_at: int | None = None
+    running: int = 0
+    waiting: int = 0
+    worker_pid: int | None = None
 
 
 class ModelList(Response):

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lampstand.plugins.errors import InvalidRequest
 from lampstand.plugins.stop_strings import StopMatcher
 from lampstand.plugins.types import (
     FinishReason,
@@ -57,6 +58,23 @@ def _top_entry(vocab: Vocab, token: int, logprob: float) -> TopLogprob:
     return TopLogprob(token=piece.decode("utf-8", errors="replace"), logprob=logprob, bytes=tuple(piece))
 
 
+def _biased(bias: tuple[tuple[int, float], ...], n_vocab: int) -> Any:
+    """A logits processor adding OpenAI's `logit_bias` (-100 bans a token, 100 forces it)."""
+    import llama_cpp
+
+    ids = np.array([token for token, _ in bias], dtype=np.int64)
+    if ids.size and int(ids.max()) >= n_vocab:
+        raise InvalidRequest(f"logit_bias names token {int(ids.max())}, but the vocabulary has {n_vocab}",
+                             param="logit_bias")
+    values = np.array([value for _, value in bias], dtype=np.float32)
+
+    def add_bias(_input_ids: Any, scores: Any) -> Any:
+        scores[ids] += values
+        return scores
+
+    return llama_cpp.LogitsProcessorList([add_bias])
+
+
 def decode_stream(
     llm: Any,
     vocab: Vocab,
@@ -86,6 +104,7 @@ def decode_stream(
         frequency_penalty=sampling.frequency_penalty,
         presence_penalty=sampling.presence_penalty,
         grammar=grammar,
+        logits_processor=_biased(sampling.logit_bias, llm.n_vocab()) if sampling.logit_bias else None,
     )
     try:
         for token in tokens:

@@ -1,7 +1,8 @@
-"""Reads what a GGUF file says about itself (architecture, sizes, template) without llama.cpp.
+"""Reads what a GGUF file says about itself (architecture, sizes) without llama.cpp.
 
-Used to estimate a model's footprint before loading it. Any parse failure of a damaged or
-hostile file becomes a `ModelUnavailable`, never a crash.
+Used to estimate a model's footprint before loading it. The header comes from the bounded
+`scan_gguf`, so a damaged or hostile file, or one whose size keys are missing or of the wrong
+type, becomes an `InvalidModelFile` naming only the file's base name, never a crash.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lampstand.plugins.contract import Footprint
-from lampstand.plugins.errors import ModelUnavailable
+from lampstand.plugins.errors import InvalidModelFile
+
+from .gguf_check import GgufArray, scan_gguf
 
 __all__ = ["GgufInfo", "read_gguf_info"]
-
-GGUF_MAGIC = b"GGUF"
 
 
 @dataclass(frozen=True)
@@ -42,35 +43,57 @@ class GgufInfo:
         return Footprint(ram_bytes=self.file_bytes + self.kv_cache_bytes(n_ctx) + compute)
 
 
-def _value(fields, key: str, default=None):  # type: ignore[no-untyped-def]
-    field = fields.get(key)
-    return default if field is None else field.contents()
+class _Keys:
+    """Typed lookups in a GGUF's metadata; a wrong type is an `InvalidModelFile`."""
+
+    def __init__(self, file_name: str, metadata: dict[str, object]) -> None:
+        self._file_name = file_name
+        self._metadata = metadata
+
+    def invalid(self, problem: str) -> InvalidModelFile:
+        return InvalidModelFile(f"{self._file_name} is not a valid GGUF file: {problem}")
+
+    def text(self, key: str) -> str:
+        value = self._metadata.get(key)
+        if not isinstance(value, str) or not value:
+            raise self.invalid(f"{key} is missing or not a string")
+        return value
+
+    def count(self, key: str, default: int) -> int:
+        """A non-negative integer; a short per-layer array counts as its largest item."""
+        value = self._metadata.get(key, default)
+        items = value.values if isinstance(value, GgufArray) and value.values else (value,)
+        counts = [item for item in items if isinstance(item, int) and not isinstance(item, bool) and item >= 0]
+        if len(counts) != len(items):
+            raise self.invalid(f"{key} is not a count")
+        return max(counts)
+
+    def optional_count(self, key: str) -> int | None:
+        return self.count(key, 0) if key in self._metadata else None
+
+    def array_length(self, key: str) -> int:
+        value = self._metadata.get(key)
+        if value is None:
+            return 0
+        if not isinstance(value, GgufArray):
+            raise self.invalid(f"{key} is not an array")
+        return value.length
 
 
 def read_gguf_info(path: Path) -> GgufInfo:
-    """Parse the header of a GGUF file."""
-    with path.open("rb") as handle:
-        if handle.read(4) != GGUF_MAGIC:
-            raise ModelUnavailable(f"{path.name} is not a GGUF file (bad magic bytes)")
-    try:
-        from gguf import GGUFReader
-
-        fields = GGUFReader(path).fields
-        arch = str(_value(fields, "general.architecture"))
-        n_head = int(_value(fields, f"{arch}.attention.head_count", 1))
-        tokens = fields.get("tokenizer.ggml.tokens")
-        return GgufInfo(
-            file_bytes=path.stat().st_size,
-            architecture=arch,
-            n_layer=int(_value(fields, f"{arch}.block_count", 0)),
-            n_embd=int(_value(fields, f"{arch}.embedding_length", 0)),
-            n_head=n_head,
-            n_head_kv=int(_value(fields, f"{arch}.attention.head_count_kv", n_head)),
-            n_ctx_train=int(_value(fields, f"{arch}.context_length", 0)),
-            n_vocab=len(tokens.data) if tokens is not None else 0,
-            pooling_type=_value(fields, f"{arch}.pooling_type"),
-        )
-    except ModelUnavailable:
-        raise
-    except Exception as exc:  # gguf raises many kinds of errors on damaged files
-        raise ModelUnavailable(f"{path.name} is not a readable GGUF file: {type(exc).__name__}: {exc}") from exc
+    """The sizes lampstand needs from a GGUF file's header, read without llama.cpp."""
+    header = scan_gguf(path)
+    keys = _Keys(path.name, header.metadata)
+    arch = keys.text("general.architecture")
+    n_head = keys.count(f"{arch}.attention.head_count", 1)
+    return GgufInfo(
+        file_bytes=header.file_bytes,
+        architecture=arch,
+        n_layer=keys.count(f"{arch}.block_count", 0),
+        n_embd=keys.count(f"{arch}.embedding_length", 0),
+        n_head=n_head,
+        n_head_kv=keys.count(f"{arch}.attention.head_count_kv", n_head),
+        n_ctx_train=keys.count(f"{arch}.context_length", 0),
+        n_vocab=keys.array_length("tokenizer.ggml.tokens"),
+        pooling_type=keys.optional_count(f"{arch}.pooling_type"),
+    )

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,12 @@ from .options import SentenceTransformersOptions
 
 __all__ = ["SentenceTransformersPlugin"]
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
+WEIGHT_SUFFIX = ".safetensors"  # pickled weights (.bin, .pt) are never opened
 ACTIVATION_BYTES = 64 * 1024 * 1024  # torch workspace for one batch, measured on MiniLM
 
 
 def _weights_bytes(folder: Path) -> int:
-    files = [p for p in folder.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
-    safetensors = [p for p in files if p.suffix == ".safetensors"]
-    return sum(p.stat().st_size for p in (safetensors or files))
+    return sum(p.stat().st_size for p in folder.rglob("*" + WEIGHT_SUFFIX))
 
 
 class SentenceTransformersPlugin(Plugin, Embedder):
@@ -44,7 +43,8 @@ class SentenceTransformersPlugin(Plugin, Embedder):
 
     def estimate_footprint(self) -> Footprint:
         size = _weights_bytes(self.path) + ACTIVATION_BYTES
-        return Footprint(ram_bytes=size) if self._pick_device() == "cpu" else Footprint(0, size)
+        on_gpu = self.options.device == "cuda" or (self.options.device == "auto" and shutil.which("nvidia-smi"))
+        return Footprint(0, size) if on_gpu else Footprint(ram_bytes=size)  # without importing torch
 
     def measured_footprint(self) -> Footprint | None:
         if self._model is None:
@@ -68,11 +68,14 @@ class SentenceTransformersPlugin(Plugin, Embedder):
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise ModelUnavailable("the sentence_transformers plugin needs `pip install lampstand[embed]`") from exc
+        if self.path.is_dir() and not _weights_bytes(self.path):
+            raise ModelUnavailable(f"{self.path.name} has no .safetensors weights; pickled weights are never loaded")
         self._device = self._pick_device()
         try:
             self._model = SentenceTransformer(
                 str(self.path), device=self._device, local_files_only=True,
                 trust_remote_code=self.options.trust_remote_code,
+                model_kwargs={"use_safetensors": True},
             )
         except Exception as exc:  # missing files, wrong format: all a load failure
             raise ModelUnavailable(f"sentence-transformers could not load {self.path.name}: {exc}") from exc

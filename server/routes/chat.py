@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from .. import protocol as p
 from ..serving.chat import create_chat_completion
 from .deps import ServerState, get_state
-from .responses import json_or_stream
+from .responses import ERROR_RESPONSES, answer
 
 router = APIRouter(tags=["chat"])
 
 
-@router.post("/v1/chat/completions", response_model=p.ChatCompletion)
+@router.post("/v1/chat/completions", response_model=p.ChatCompletion, responses=ERROR_RESPONSES)
 async def chat_completions(body: p.ChatCompletionRequest,
-                           state: Annotated[ServerState, Depends(get_state)]) -> Response:
+                           state: Annotated[ServerState, Depends(get_state)], request: Request) -> Response:
     """Chat completion, streamed as server-sent events when `stream` is true."""
-    return json_or_stream(await create_chat_completion(state.pool, state.settings.server, body))
+    return await answer(request, create_chat_completion(state.pool, state.settings.server, body))

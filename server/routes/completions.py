@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from .. import protocol as p
 from ..serving.completions import create_completion
 from .deps import ServerState, get_state
-from .responses import json_or_stream
+from .responses import ERROR_RESPONSES, answer
 
 router = APIRouter(tags=["completions"])
 
 
-@router.post("/v1/completions", response_model=p.Completion)
+@router.post("/v1/completions", response_model=p.Completion, responses=ERROR_RESPONSES)
 async def completions(body: p.CompletionRequest,
-                      state: Annotated[ServerState, Depends(get_state)]) -> Response:
+                      state: Annotated[ServerState, Depends(get_state)], request: Request) -> Response:
     """Text completion (with `suffix` on fill-in-the-middle models), streamed when asked."""
-    return json_or_stream(await create_completion(state.pool, state.settings.server, body))
+    return await answer(request, create_completion(state.pool, state.settings.server, body))

@@ -22,7 +22,7 @@ class ServerState:
     settings: Settings
     registry: PluginRegistry
     pool: ModelPool
-    batchers: dict[str, EmbeddingBatcher] = field(default_factory=dict)
+    batchers: dict[str, EmbeddingBatcher] = field(default_factory=dict)  # by model id
     ready: bool = False
 
 

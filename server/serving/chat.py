@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
-from typing import cast
-
-from lampstand.plugins.contract import Capability, ChatModel, Plugin
+from lampstand.plugins.contract import Capability
 from lampstand.plugins.types import ChatRequest, GenerationChunk, TokenLogprob, ToolCallDelta, Usage
 
 from .. import protocol as p
 from ..config import ServerSettings
 from ..model_pool import ModelPool
 from .convert import chat_request, seeded
-from .generation import new_id, now, primed, run_choices, sse_frames, sum_usage
+from .generation import generate, new_id, now, sse_frames, sum_usage
 
 __all__ = ["create_chat_completion"]
 
@@ -35,10 +33,6 @@ def _tool_call(delta: ToolCallDelta) -> p.ToolCallOut:
         return p.ToolCallOut(index=delta.index, id=delta.id, type="function",
                              function=p.FunctionCallOut(name=delta.name, arguments=delta.arguments))
     return p.ToolCallOut(index=delta.index, function=p.FunctionCallOut(arguments=delta.arguments))
-
-
-def _call(plugin: Plugin, request: ChatRequest) -> Iterator[GenerationChunk]:
-    return cast(ChatModel, plugin).chat(request)  # the model declared the chat capability
 
 
 @dataclass
@@ -70,9 +64,12 @@ async def create_chat_completion(pool: ModelPool, settings: ServerSettings,
                                  body: p.ChatCompletionRequest) -> p.ChatCompletion | AsyncIterator[str]:
     """A whole `chat.completion`, or the SSE frames of its chunks when `stream` is set."""
     hosted = pool.require(body.model, Capability.CHAT)
-    base = chat_request(body, settings, vision=Capability.VISION in hosted.capabilities)
-    requests = [replace(base, sampling=seeded(base.sampling, i)) for i in range(body.n)]
-    chunks = await primed(run_choices(pool, hosted, requests, _call))
+
+    def build() -> list[ChatRequest]:
+        base = chat_request(body, settings, vision=Capability.VISION in hosted.capabilities)
+        return [replace(base, sampling=seeded(base.sampling, i)) for i in range(body.n)]
+
+    chunks = await generate(pool, hosted, body.keep_alive, "chat", build)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return sse_frames(_stream(chunks, body.model, body.logprobs, include_usage))

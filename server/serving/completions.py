@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import cast
 
-from lampstand.plugins.contract import Capability, CompletionModel, Plugin
+from lampstand.plugins.contract import Capability
 from lampstand.plugins.errors import InvalidRequest
 from lampstand.plugins.types import CompletionRequest, GenerationChunk, TokenLogprob, Usage
 
@@ -13,7 +13,7 @@ from .. import protocol as p
 from ..config import ServerSettings
 from ..model_pool import ModelPool
 from .convert import sampling_params, seeded
-from .generation import new_id, now, primed, run_choices, sse_frames, sum_usage
+from .generation import generate, new_id, now, sse_frames, sum_usage
 
 __all__ = ["create_completion"]
 
@@ -26,10 +26,6 @@ def _prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str 
     if all(isinstance(x, int) for x in prompt):
         return [tuple(cast(list[int], prompt))]
     return [x if isinstance(x, str) else tuple(x) for x in cast(list, prompt)]
-
-
-def _call(plugin: Plugin, request: CompletionRequest) -> Iterator[GenerationChunk]:
-    return cast(CompletionModel, plugin).complete(request)  # the model declared completions
 
 
 def _legacy_logprobs(items: list[TokenLogprob], offset: int) -> p.CompletionLogprobs:
@@ -53,14 +49,17 @@ async def create_completion(pool: ModelPool, settings: ServerSettings,
         raise InvalidRequest("best_of is not supported unless equal to n", param="best_of")
     if body.echo and body.logprobs is not None:
         raise InvalidRequest("echo with logprobs is not supported", param="echo")
-    sampling = sampling_params(body, settings, max_tokens=body.max_tokens,
-                               logprobs=body.logprobs is not None, top_logprobs=body.logprobs or 0)
     prompts = _prompts(body.prompt)
     if len(prompts) * body.n > settings.max_n:
         raise InvalidRequest(f"prompts times n must be at most {settings.max_n}", param="prompt")
-    requests = [CompletionRequest(prompt=prompt, sampling=seeded(sampling, i), suffix=body.suffix, echo=body.echo)
+
+    def build() -> list[CompletionRequest]:
+        sampling = sampling_params(body, settings, max_tokens=body.max_tokens,
+                                   logprobs=body.logprobs is not None, top_logprobs=body.logprobs or 0)
+        return [CompletionRequest(prompt=prompt, sampling=seeded(sampling, i), suffix=body.suffix, echo=body.echo)
                 for prompt in prompts for i in range(body.n)]
-    chunks = await primed(run_choices(pool, hosted, requests, _call))
+
+    chunks = await generate(pool, hosted, body.keep_alive, "complete", build)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return sse_frames(_stream(chunks, body.model, body.logprobs is not None, include_usage, len(prompts)))

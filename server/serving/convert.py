@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lampstand.plugins.errors import CapabilityMissing, InvalidRequest, UnsupportedParameter
+from lampstand.plugins.errors import CapabilityMissing, InvalidRequest
 from lampstand.plugins.types import (
     ChatMessage,
     ChatRequest,
@@ -33,18 +33,35 @@ def stop_list(stop: str | list[str] | None, settings: ServerSettings) -> tuple[s
     return tuple(stops)
 
 
+MAX_LOGIT_BIAS = 300
+
+
+def _logit_bias(given: dict[str, float]) -> tuple[tuple[int, float], ...]:
+    """OpenAI's `{"token id": bias}` with ids as strings and biases in [-100, 100]."""
+    if len(given) > MAX_LOGIT_BIAS:
+        raise InvalidRequest(f"logit_bias may name at most {MAX_LOGIT_BIAS} tokens", param="logit_bias")
+    out = []
+    for key, value in given.items():
+        if not key.isdigit() or len(key) > 9:
+            raise InvalidRequest(f"logit_bias keys must be token ids, got {key[:20]!r}", param="logit_bias")
+        if not -100 <= value <= 100:
+            raise InvalidRequest("logit_bias values must be between -100 and 100", param="logit_bias")
+        out.append((int(key), float(value)))
+    return tuple(out)
+
+
 def sampling_params(body: p.SamplingFields, settings: ServerSettings, *, max_tokens: int | None,
                     logprobs: bool, top_logprobs: int) -> SamplingParams:
     """Sampling settings with the server-side cap applied when the request names none."""
     if body.n > settings.max_n:
         raise InvalidRequest(f"n must be at most {settings.max_n}", param="n")
-    if body.logit_bias:
-        raise UnsupportedParameter("logit_bias is not supported", param="logit_bias")
+    bias = _logit_bias(body.logit_bias or {})
     if max_tokens is not None and max_tokens > settings.max_tokens_limit:
         raise InvalidRequest(f"max_tokens must be at most {settings.max_tokens_limit}", param="max_tokens")
     return SamplingParams(
         max_tokens=max_tokens or settings.default_max_tokens,
         max_tokens_explicit=max_tokens is not None,
+        logit_bias=bias,
         temperature=body.temperature,
         top_p=body.top_p,
         seed=None if body.seed is None else body.seed % 2**32,

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
 
-from lampstand.plugins.contract import Capability, Embedder, Plugin
+from lampstand.plugins.contract import Capability
 from lampstand.plugins.errors import InvalidRequest
 from lampstand.plugins.types import EmbeddingResult
 
 from .. import protocol as p
 from ..config import ServerSettings
-from ..model_pool import HostedModel, ModelPool
+from ..leases import Lease, keep_alive_of
+from ..model_pool import ModelPool
 
 __all__ = ["EmbeddingBatcher", "create_embeddings"]
 
@@ -32,21 +32,26 @@ Inputs = list[str | list[int]]
 @dataclass
 class _Pending:
     inputs: Inputs
+    lease: Lease
     future: asyncio.Future[EmbeddingResult]
 
 
 class EmbeddingBatcher:
     """Coalesces concurrent embedding requests for one model into shared batches."""
 
-    def __init__(self, pool: ModelPool, hosted: HostedModel, max_batch: int = 256) -> None:
-        self.pool, self.hosted, self.max_batch = pool, hosted, max_batch
+    def __init__(self, max_batch: int = 256) -> None:
+        self.max_batch = max_batch
         self.pending: list[_Pending] = []
         self.draining: asyncio.Task[None] | None = None
 
-    async def embed(self, inputs: Inputs) -> EmbeddingResult:
-        """Vectors for `inputs`, computed in whichever batch they join."""
+    async def embed(self, inputs: Inputs, lease: Lease) -> EmbeddingResult:
+        """Vectors for `inputs`, computed in whichever batch they join.
+
+        Every request holds its own lease (its place in the model's queue); a batch runs on
+        the turn of its first request, and the others ride along.
+        """
         future: asyncio.Future[EmbeddingResult] = asyncio.get_running_loop().create_future()
-        self.pending.append(_Pending(inputs, future))
+        self.pending.append(_Pending(inputs, lease, future))
         if self.draining is None or self.draining.done():
             self.draining = asyncio.create_task(self._drain())
         return await future
@@ -68,8 +73,10 @@ class EmbeddingBatcher:
 
     async def _run(self, batch: list[_Pending]) -> None:
         flat = [x for item in batch for x in item.inputs]
+        leader = batch[0].lease
         try:
-            result = await self.pool.run(self.hosted, lambda plugin: _embed(plugin, flat))
+            worker = await leader.worker()
+            result = await worker.call("embed", flat, leader.deadline)
         except InvalidRequest as exc:
             if len(batch) == 1:
                 _settle(batch[0].future, exc)
@@ -86,10 +93,6 @@ class EmbeddingBatcher:
             end = start + len(item.inputs)
             _settle(item.future, EmbeddingResult(result.vectors[start:end], result.token_counts[start:end]))
             start = end
-
-
-def _embed(plugin: Plugin, inputs: Sequence[str | list[int]]) -> EmbeddingResult:
-    return cast(Embedder, plugin).embed(inputs)  # the model declared the embeddings capability
 
 
 def _settle(future: asyncio.Future[EmbeddingResult], outcome: EmbeddingResult | BaseException) -> None:
@@ -136,10 +139,9 @@ async def create_embeddings(pool: ModelPool, batchers: dict[str, EmbeddingBatche
     """An `embedding` list in input order."""
     hosted = pool.require(body.model, Capability.EMBEDDINGS)
     inputs = _inputs(body.input, settings)
-    batcher = batchers.get(hosted.id)
-    if batcher is None:
-        batcher = batchers[hosted.id] = EmbeddingBatcher(pool, hosted)
-    result = await batcher.embed(inputs)
+    batcher = batchers.setdefault(hosted.id, EmbeddingBatcher())
+    async with pool.admit(hosted, keep_alive_of(body.keep_alive)) as lease:
+        result = await batcher.embed(inputs, lease)
     return p.EmbeddingResponse(
         data=[p.EmbeddingData(embedding=_encode(v, body.dimensions, body.encoding_format), index=i)
               for i, v in enumerate(result.vectors)],

@@ -10,17 +10,17 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
-from lampstand.plugins.contract import Plugin
 from lampstand.plugins.errors import LampstandError
 from lampstand.plugins.types import GenerationChunk, Usage
 
 from .. import protocol as p
+from ..leases import Lease, keep_alive_of
 from ..model_pool import HostedModel, ModelPool
 
-__all__ = ["run_choices", "primed", "sse_frames", "sse", "new_id", "now", "sum_usage"]
+__all__ = ["generate", "run_choices", "primed", "sse_frames", "sse", "new_id", "now", "sum_usage"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -43,13 +43,56 @@ def sse(payload: str) -> str:
     return f"data: {payload}\n\n"
 
 
-async def run_choices(pool: ModelPool, hosted: HostedModel, requests: Sequence[R],
-                      call: Callable[[Plugin, R], Iterator[GenerationChunk]]
-                      ) -> AsyncIterator[tuple[int, GenerationChunk]]:
-    """Each request's chunks, tagged with its choice index, one choice after another."""
-    for index, request in enumerate(requests):
-        async for chunk in pool.stream(hosted, lambda plugin, r=request: call(plugin, r)):
-            yield index, chunk
+async def generate(pool: ModelPool, hosted: HostedModel, keep_alive: str | float | None, method: str,
+                   build: Callable[[], Sequence[R]]) -> AsyncIterator[tuple[int, GenerationChunk]]:
+    """Admit the request (429 before any work), build its per-choice requests, start generating.
+
+    Errors up to the first chunk (bad input, load failure, full budget) raise here, so they
+    are still HTTP errors; the lease is held until the returned iterator ends or is closed.
+    """
+    lease = pool.admit(hosted, keep_alive_of(keep_alive))
+    try:
+        requests = build()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("request", extra={"model": hosted.id, "requests": repr(requests)[:4000]})
+        return await primed(run_choices(lease, method, requests))
+    except BaseException:
+        lease.release()
+        raise
+
+
+async def run_choices(lease: Lease, method: str, requests: Sequence[R]) -> AsyncIterator[tuple[int, GenerationChunk]]:
+    """Each request's chunks, tagged with its choice index, one choice after another on one turn."""
+    metrics, model = lease.pool.metrics, lease.hosted.id
+    arrived = time.monotonic()
+    first: float | None = None
+    last = arrived
+    prompt_tokens = completion_tokens = 0
+    finish: str | None = None
+    async with lease:
+        worker = await lease.worker()
+        for index, request in enumerate(requests):
+            async for chunk in worker.stream(method, request, lease.deadline):
+                now_ = time.monotonic()
+                if first is None:
+                    first = now_
+                    metrics.ttft.labels(model).observe(now_ - arrived)
+                else:
+                    metrics.itl.labels(model).observe(now_ - last)
+                last = now_
+                if chunk.usage is not None:
+                    prompt_tokens += chunk.usage.prompt_tokens
+                    completion_tokens += chunk.usage.completion_tokens
+                    finish = chunk.finish_reason or finish
+                yield index, chunk
+    metrics.e2e.labels(model).observe(last - arrived)
+    metrics.prompt_tokens.labels(model).inc(prompt_tokens)
+    metrics.generation_tokens.labels(model).inc(completion_tokens)
+    metrics.success.labels(model, finish or "unknown").inc()
+    log.info("generation finished", extra={
+        "model": model, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "finish_reason": finish, "choices": len(requests),
+        "ttft_s": round((first or last) - arrived, 4), "seconds": round(last - arrived, 4)})
 
 
 async def primed(stream: AsyncIterator[T]) -> AsyncIterator[T]:

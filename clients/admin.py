@@ -1,0 +1,46 @@
+"""The admin side of the HTTP API, for `lampstand ps`, `load` and `unload`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from lampstand.plugins.errors import LampstandError
+
+__all__ = ["AdminClient"]
+
+
+class AdminClient:
+    """Model residency on a running server."""
+
+    def __init__(self, url: str, api_key: str | None, timeout: float = 600.0) -> None:
+        self.url = url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = timeout
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every model's card."""
+        return self._request("GET", "/v1/models")["data"]
+
+    def load(self, model: str, keep_alive: str | None = None) -> dict[str, Any]:
+        """Load `model` now; its card afterwards."""
+        body = {"keep_alive": keep_alive} if keep_alive is not None else None
+        return self._request("POST", f"/v1/models/{model}/load", body)
+
+    def unload(self, model: str) -> dict[str, Any]:
+        """Unload `model` once idle; its card afterwards."""
+        return self._request("POST", f"/v1/models/{model}/unload")
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            response = httpx.request(method, self.url + path, json=body, headers=self.headers, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise LampstandError(f"cannot reach {self.url}: {exc}. Is `lampstand serve` running?") from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise LampstandError(f"{response.status_code}: {message}")
+        return response.json()

@@ -1,0 +1,138 @@
+"""The body of a worker process: load one plugin, then serve calls from the API process.
+
+Messages on the pipe are tuples. From the parent: `("call", id, method, argument)`,
+`("cancel", id)` and `("stop",)`. To the parent: `("loaded", LoadedInfo)` or
+`("load_failed", error)` once, then per call any number of `("item", id, value)` followed
+by `("end", id)`, or one `("result", id, value)`, or one `("error", id, error)`.
+
+Each call runs in its own thread; one engine lock keeps the plugin to one call at a time.
+A cancelled call stops after the item being produced (one decode step) and its generator
+is closed, so the engine frees its work. When the parent goes away the pipe closes and the
+process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import traceback
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+import structlog
+
+from lampstand.plugins.contract import Footprint, Plugin
+from lampstand.plugins.errors import LampstandError
+
+from ..logs import configure_logging
+from .messages import CALLABLE_METHODS, LoadedInfo, WorkerSpec
+
+__all__ = ["worker_main"]
+
+log = logging.getLogger("lampstand.worker")
+
+
+def transportable(exc: BaseException) -> LampstandError:
+    """An error that pickles and keeps its meaning: ours as they are, others as a 500."""
+    if isinstance(exc, LampstandError):
+        return exc
+    return LampstandError(f"{type(exc).__name__}: {exc}")
+
+
+class _Server:
+    """Serves calls on one loaded plugin until the parent says stop or goes away."""
+
+    def __init__(self, conn: Connection, plugin: Plugin) -> None:
+        self.conn, self.plugin = conn, plugin
+        self.send_lock = threading.Lock()
+        self.engine_lock = threading.Lock()
+        self.stops: dict[int, threading.Event] = {}
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self.send_lock:
+            self.conn.send(message)
+
+    def serve(self) -> None:
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                return  # the API process is gone
+            kind = message[0]
+            if kind == "call":
+                _, call_id, method, argument = message
+                stop = self.stops[call_id] = threading.Event()
+                threading.Thread(target=self.run_call, args=(call_id, method, argument, stop),
+                                 name=f"lampstand-call-{call_id}", daemon=True).start()
+            elif kind == "cancel":
+                event = self.stops.get(message[1])
+                if event is not None:
+                    event.set()
+            elif kind == "stop":
+                with self.engine_lock:
+                    self.plugin.unload()
+                return
+
+    def run_call(self, call_id: int, method: str, argument: Any, stop: threading.Event) -> None:
+        try:
+            if method not in CALLABLE_METHODS:
+                raise LampstandError(f"worker has no method {method!r}")
+            with self.engine_lock:
+                if stop.is_set():
+                    return
+                result = getattr(self.plugin, method)(argument)
+                if isinstance(result, Iterator):
+                    self.stream(call_id, result, stop)
+                else:
+                    self.send(("result", call_id, result))
+        except BaseException as exc:  # every failure goes back to the request that caused it
+            if not isinstance(exc, LampstandError):
+                log.error("call %s failed:\n%s", method, traceback.format_exc())
+            self.send(("error", call_id, transportable(exc)))
+        finally:
+            self.stops.pop(call_id, None)
+
+    def stream(self, call_id: int, items: Iterator[Any], stop: threading.Event) -> None:
+        try:
+            for item in items:
+                self.send(("item", call_id, item))
+                if stop.is_set():
+                    return
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        self.send(("end", call_id, None))
+
+
+def _measured(plugin: Plugin, rss_before: int) -> Footprint:
+    """RAM: what loading added to this process's RSS (engine libraries included); VRAM: the plugin's word."""
+    reported = plugin.measured_footprint()
+    rss = psutil.Process().memory_info().rss
+    return Footprint(ram_bytes=max(rss - rss_before, 0), vram_bytes=reported.vram_bytes if reported else 0)
+
+
+def worker_main(conn: Connection, spec: WorkerSpec) -> None:
+    """Entry point of the worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    configure_logging(spec.log_level, spec.log_format)
+    structlog.contextvars.bind_contextvars(worker=spec.model_id)
+    rss_before = psutil.Process().memory_info().rss
+    try:
+        plugin = spec.plugin_cls(spec.model_id, spec.path, spec.options)
+        plugin.load()
+        info = LoadedInfo(pid=os.getpid(), context_length=plugin.context_length(),
+                          measured=_measured(plugin, rss_before))
+    except BaseException as exc:  # reported to the parent, which marks the model failed
+        conn.send(("load_failed", transportable(exc)))
+        conn.close()
+        os._exit(0)
+    conn.send(("loaded", info))
+    _Server(conn, plugin).serve()
+    conn.close()
+    os._exit(0)  # do not wait for call threads of a parent that is gone

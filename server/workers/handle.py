@@ -1,0 +1,238 @@
+"""The API process's side of a worker: start it, call it, stream from it, stop it.
+
+One reader thread per worker takes messages off the pipe and hands each to the asyncio
+queue of the call it belongs to (`call_soon_threadsafe`, microseconds per item). When the
+worker dies, every call in flight ends with `WorkerCrashed` and `on_exit` reports why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import multiprocessing
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import psutil
+
+from lampstand.plugins.errors import LampstandError, ModelUnavailable, RequestTimeout, WorkerCrashed
+
+from .child import worker_main
+from .messages import LoadedInfo, WorkerSpec
+
+__all__ = ["WorkerHandle", "WorkerSpec", "LoadedInfo", "describe_exit"]
+
+Message = tuple[str, int, Any]
+_SPAWN = multiprocessing.get_context("spawn")  # never fork a process that runs threads and a loop
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """How a worker process ended, in words."""
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with status {exitcode}"
+
+
+class WorkerHandle:
+    """A running worker process that has loaded its model."""
+
+    def __init__(self, spec: WorkerSpec, process: BaseProcess, conn: Connection, info: LoadedInfo,
+                 on_exit: Callable[[str], None]) -> None:
+        self.spec, self.process, self.conn, self.info = spec, process, conn, info
+        self.on_exit = on_exit
+        self.loop = asyncio.get_running_loop()
+        self.alive = True
+        self.stopping = False
+        self._ids = itertools.count()
+        self._pending: dict[int, asyncio.Queue[Message]] = {}
+        self._send_lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, name=f"lampstand-reader-{spec.model_id}", daemon=True)
+        self._reader.start()
+
+    @classmethod
+    async def start(cls, spec: WorkerSpec, on_exit: Callable[[str], None], timeout: float) -> WorkerHandle:
+        """Start a worker and wait until its model is loaded; `ModelUnavailable` if it is not."""
+        parent, child = _SPAWN.Pipe()
+        process = _SPAWN.Process(target=worker_main, args=(child, spec), name=f"lampstand-{spec.model_id}",
+                                 daemon=True)
+        await asyncio.to_thread(process.start)
+        child.close()
+        try:
+            async with asyncio.timeout(timeout):
+                message = await asyncio.to_thread(_first_message, parent)
+        except BaseException:  # timed out or cancelled: the half-loaded worker must not linger
+            process.kill()
+            await asyncio.to_thread(process.join, 5)
+            parent.close()
+            raise
+        if message is None or message[0] != "loaded":
+            await asyncio.to_thread(process.join, 5)
+            parent.close()
+            if message is None:
+                raise ModelUnavailable(f"model {spec.model_id!r}: worker {describe_exit(process.exitcode)} "
+                                       "while loading")
+            raise message[1]
+        return cls(spec, process, parent, message[1], on_exit)
+
+    @property
+    def pid(self) -> int:
+        return self.info.pid
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the worker process now (0 once it is gone)."""
+        try:
+            return psutil.Process(self.info.pid).memory_info().rss
+        except psutil.Error:
+            return 0
+
+    def cpu_seconds(self) -> float:
+        """CPU time the worker has used so far."""
+        try:
+            times = psutil.Process(self.info.pid).cpu_times()
+            return times.user + times.system
+        except psutil.Error:
+            return 0.0
+
+    async def stream(self, method: str, argument: Any, deadline: float | None = None) -> AsyncIterator[Any]:
+        """The items a streaming plugin method yields; closing this early cancels the call."""
+        call_id, queue = self._open(method, argument)
+        finished = False
+        try:
+            while True:
+                kind, _, value = await self._next(queue, deadline)
+                if kind == "item":
+                    yield value
+                elif kind == "end":
+                    finished = True
+                    return
+                else:
+                    finished = True
+                    raise self._failure(kind, value)
+        finally:
+            self._close(call_id, cancel=not finished)
+
+    async def call(self, method: str, argument: Any, deadline: float | None = None) -> Any:
+        """The result of a plain plugin method."""
+        call_id, queue = self._open(method, argument)
+        finished = False
+        try:
+            kind, _, value = await self._next(queue, deadline)
+            finished = True
+            if kind == "result":
+                return value
+            raise self._failure(kind, value)
+        finally:
+            self._close(call_id, cancel=not finished)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Ask the worker to unload and exit; kill it if it does not within `timeout`."""
+        self.stopping = True
+        if self.alive:
+            try:
+                self._send(("stop",))
+            except OSError:
+                pass
+        await asyncio.to_thread(self.process.join, timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            await asyncio.to_thread(self.process.join, 5)
+        await asyncio.to_thread(self._reader.join, 5)
+
+    def abort(self, error: LampstandError) -> None:
+        """End every call in flight with `error`, then kill the worker (shutdown after the grace time)."""
+        for queue in list(self._pending.values()):
+            queue.put_nowait(("error", -1, error))
+        self._pending.clear()
+        self.kill()
+
+    def kill(self) -> None:
+        """End the worker now, without waiting (shutdown abort)."""
+        self.stopping = True
+        if self.process.is_alive():
+            self.process.kill()
+
+    # -- plumbing --
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            self.conn.send(message)
+
+    def _open(self, method: str, argument: Any) -> tuple[int, asyncio.Queue[Message]]:
+        if not self.alive:
+            raise WorkerCrashed(f"the worker of model {self.spec.model_id!r} is not running")
+        call_id = next(self._ids)
+        queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._pending[call_id] = queue
+        try:
+            self._send(("call", call_id, method, argument))
+        except OSError as exc:
+            del self._pending[call_id]
+            raise WorkerCrashed(f"the worker of model {self.spec.model_id!r} is not running") from exc
+        return call_id, queue
+
+    def _close(self, call_id: int, cancel: bool) -> None:
+        self._pending.pop(call_id, None)
+        if cancel and self.alive:
+            try:
+                self._send(("cancel", call_id))
+            except OSError:
+                pass
+
+    async def _next(self, queue: asyncio.Queue[Message], deadline: float | None) -> Message:
+        if deadline is None:
+            return await queue.get()
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await queue.get()
+        except TimeoutError:
+            raise RequestTimeout("the request took longer than the server's request_timeout") from None
+
+    def _failure(self, kind: str, value: Any) -> LampstandError:
+        if kind == "error" and isinstance(value, LampstandError):
+            return value
+        if kind == "gone":
+            return WorkerCrashed(f"the worker of model {self.spec.model_id!r} {value} during the request")
+        return LampstandError(f"unexpected message {kind!r} from the worker")
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            queue = self._pending.get(message[1])
+            if queue is not None:
+                self._deliver(queue.put_nowait, message)
+        self.process.join(5)
+        self._deliver(self._gone, describe_exit(self.process.exitcode))
+
+    def _deliver(self, callback: Callable[[Any], None], value: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(callback, value)
+        except RuntimeError:  # the loop has closed: the server is exiting
+            pass
+
+    def _gone(self, reason: str) -> None:
+        self.alive = False
+        for queue in list(self._pending.values()):
+            queue.put_nowait(("gone", -1, reason))
+        self._pending.clear()
+        self.conn.close()
+        if not self.stopping:
+            self.on_exit(reason)
+
+
+def _first_message(conn: Connection) -> Message | None:
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        return None
