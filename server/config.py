@@ -23,7 +23,7 @@ __all__ = ["ServerSettings", "MemorySettings", "ModelConfig", "Settings", "load_
 
 CONFIG_ENV = "LAMPSTAND_CONFIG"
 MODEL_KEYS = {"id", "plugin", "path", "hf", "file", "aliases", "preload", "pinned", "keep_alive",
-              "max_queue", "max_concurrency"}
+              "max_queue", "max_concurrency", "request_timeout"}
 
 
 class ServerSettings(BaseModel):
@@ -93,6 +93,7 @@ class ModelConfig(BaseModel):
     keep_alive: str | float | None = Field(None, description="overrides [memory] keep_alive")
     max_queue: int | None = Field(None, ge=0, description="overrides [server] max_queue")
     max_concurrency: int = Field(1, ge=1, description="requests run at once on this model")
+    request_timeout: float | None = Field(None, gt=0, description="overrides [server] request_timeout")
 
     @model_validator(mode="after")
     def _valid_keep_alive(self) -> ModelConfig:

@@ -45,7 +45,8 @@ class Lease:
             raise QueueFull(f"model {hosted.id!r} is busy: {running} running and {waiting} waiting "
                             f"(max_queue {hosted.max_queue}); retry later", retry_after=1)
         self.pool, self.hosted, self.keep_alive = pool, hosted, keep_alive
-        self.deadline = asyncio.get_running_loop().time() + pool.server.request_timeout
+        timeout = hosted.config.request_timeout or pool.server.request_timeout
+        self.deadline = asyncio.get_running_loop().time() + timeout
         self.holding = False
         self.released = False
         hosted.admitted += 1

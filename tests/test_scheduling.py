@@ -29,7 +29,8 @@ def long_body(model_id: str, max_tokens: int = 900, **fields: object) -> dict:  
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    config = f"[server]\nrequest_timeout = 20\nmax_queue = {MAX_QUEUE}\n\n" + model("busy", "preload = true")
+    config = (f"[server]\nmax_queue = {MAX_QUEUE}\n\n" + model("busy", "preload = true")
+              + model("slow", "request_timeout = 4"))
     running = start_server(tmp_path_factory.mktemp("scheduling"), config)
     yield running
     stop_server(running)
@@ -91,21 +92,34 @@ def test_disconnect_cancels_the_generation(server: RunningServer, stream: bool) 
             else:
                 client.post("/v1/chat/completions", json=body)
     assert wait_for(lambda: card(server)["running"] == 0, 10)
-    assert worker_cpu(card(server)["worker_pid"]) < 0.3  # the decode loop has stopped
+    pid = card(server)["worker_pid"]
+    assert wait_for(lambda: worker_cpu(pid, 0.5) < 0.05, 15)  # the decode loop has stopped
     quick = httpx.post(f"{server.url}/v1/chat/completions", timeout=60,
                        json={"model": "busy", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
     assert quick.status_code == 200
 
 
 def test_request_timeout(server: RunningServer) -> None:
-    slow = long_body("busy", 4000)  # ~25 s at full speed on one thread: past request_timeout = 20 s
+    httpx.post(f"{server.url}/v1/models/slow/load", timeout=120)  # loading counts against the timeout too
+    slow = long_body("slow", 900)  # several seconds on one thread: past this model's request_timeout = 4 s
     response = httpx.post(f"{server.url}/v1/chat/completions", json=slow, timeout=120)
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "request_timeout"
-    assert wait_for(lambda: card(server)["running"] == 0, 10)
+    assert wait_for(lambda: card(server, "slow")["running"] == 0, 10)
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=slow | {"stream": True}, timeout=120) as r:
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+        status = r.status_code
+    if status == 200:  # timed out mid-stream: an error event, then [DONE]
+        assert '"request_timeout"' in events[-2] and events[-1] == "[DONE]"
+    else:  # timed out before the first token (a slow machine): a plain 504
+        assert status == 504
+    pid = card(server, "slow")["worker_pid"]
+    assert wait_for(lambda: worker_cpu(pid, 0.5) < 0.05, 15)
 
 
 def test_metrics_report_latency_and_tokens(server: RunningServer) -> None:
+    short = {"model": "busy", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    assert httpx.post(f"{server.url}/v1/chat/completions", json=short, timeout=60).status_code == 200
     text = httpx.get(f"{server.url}/metrics").text
     for name in ("lampstand:time_to_first_token_seconds_count", "lampstand:inter_token_latency_seconds_count",
                  "lampstand:e2e_request_latency_seconds_count", "lampstand:prompt_tokens_total",

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from lampstand.plugins.contract import Footprint
 from lampstand.plugins.errors import InvalidModelFile, InvalidRequest, LampstandError
+from lampstand.plugins.paths import confine
 
 
 from .. import protocol as p
@@ -99,7 +100,6 @@ async def get_model(model_id: str, state: Annotated[ServerState, Depends(get_sta
 async def _register(pool: ModelPool, state: ServerState, model_id: str, body: LoadRequest) -> HostedModel:
     if model_id in pool.models:
         raise InvalidRequest(f"model {model_id!r} already exists; load it without 'path'", param="path")
-    from lampstand.plugins.paths import confine  # TEMP
     path = confine(body.path or "", state.settings.server.model_roots, allow_dirs=True)
     if path.is_file() and path.suffix.lower() not in MODEL_SUFFIXES:
         raise InvalidModelFile(f"{body.path!r}: only GGUF and safetensors model files are served", param="path")

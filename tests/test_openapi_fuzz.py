@@ -1,0 +1,149 @@
+"""Schemathesis against the document `/openapi.json` serves: no 5xx, and every answer as documented.
+
+A real server with the bundled tiny models. Each operation gets schemathesis' coverage cases
+(boundaries, missing and wrongly typed fields, other HTTP methods) and twenty generated
+requests, valid and invalid; every response is checked against the document for its status
+code, content type, headers and body. A short table of known-good requests, streams included,
+goes through the same checks, since generated requests reach a model's answer only now and then.
+
+Schemathesis' lazy `from_fixture` loader does not run on pytest 9.2 (it writes `Function._nodeid`,
+which pytest no longer has), so the operations are collected from the document the app builds in
+process, and `test_fuzzed_document_is_the_served_one` pins that document to the served one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+    unsupported_method,
+)
+
+from lampstand.server.app import create_app
+from lampstand.server.config import Settings
+
+from conftest import MINILM, SMOLLM, RunningServer, start_server, stop_server
+
+CHAT_ID, EMBED_ID = "smollm2", "minilm"
+EXAMPLES_PER_OPERATION = 20
+
+# Small limits keep every generated completion short. The embedder is pinned because a fuzzed
+# `keep_alive` or unload would otherwise have it reload (a torch import) again and again.
+CONFIG = f"""
+[server]
+default_max_tokens = 8
+max_tokens_limit = 16
+max_queue = 64
+model_roots = ["{SMOLLM.parent}"]
+
+[[models]]
+id = "smollm2-135m-instruct"
+plugin = "llama_cpp"
+path = "{SMOLLM}"
+aliases = ["{CHAT_ID}"]
+preload = true
+n_ctx = 512
+n_threads = 2
+
+[[models]]
+id = "all-minilm-l6-v2"
+plugin = "sentence_transformers"
+path = "{MINILM}"
+aliases = ["{EMBED_ID}"]
+preload = true
+pinned = true
+"""
+
+# Generated strings almost never name a served model or file, so nearly every request would end
+# in a 404 or 400 before reaching an engine: most of the time, name one that exists.
+GENERATION = {
+    "seed": 20240601,  # the same requests every run, so a failure here is reproducible
+    "generation": {"mode": "all", "database": "none"},
+    "phases": {"stateful": {"enabled": False}},  # the document declares no links between operations
+    "request-timeout": 60,
+    "dictionaries": {"chat": {"values": [CHAT_ID]}, "embedding": {"values": [EMBED_ID]},
+                     "model-file": {"values": [SMOLLM.name]}},
+    # Only the chat model is unloaded by name: it reloads in about a second.
+    "parameters": {"path.model_id": {"dictionary": "chat", "probability": 0.5}},
+    "operations": [
+        {"include-path-regex": "^/v1/(chat/)?completions$",
+         "parameters": {"body.model": {"dictionary": "chat", "probability": 0.75}}},
+        {"include-path": "/v1/embeddings",
+         "parameters": {"body.model": {"dictionary": "embedding", "probability": 0.75}}},
+        {"include-path": "/v1/models/{model_id}/load",
+         "parameters": {"body.path": {"dictionary": "model-file", "probability": 0.25}}},
+    ],
+}
+
+# `positive_data_acceptance` is left out: the server rightly answers some schema-valid requests
+# with 400 for rules JSON Schema does not carry (a model's capabilities, its context length,
+# a tool message's `tool_call_id`), and a 400 still has to pass every check below.
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+    unsupported_method,  # a method the document does not list gets 405 with `Allow`
+    allow_header_conformance,
+]
+
+
+def _served_document() -> dict[str, Any]:
+    """The document `/openapi.json` serves; it depends on the code, not on the configured models."""
+    return create_app(Settings(models=[])).openapi()
+
+
+schema = schemathesis.openapi.from_dict(_served_document(), config=schemathesis.Config.from_dict(GENERATION))
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(tmp_path_factory.mktemp("fuzz"), CONFIG)
+    yield running
+    stop_server(running)
+
+
+def test_fuzzed_document_is_the_served_one(fuzz_server: RunningServer) -> None:
+    assert httpx.get(fuzz_server.url + "/openapi.json").json() == _served_document()
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+def test_generated_requests_get_documented_answers(case: schemathesis.Case, fuzz_server: RunningServer) -> None:
+    case.call_and_validate(base_url=fuzz_server.url, checks=CHECKS)
+
+
+HI = [{"role": "user", "content": "hi"}]
+KNOWN_GOOD = [
+    # (id, path, body)
+    ("chat", "/v1/chat/completions", {"model": CHAT_ID, "messages": HI, "logprobs": True, "top_logprobs": 2}),
+    ("chat-stream", "/v1/chat/completions", {"model": CHAT_ID, "messages": HI, "stream": True, "logprobs": True,
+                                             "top_logprobs": 2, "stream_options": {"include_usage": True}}),
+    ("completion", "/v1/completions", {"model": CHAT_ID, "prompt": "hi", "logprobs": 2}),
+    ("completion-stream", "/v1/completions",
+     {"model": CHAT_ID, "prompt": "hi", "stream": True, "stream_options": {"include_usage": True}}),
+    ("embedding", "/v1/embeddings", {"model": EMBED_ID, "input": "a"}),
+    ("embedding-base64", "/v1/embeddings", {"model": EMBED_ID, "input": ["a", "b"], "encoding_format": "base64"}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), [case[1:] for case in KNOWN_GOOD], ids=[case[0] for case in KNOWN_GOOD])
+def test_known_good_requests_get_documented_answers(path: str, body: dict[str, Any],
+                                                    fuzz_server: RunningServer) -> None:
+    response = schema[path]["POST"].Case(body=body).call_and_validate(base_url=fuzz_server.url, checks=CHECKS)
+    assert response.status_code == 200
