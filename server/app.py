@@ -30,6 +30,7 @@ from .middleware import (
     allowed_host_names,
 )
 from .model_pool import ModelPool
+from .openapi import install_openapi
 from .routes import chat, completions, embeddings, health, metrics, models
 from .routes.deps import ServerState
 
@@ -62,6 +63,7 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
     for module in (models, chat, completions, embeddings, health, metrics):
         app.include_router(module.router)
     install_error_handlers(app)
+    install_openapi(app)
     server = settings.server
     # Added innermost first: a request meets them in the reverse order.
     app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in server.api_keys])

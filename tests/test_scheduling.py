@@ -62,8 +62,7 @@ def test_burst_over_the_queue_gets_exactly_the_overflow_as_429(server: RunningSe
     async def run() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
             blocker = asyncio.create_task(client.post("/v1/chat/completions", json=long_body("busy", 120)))
-            while card(server)["running"] != 1:
-                await asyncio.sleep(0.05)
+            assert await asyncio.to_thread(wait_for, lambda: card(server)["running"] == 1, 30)
             short = {"model": "busy", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
             answers = await asyncio.gather(*(client.post("/v1/chat/completions", json=short) for _ in range(burst)))
             return [await blocker, *answers]
@@ -146,10 +145,10 @@ def test_sigterm_drains_then_exits_zero(tmp_path_factory: pytest.TempPathFactory
                                 out.append(line[6:])
                     return out
 
-                long_run = asyncio.create_task(events(long_body("long", 3000)))
+                long_run = asyncio.create_task(events(long_body("long", 900)))
                 short_run = asyncio.create_task(events(long_body("short", 60)))
-                while card(server, "long")["running"] != 1 or card(server, "short")["running"] != 1:
-                    await asyncio.sleep(0.05)
+                assert await asyncio.to_thread(wait_for, lambda: all(
+                    card(server, m)["running"] == 1 for m in ("long", "short")), 30)
                 server.process.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.5)
                 refused = await client.post("/v1/chat/completions", json=long_body("short", 2))
