@@ -1,0 +1,140 @@
+"""Safe by default: Host checks, CORS, header limits, confined paths, hostile model files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import SMOLLM, RunningServer, start_server, stop_server
+from crafted_gguf import write_crafted_ggufs
+
+ORIGIN = "http://localhost:3000"
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    (root / "crafted").mkdir()
+    write_crafted_ggufs(root / "crafted")
+    try:
+        os.link(SMOLLM, root / "smollm2.gguf")
+    except OSError:
+        shutil.copy(SMOLLM, root / "smollm2.gguf")
+    (root / "weights.bin").write_bytes(b"\x80\x04not a model")
+    (root / "escape.gguf").symlink_to(SMOLLM)
+    os.mkfifo(root / "pipe.gguf")
+    (root / "zero.gguf").symlink_to("/dev/zero")
+    return root
+
+
+@pytest.fixture(scope="module")
+def safe(tmp_path_factory: pytest.TempPathFactory, roots: Path) -> Iterator[RunningServer]:
+    config = f"""
+[server]
+cors_origins = ["{ORIGIN}"]
+allowed_hosts = ["lampstand.internal"]
+model_roots = ["{roots}"]
+max_header_count = 40
+
+[[models]]
+id = "smollm2"
+plugin = "llama_cpp"
+path = "{SMOLLM}"
+n_ctx = 512
+"""
+    running = start_server(tmp_path_factory.mktemp("safety"), config)
+    yield running
+    stop_server(running)
+
+
+def load(safe: RunningServer, model_id: str, path: str, **fields: object) -> httpx.Response:
+    return httpx.post(f"{safe.url}/v1/models/{model_id}/load", json={"path": path} | fields, timeout=120)
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.nip.io", "[::2]:80"])
+def test_foreign_host_is_refused(safe: RunningServer, host: str) -> None:
+    response = httpx.get(f"{safe.url}/v1/models", headers={"Host": host})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_host"
+
+
+@pytest.mark.parametrize("host", ["localhost:8000", "127.0.0.1", "[::1]:8000", "lampstand.internal"])
+def test_allowed_hosts_pass(safe: RunningServer, host: str) -> None:
+    assert httpx.get(f"{safe.url}/v1/models", headers={"Host": host}).status_code == 200
+
+
+def test_cors_only_for_configured_origins(safe: RunningServer) -> None:
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    good = httpx.options(f"{safe.url}/v1/chat/completions", headers={"Origin": ORIGIN, **preflight})
+    assert good.headers["access-control-allow-origin"] == ORIGIN
+    assert "access-control-allow-credentials" not in good.headers
+    bad = httpx.options(f"{safe.url}/v1/chat/completions", headers={"Origin": "http://evil.example", **preflight})
+    assert "access-control-allow-origin" not in bad.headers
+    plain = httpx.get(f"{safe.url}/v1/models", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in plain.headers
+
+
+def test_cors_is_off_by_default(http: httpx.Client) -> None:
+    response = http.get("/v1/models", headers={"Origin": ORIGIN})
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_too_many_headers_is_431(safe: RunningServer) -> None:
+    headers = {f"x-filler-{i}": "1" for i in range(60)}
+    response = httpx.get(f"{safe.url}/v1/models", headers=headers)
+    assert response.status_code == 431 and response.json()["error"]["code"] == "headers_too_large"
+
+
+def test_huge_header_is_431(safe: RunningServer) -> None:
+    response = httpx.get(f"{safe.url}/v1/models", headers={"x-big": "a" * 40_000})
+    assert response.status_code == 431
+    assert httpx.get(f"{safe.url}/health").status_code == 200
+
+
+@pytest.mark.parametrize("path, code", [
+    ("../etc/passwd", "path_not_allowed"),
+    ("/etc/passwd", "path_not_allowed"),
+    ("crafted/../../x.gguf", "path_not_allowed"),
+    ("escape.gguf", "path_not_allowed"),      # a symlink out of the root
+    ("pipe.gguf", "path_not_allowed"),        # a FIFO
+    ("zero.gguf", "path_not_allowed"),        # a device
+    ("missing.gguf", "path_not_allowed"),
+    ("weights.bin", "invalid_model_file"),    # pickles are never opened
+])
+def test_paths_are_confined(safe: RunningServer, roots: Path, path: str, code: str) -> None:
+    response = load(safe, "attempt", path)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert str(roots) not in error["message"] and str(roots.resolve()) not in error["message"]
+    assert str(SMOLLM.parent) not in error["message"]
+
+
+def test_crafted_gguf_files_get_400_and_the_server_keeps_serving(safe: RunningServer, roots: Path) -> None:
+    names = sorted(p.name for p in (roots / "crafted").iterdir() if p.name != "valid.gguf")
+    assert len(names) >= 10
+    for name in names:
+        response = load(safe, f"crafted-{name}", f"crafted/{name}")
+        assert response.status_code == 400, (name, response.text)
+        assert response.json()["error"]["code"] == "invalid_model_file", name
+        assert str(roots) not in response.json()["error"]["message"]
+    models = httpx.get(f"{safe.url}/v1/models").json()["data"]
+    assert not any(m["id"].startswith("crafted-") for m in models)  # refused files are not registered
+    chat = {"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert httpx.post(f"{safe.url}/v1/chat/completions", json=chat, timeout=60).status_code == 200
+
+
+def test_a_confined_model_file_loads_and_serves(safe: RunningServer) -> None:
+    response = load(safe, "mine", "smollm2.gguf", options={"n_ctx": 256})
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "loaded"
+    chat = {"model": "mine", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert httpx.post(f"{safe.url}/v1/chat/completions", json=chat, timeout=60).status_code == 200
+    again = load(safe, "mine", "smollm2.gguf")
+    assert again.status_code == 400  # ids are not replaced
+    reserved = load(safe, "other", "smollm2.gguf", options={"trust_remote_code": True})
+    assert reserved.status_code == 400 and reserved.json()["error"]["param"] == "options"
