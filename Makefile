@@ -39,6 +39,7 @@ test: install
 bench: install
 	$(BIN)/python bench/chat_overhead.py
 	$(BIN)/python bench/embed_overhead.py
+	$(BIN)/python bench/residency.py
 
 install: $(VENV)/.installed
 
