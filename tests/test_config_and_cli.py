@@ -30,6 +30,10 @@ BAD_CONFIGS = [
     ('[[models]]\nid = "x"\nplugin = "llama_cpp"\npath = "/tmp"\nn_ctxx = 5\n', "n_ctxx: unknown option"),
     ('[[models]]\nid = "x"\nplugin = "llama_cpp"\npath = "/tmp"\nn_ctx = -5\n', "n_ctx"),
     ("this is not toml", "invalid TOML"),
+    ('[server]\ncors_origins = ["*"]\ncors_allow_credentials = true\n', "cannot be used with cors_origins"),
+    ('[memory]\ncpu = "lots"\n', "not a size"),
+    ('[memory]\nkeep_alive = "soon"\n', "not a duration"),
+    ('[[models]]\nid = "x"\nplugin = "llama_cpp"\npath = "/tmp"\nkeep_alive = "5 min"\n', "not a duration"),
 ]
 
 

@@ -20,6 +20,7 @@ __all__ = ["SentenceTransformersPlugin"]
 
 WEIGHT_SUFFIX = ".safetensors"  # pickled weights (.bin, .pt) are never opened
 ACTIVATION_BYTES = 64 * 1024 * 1024  # torch workspace for one batch, measured on MiniLM
+RUNTIME_BYTES = 256 * 1024 * 1024  # torch and transformers in the worker: MiniLM's load adds ~400 MiB of RSS
 
 
 def _weights_bytes(folder: Path) -> int:
@@ -42,7 +43,7 @@ class SentenceTransformersPlugin(Plugin, Embedder):
         return frozenset({Capability.EMBEDDINGS})
 
     def estimate_footprint(self) -> Footprint:
-        size = _weights_bytes(self.path) + ACTIVATION_BYTES
+        size = _weights_bytes(self.path) + ACTIVATION_BYTES + RUNTIME_BYTES
         on_gpu = self.options.device == "cuda" or (self.options.device == "auto" and shutil.which("nvidia-smi"))
         return Footprint(0, size) if on_gpu else Footprint(ram_bytes=size)  # without importing torch
 
