@@ -149,6 +149,22 @@ def _until(timestamp: int | None) -> str:
     return "now" if left <= 0 else (f"{left // 60}m{left % 60:02d}s" if left >= 60 else f"{left}s")
 
 
+def _memory(card: dict) -> str:  # type: ignore[type-arg]
+    """The worker's RSS when loaded; otherwise the estimate, marked with ~."""
+    footprint = card.get("footprint") or {}
+    if card["status"] == "loaded":
+        measured = footprint.get("measured") or {}
+        return _size(footprint.get("worker_rss") or measured.get("ram") or measured.get("vram"))
+    estimated = footprint.get("estimated")
+    return f"~{_size(estimated['ram'] + estimated['vram'])}" if estimated else "-"
+
+
+def _expiry(card: dict) -> str:  # type: ignore[type-arg]
+    if card["status"] == "loaded" and card.get("expires_at") is None:
+        return "forever"
+    return _until(card.get("expires_at"))
+
+
 @app.command()
 def ps(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, as_json: JsonOption = False) -> None:
     """Show each model's residency on a running server: status, memory, queue, keep-alive."""
@@ -161,18 +177,11 @@ def ps(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, as_json: JsonOpt
         return
     table = Table("id", "status", "device", "memory", "running", "waiting", "expires in", "pid")
     for card in cards:
-        footprint = card.get("footprint") or {}
-        measured = (footprint.get("measured") or {}).get("ram") or (footprint.get("measured") or {}).get("vram")
-        estimated = footprint.get("estimated") or {}
-        memory = _size(footprint.get("worker_rss") or measured) if card["status"] == "loaded" else \
-            f"~{_size((estimated.get('ram') or 0) + (estimated.get('vram') or 0))}" if estimated else "-"
         status = card["status"] + (" (pinned)" if card.get("pinned") else "")
         if card["status"] == "failed" and card.get("error"):
             status += f": {card['error'][:60]}"
-        table.add_row(card["id"], status, card.get("device") or "-", memory, str(card.get("running", 0)),
-                      str(card.get("waiting", 0)), "forever" if card["status"] == "loaded" and
-                      card.get("expires_at") is None else _until(card.get("expires_at")),
-                      str(card.get("worker_pid") or "-"))
+        table.add_row(card["id"], status, card.get("device") or "-", _memory(card), str(card.get("running", 0)),
+                      str(card.get("waiting", 0)), _expiry(card), str(card.get("worker_pid") or "-"))
     Console().print(table)
 
 

@@ -64,6 +64,7 @@ async def generate(pool: ModelPool, hosted: HostedModel, keep_alive: str | float
 async def run_choices(lease: Lease, method: str, requests: Sequence[R]) -> AsyncIterator[tuple[int, GenerationChunk]]:
     """Each request's chunks, tagged with its choice index, one choice after another on one turn."""
     metrics, model = lease.pool.metrics, lease.hosted.id
+    inter_token = metrics.itl.labels(model)  # resolved once: observed on every chunk
     arrived = time.monotonic()
     first: float | None = None
     last = arrived
@@ -78,7 +79,7 @@ async def run_choices(lease: Lease, method: str, requests: Sequence[R]) -> Async
                     first = now_
                     metrics.ttft.labels(model).observe(now_ - arrived)
                 else:
-                    metrics.itl.labels(model).observe(now_ - last)
+                    inter_token.observe(now_ - last)
                 last = now_
                 if chunk.usage is not None:
                     prompt_tokens += chunk.usage.prompt_tokens

@@ -94,14 +94,6 @@ class WorkerHandle:
         except psutil.Error:
             return 0
 
-    def cpu_seconds(self) -> float:
-        """CPU time the worker has used so far."""
-        try:
-            times = psutil.Process(self.info.pid).cpu_times()
-            return times.user + times.system
-        except psutil.Error:
-            return 0.0
-
     async def stream(self, method: str, argument: Any, deadline: float | None = None) -> AsyncIterator[Any]:
         """The items a streaming plugin method yields; closing this early cancels the call."""
         call_id, queue = self._open(method, argument)
