@@ -13,6 +13,7 @@ from ..config import ServerSettings
 from ..model_pool import ModelPool
 from .convert import chat_request, seeded
 from .generation import generate, new_id, now, sse_frames, sum_usage
+from .splice import StringSplice
 
 __all__ = ["create_chat_completion"]
 
@@ -103,13 +104,21 @@ async def _stream(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str
     def frame(choice: p.ChatChunkChoice) -> str:
         return p.ChatCompletionChunk(id=ident, created=created, model=model, choices=[choice], **extra).to_json()
 
+    def content_only(index: int) -> StringSplice:
+        return StringSplice(lambda text: frame(p.ChatChunkChoice(
+            index=index, delta=p.ChatDelta(content=text), logprobs=None, finish_reason=None)))
+
     usages: dict[int, Usage] = {}
-    started: set[int] = set()
+    plain: dict[int, StringSplice] = {}
     async for index, chunk in chunks:
-        if index not in started:
-            started.add(index)
+        if index not in plain:
+            plain[index] = content_only(index)
             yield frame(p.ChatChunkChoice(index=index, delta=p.ChatDelta(role="assistant", content=""),
                                           logprobs=None, finish_reason=None))
+        if chunk.text and not (chunk.tool_calls or chunk.finish_reason or chunk.usage
+                               or want_logprobs and chunk.logprobs):
+            yield plain[index](chunk.text)  # most chunks: one token's text
+            continue
         delta = p.ChatDelta()
         if chunk.text or not chunk.tool_calls and chunk.finish_reason is None:
             delta.content = chunk.text

@@ -1,7 +1,8 @@
 """The body of a worker process: load one plugin, then serve calls from the API process.
 
 Messages on the pipe are tuples. From the parent: `("call", id, method, argument)`,
-`("cancel", id)` and `("stop",)`. To the parent: `("loaded", LoadedInfo)` or
+`("cancel", id)` and `("stop",)`, as multiprocessing sends them. To the parent, as frames
+(frames.py): `("loaded", LoadedInfo)` or
 `("load_failed", error)` once, then per call any number of `("item", id, value)` followed
 by `("end", id)`, or one `("result", id, value)`, or one `("error", id, error)`.
 
@@ -29,6 +30,7 @@ from lampstand.plugins.contract import Footprint, Plugin
 from lampstand.plugins.errors import LampstandError
 
 from ..logs import configure_logging
+from .frames import write_frame
 from .messages import CALLABLE_METHODS, LoadedInfo, WorkerSpec
 
 __all__ = ["worker_main"]
@@ -54,7 +56,7 @@ class _Server:
 
     def send(self, message: tuple[Any, ...]) -> None:
         with self.send_lock:
-            self.conn.send(message)
+            write_frame(self.conn.fileno(), message)
 
     def serve(self) -> None:
         while True:
@@ -129,10 +131,10 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
         info = LoadedInfo(pid=os.getpid(), context_length=plugin.context_length(),
                           measured=_measured(plugin, rss_before))
     except BaseException as exc:  # reported to the parent, which marks the model failed
-        conn.send(("load_failed", transportable(exc)))
+        write_frame(conn.fileno(), ("load_failed", transportable(exc)))
         conn.close()
         os._exit(0)
-    conn.send(("loaded", info))
+    write_frame(conn.fileno(), ("loaded", info))
     _Server(conn, plugin).serve()
     conn.close()
     os._exit(0)  # do not wait for call threads of a parent that is gone

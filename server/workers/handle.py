@@ -1,8 +1,9 @@
 """The API process's side of a worker: start it, call it, stream from it, stop it.
 
-One reader thread per worker takes messages off the pipe and hands each to the asyncio
-queue of the call it belongs to (`call_soon_threadsafe`, microseconds per item). When the
-worker dies, every call in flight ends with `WorkerCrashed` and `on_exit` reports why.
+The event loop watches the pipe (`add_reader`), reads what it holds in one call (frames.py)
+and hands each message to the asyncio queue of the call it belongs to, in the loop's own
+thread: no reader thread, so no thread switch or GIL hand-off per streamed token. When the worker dies, every call in flight ends with
+`WorkerCrashed` and `on_exit` reports why.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import psutil
 from lampstand.plugins.errors import LampstandError, ModelUnavailable, RequestTimeout, WorkerCrashed
 
 from .child import worker_main
+from .frames import FrameReader, read_frame_blocking
 from .messages import LoadedInfo, WorkerSpec
 
 __all__ = ["WorkerHandle", "WorkerSpec", "LoadedInfo", "describe_exit"]
@@ -45,30 +47,34 @@ def describe_exit(exitcode: int | None) -> str:
 class WorkerHandle:
     """A running worker process that has loaded its model."""
 
-    def __init__(self, spec: WorkerSpec, process: BaseProcess, conn: Connection, info: LoadedInfo,
-                 on_exit: Callable[[str], None]) -> None:
+    def __init__(self, spec: WorkerSpec, process: BaseProcess, conn: Connection, reader: FrameReader,
+                 info: LoadedInfo, on_exit: Callable[[str], None]) -> None:
         self.spec, self.process, self.conn, self.info = spec, process, conn, info
+        self._frames = reader
         self.on_exit = on_exit
         self.loop = asyncio.get_running_loop()
         self.alive = True
         self.stopping = False
         self._ids = itertools.count()
         self._pending: dict[int, asyncio.Queue[Message]] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
         self._send_lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, name=f"lampstand-reader-{spec.model_id}", daemon=True)
-        self._reader.start()
+        self._exited = asyncio.Event()
+        self._reaper: asyncio.Task[None] | None = None
+        self.loop.add_reader(conn.fileno(), self._read)
 
     @classmethod
     async def start(cls, spec: WorkerSpec, on_exit: Callable[[str], None], timeout: float) -> WorkerHandle:
         """Start a worker and wait until its model is loaded; `ModelUnavailable` if it is not."""
         parent, child = _SPAWN.Pipe()
+        reader = FrameReader()
         process = _SPAWN.Process(target=worker_main, args=(child, spec), name=f"lampstand-{spec.model_id}",
                                  daemon=True)
         await asyncio.to_thread(process.start)
         child.close()
         try:
             async with asyncio.timeout(timeout):
-                message = await asyncio.to_thread(_first_message, parent)
+                message = await asyncio.to_thread(_first_message, parent, reader)
         except BaseException:  # timed out or cancelled: the half-loaded worker must not linger
             process.kill()
             await asyncio.to_thread(process.join, 5)
@@ -81,7 +87,7 @@ class WorkerHandle:
                 raise ModelUnavailable(f"model {spec.model_id!r}: worker {describe_exit(process.exitcode)} "
                                        "while loading")
             raise message[1]
-        return cls(spec, process, parent, message[1], on_exit)
+        return cls(spec, process, parent, reader, message[1], on_exit)
 
     @property
     def pid(self) -> int:
@@ -96,29 +102,29 @@ class WorkerHandle:
 
     async def stream(self, method: str, argument: Any, deadline: float | None = None) -> AsyncIterator[Any]:
         """The items a streaming plugin method yields; closing this early cancels the call."""
-        call_id, queue = self._open(method, argument)
+        call_id, queue = self._open(method, argument, deadline)
         finished = False
         try:
             while True:
-                kind, _, value = await self._next(queue, deadline)
+                kind, _, value = await queue.get()
                 if kind == "item":
                     yield value
                 elif kind == "end":
                     finished = True
                     return
                 else:
-                    finished = True
+                    finished = kind != "timeout"  # the worker's own ending, or ours to cancel
                     raise self._failure(kind, value)
         finally:
             self._close(call_id, cancel=not finished)
 
     async def call(self, method: str, argument: Any, deadline: float | None = None) -> Any:
         """The result of a plain plugin method."""
-        call_id, queue = self._open(method, argument)
+        call_id, queue = self._open(method, argument, deadline)
         finished = False
         try:
-            kind, _, value = await self._next(queue, deadline)
-            finished = True
+            kind, _, value = await queue.get()
+            finished = kind != "timeout"
             if kind == "result":
                 return value
             raise self._failure(kind, value)
@@ -137,7 +143,11 @@ class WorkerHandle:
         if self.process.is_alive():
             self.process.kill()
             await asyncio.to_thread(self.process.join, 5)
-        await asyncio.to_thread(self._reader.join, 5)
+        try:
+            async with asyncio.timeout(5):
+                await self._exited.wait()
+        except TimeoutError:
+            pass
 
     def abort(self, error: LampstandError) -> None:
         """End every call in flight with `error`, then kill the worker (shutdown after the grace time)."""
@@ -158,7 +168,12 @@ class WorkerHandle:
         with self._send_lock:
             self.conn.send(message)
 
-    def _open(self, method: str, argument: Any) -> tuple[int, asyncio.Queue[Message]]:
+    def _open(self, method: str, argument: Any, deadline: float | None) -> tuple[int, asyncio.Queue[Message]]:
+        """Send the call; past `deadline` (loop time) a "timeout" message joins its queue.
+
+        One timer per call rather than a timeout around every item: streamed tokens cost
+        nothing extra for it.
+        """
         if not self.alive:
             raise WorkerCrashed(f"the worker of model {self.spec.model_id!r} is not running")
         call_id = next(self._ids)
@@ -169,49 +184,45 @@ class WorkerHandle:
         except OSError as exc:
             del self._pending[call_id]
             raise WorkerCrashed(f"the worker of model {self.spec.model_id!r} is not running") from exc
+        if deadline is not None:
+            self._timers[call_id] = self.loop.call_at(deadline, queue.put_nowait, ("timeout", call_id, None))
         return call_id, queue
 
     def _close(self, call_id: int, cancel: bool) -> None:
         self._pending.pop(call_id, None)
+        timer = self._timers.pop(call_id, None)
+        if timer is not None:
+            timer.cancel()
         if cancel and self.alive:
             try:
                 self._send(("cancel", call_id))
             except OSError:
                 pass
 
-    async def _next(self, queue: asyncio.Queue[Message], deadline: float | None) -> Message:
-        if deadline is None:
-            return await queue.get()
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await queue.get()
-        except TimeoutError:
-            raise RequestTimeout("the request took longer than the server's request_timeout") from None
-
     def _failure(self, kind: str, value: Any) -> LampstandError:
         if kind == "error" and isinstance(value, LampstandError):
             return value
+        if kind == "timeout":
+            return RequestTimeout("the request took longer than the server's request_timeout")
         if kind == "gone":
             return WorkerCrashed(f"the worker of model {self.spec.model_id!r} {value} during the request")
         return LampstandError(f"unexpected message {kind!r} from the worker")
 
     def _read(self) -> None:
-        while True:
-            try:
-                message = self.conn.recv()
-            except (EOFError, OSError):
-                break
-            queue = self._pending.get(message[1])
-            if queue is not None:
-                self._deliver(queue.put_nowait, message)
-        self.process.join(5)
-        self._deliver(self._gone, describe_exit(self.process.exitcode))
-
-    def _deliver(self, callback: Callable[[Any], None], value: Any) -> None:
+        """Deliver every message waiting on the pipe; on end of file, report the exit."""
         try:
-            self.loop.call_soon_threadsafe(callback, value)
-        except RuntimeError:  # the loop has closed: the server is exiting
-            pass
+            for message in self._frames.read_available(self.conn.fileno()):
+                queue = self._pending.get(message[1])
+                if queue is not None:
+                    queue.put_nowait(message)
+        except (EOFError, OSError):
+            self.loop.remove_reader(self.conn.fileno())
+            self._reaper = self.loop.create_task(self._reap())
+
+    async def _reap(self) -> None:
+        await asyncio.to_thread(self.process.join, 5)
+        self._gone(describe_exit(self.process.exitcode))
+        self._exited.set()
 
     def _gone(self, reason: str) -> None:
         self.alive = False
@@ -223,8 +234,8 @@ class WorkerHandle:
             self.on_exit(reason)
 
 
-def _first_message(conn: Connection) -> Message | None:
+def _first_message(conn: Connection, reader: FrameReader) -> Message | None:
     try:
-        return conn.recv()
+        return read_frame_blocking(conn.fileno(), reader)
     except (EOFError, OSError):
         return None
