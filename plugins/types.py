@@ -25,6 +25,10 @@ __all__ = [
     "GenerationChunk",
     "EmbeddingResult",
     "FinishReason",
+    "TranscriptionRequest",
+    "TranscriptionInfo",
+    "TranscriptWord",
+    "TranscriptSegment",
 ]
 
 FinishReason = Literal["stop", "length", "tool_calls"]
@@ -179,3 +183,59 @@ class EmbeddingResult:
     @property
     def prompt_tokens(self) -> int:
         return sum(self.token_counts)
+
+
+@dataclass(frozen=True)
+class TranscriptionRequest:
+    """Speech to text: the uploaded file's bytes and how to decode them.
+
+    `task` is "transcribe" (text in the spoken language) or "translate" (English text).
+    `language` is an ISO-639-1 code or None to detect it. `vad_filter` and
+    `min_silence_ms` are None to use the model's configured defaults.
+    """
+
+    audio: bytes
+    task: Literal["transcribe", "translate"] = "transcribe"
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float = 0.0
+    word_timestamps: bool = False
+    vad_filter: bool | None = None
+    min_silence_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class TranscriptionInfo:
+    """First item of a transcription stream: what the audio is."""
+
+    language: str
+    language_probability: float
+    duration: float  # seconds of audio
+    duration_after_vad: float  # seconds left to decode once silence is dropped
+
+
+@dataclass(frozen=True)
+class TranscriptWord:
+    """One word with its time span in seconds."""
+
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class TranscriptSegment:
+    """One decoded segment, with every field OpenAI's verbose_json carries."""
+
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: tuple[int, ...]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    words: tuple[TranscriptWord, ...] = ()

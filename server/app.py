@@ -31,7 +31,7 @@ from .middleware import (
 )
 from .model_pool import ModelPool
 from .openapi import install_openapi
-from .routes import chat, completions, embeddings, health, metrics, models
+from .routes import audio, chat, completions, embeddings, health, metrics, models
 from .routes.deps import ServerState
 
 __all__ = ["create_app", "build_state"]
@@ -60,14 +60,15 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
             await state.pool.close()
 
     app = FastAPI(title="lampstand", version=version("lampstand"), lifespan=lifespan)
-    for module in (models, chat, completions, embeddings, health, metrics):
+    for module in (models, chat, completions, embeddings, audio, health, metrics):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)
     server = settings.server
     # Added innermost first: a request meets them in the reverse order.
     app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in server.api_keys])
-    app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes,
+                       limits_by_prefix={"/v1/audio/": server.max_audio_bytes})
     app.add_middleware(DrainMiddleware, is_draining=lambda: state.pool.draining)
     if server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=server.cors_origins,

@@ -35,6 +35,9 @@ class ServerSettings(BaseModel):
     port: int = Field(8000, ge=0, le=65535)
     api_keys: list[SecretStr] = []
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    max_audio_bytes: int = Field(25 * 1024 * 1024, gt=0, description="413 for audio uploads beyond this")
+    transcript_cleanup_model: str | None = Field(
+        None, description='chat model for `postprocess: "llm"` on transcripts (default: the first chat model)')
     default_max_tokens: int = Field(512, gt=0, description="cap when a request names none")
     max_tokens_limit: int = Field(32768, gt=0)
     max_n: int = Field(8, gt=0)

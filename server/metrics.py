@@ -78,6 +78,8 @@ class Metrics:
                              model, buckets=_LATENCY_BUCKETS, registry=r)
         self.prompt_tokens = Counter(PREFIX + "prompt_tokens", "Prompt tokens processed.", model, registry=r)
         self.generation_tokens = Counter(PREFIX + "generation_tokens", "Tokens generated.", model, registry=r)
+        self.audio_seconds = Counter(PREFIX + "audio_seconds", "Seconds of audio transcribed or translated.",
+                                     model, registry=r)
         self.loads = Counter(PREFIX + "model_loads", "Model loads, by outcome.", model + ["outcome"], registry=r)
         self.load_seconds = Histogram(PREFIX + "model_load_seconds", "Time to load a model into its worker.",
                                       model, buckets=_LOAD_BUCKETS, registry=r)

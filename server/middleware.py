@@ -142,17 +142,27 @@ class DrainMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for a body over `max_bytes`, by declared length or as it streams in."""
+    """413 for a body over the limit, by declared length or as it streams in.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    `max_bytes` holds everywhere except under the path prefixes of `limits_by_prefix`
+    (uploads such as audio files have their own, usually larger, limit).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, limits_by_prefix: dict[str, int] | None = None) -> None:
         self.app, self.max_bytes = app, max_bytes
+        self.limits_by_prefix = limits_by_prefix or {}
+
+    def _limit(self, path: str) -> int:
+        return next((limit for prefix, limit in self.limits_by_prefix.items() if path.startswith(prefix)),
+                    self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_large = PayloadTooLarge(f"request body is larger than the limit of {self.max_bytes} bytes")
+        limit = self._limit(scope["path"])
+        too_large = PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
         declared = _header(scope, b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return await send_error(send, too_large)
         received = 0
         started = False
@@ -162,7 +172,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise too_large
             return message
 

@@ -17,6 +17,8 @@ __all__ = [
     "ChatCompletionRequest", "CompletionRequest", "EmbeddingRequest",
     "ChatCompletion", "ChatCompletionChunk", "Completion", "CompletionChunk",
     "EmbeddingResponse", "ModelCard", "ModelList", "UsageInfo", "ErrorResponse",
+    "AudioForm", "AudioFormat", "Transcription", "TranscriptionVerbose", "TranscriptionSegmentOut",
+    "TranscriptionWordOut", "TranscriptTextDelta", "TranscriptTextDone", "AudioUsage",
 ]
 
 
@@ -300,6 +302,81 @@ class EmbeddingResponse(Response):
     data: list[EmbeddingData]
     model: str
     usage: UsageInfo
+
+
+# -- audio ----------------------------------------------------------------------------------
+# Requests arrive as multipart forms; `AudioForm` validates their fields once parsed.
+
+AudioFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+
+
+class AudioForm(Request):
+    model: str = Field(min_length=1)
+    language: str | None = Field(None, min_length=2, max_length=8)
+    prompt: str | None = Field(None, max_length=4096)
+    response_format: AudioFormat = "json"
+    temperature: float = Field(0.0, ge=0.0, le=1.0)
+    timestamp_granularities: list[Literal["segment", "word"]] = Field(
+        ["segment"], alias="timestamp_granularities[]", max_length=2)
+    stream: bool = False
+    # -- lampstand extensions --
+    vad_filter: bool | None = None
+    min_silence_ms: int | None = Field(None, ge=0, le=60_000)
+    postprocess: Literal["none", "llm"] = "none"
+
+
+class AudioUsage(Response):
+    type: Literal["duration"] = "duration"
+    seconds: int
+
+
+class Transcription(Response):
+    text: str
+    usage: AudioUsage | None = None
+
+
+class TranscriptionWordOut(Response):
+    word: str
+    start: float
+    end: float
+
+
+class TranscriptionSegmentOut(Response):
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class TranscriptionVerbose(Response):
+    task: Literal["transcribe", "translate"] = "transcribe"
+    language: str
+    duration: float
+    text: str
+    segments: list[TranscriptionSegmentOut]
+    words: list[TranscriptionWordOut] | None = None
+    usage: AudioUsage | None = None
+
+
+class TranscriptTextDelta(Response):
+    type: Literal["transcript.text.delta"] = "transcript.text.delta"
+    delta: str
+    # -- lampstand extensions: where the segment lies, for progress --
+    start: float | None = None
+    end: float | None = None
+    duration: float | None = None
+
+
+class TranscriptTextDone(Response):
+    type: Literal["transcript.text.done"] = "transcript.text.done"
+    text: str
+    usage: AudioUsage | None = None
 
 
 class FootprintBytes(Response):

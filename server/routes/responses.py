@@ -31,14 +31,21 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def json_or_stream(result: ProtocolResponse | AsyncIterator[str]) -> Response:
-    """JSON body for a protocol object; `text/event-stream` for a stream of SSE frames."""
+Result = ProtocolResponse | AsyncIterator[str] | tuple[str, str]
+
+
+def json_or_stream(result: Result) -> Response:
+    """JSON body for a protocol object; `text/event-stream` for a stream of SSE frames; a
+    rendered `(body, media type)` pair as it is (transcripts as text, SRT or VTT)."""
     if isinstance(result, ProtocolResponse):
         return Response(result.to_json(), media_type="application/json")
+    if isinstance(result, tuple):
+        body, media_type = result
+        return Response(body, media_type=media_type)
     return StreamingResponse(result, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def answer(request: Request, work: Awaitable[ProtocolResponse | AsyncIterator[str]]) -> Response:
+async def answer(request: Request, work: Awaitable[Result]) -> Response:
     """Await `work`, cancelling it if the client disconnects first (its model turn is freed)."""
     task = asyncio.ensure_future(work)
 

@@ -1,8 +1,8 @@
 """The body of a worker process: load one plugin, then serve calls from the API process.
 
-Messages on the pipe are tuples. From the parent: `("call", id, method, argument)`,
-`("cancel", id)` and `("stop",)`, as multiprocessing sends them. To the parent, as frames
-(frames.py): `("loaded", LoadedInfo)` or
+Messages are tuples, on two one-way pipes. From the parent, as multiprocessing sends them:
+`("call", id, method, argument)`, `("cancel", id)` and `("stop",)`. To the parent, as
+frames (frames.py): `("loaded", LoadedInfo)` or
 `("load_failed", error)` once, then per call any number of `("item", id, value)` followed
 by `("end", id)`, or one `("result", id, value)`, or one `("error", id, error)`.
 
@@ -48,20 +48,20 @@ def transportable(exc: BaseException) -> LampstandError:
 class _Server:
     """Serves calls on one loaded plugin until the parent says stop or goes away."""
 
-    def __init__(self, conn: Connection, plugin: Plugin) -> None:
-        self.conn, self.plugin = conn, plugin
+    def __init__(self, commands: Connection, results: Connection, plugin: Plugin) -> None:
+        self.commands, self.results, self.plugin = commands, results, plugin
         self.send_lock = threading.Lock()
         self.engine_lock = threading.Lock()
         self.stops: dict[int, threading.Event] = {}
 
     def send(self, message: tuple[Any, ...]) -> None:
         with self.send_lock:
-            write_frame(self.conn.fileno(), message)
+            write_frame(self.results.fileno(), message)
 
     def serve(self) -> None:
         while True:
             try:
-                message = self.conn.recv()
+                message = self.commands.recv()
             except (EOFError, OSError):
                 return  # the API process is gone
             kind = message[0]
@@ -118,7 +118,7 @@ def _measured(plugin: Plugin, rss_before: int) -> Footprint:
     return Footprint(ram_bytes=max(rss - rss_before, 0), vram_bytes=reported.vram_bytes if reported else 0)
 
 
-def worker_main(conn: Connection, spec: WorkerSpec) -> None:
+def worker_main(commands: Connection, results: Connection, spec: WorkerSpec) -> None:
     """Entry point of the worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -131,10 +131,10 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
         info = LoadedInfo(pid=os.getpid(), context_length=plugin.context_length(),
                           measured=_measured(plugin, rss_before))
     except BaseException as exc:  # reported to the parent, which marks the model failed
-        write_frame(conn.fileno(), ("load_failed", transportable(exc)))
-        conn.close()
+        write_frame(results.fileno(), ("load_failed", transportable(exc)))
+        results.close()
         os._exit(0)
-    write_frame(conn.fileno(), ("loaded", info))
-    _Server(conn, plugin).serve()
-    conn.close()
+    write_frame(results.fileno(), ("loaded", info))
+    _Server(commands, results, plugin).serve()
+    results.close()
     os._exit(0)  # do not wait for call threads of a parent that is gone

@@ -47,9 +47,10 @@ def describe_exit(exitcode: int | None) -> str:
 class WorkerHandle:
     """A running worker process that has loaded its model."""
 
-    def __init__(self, spec: WorkerSpec, process: BaseProcess, conn: Connection, reader: FrameReader,
-                 info: LoadedInfo, on_exit: Callable[[str], None]) -> None:
-        self.spec, self.process, self.conn, self.info = spec, process, conn, info
+    def __init__(self, spec: WorkerSpec, process: BaseProcess, commands: Connection, results: Connection,
+                 reader: FrameReader, info: LoadedInfo, on_exit: Callable[[str], None]) -> None:
+        self.spec, self.process, self.info = spec, process, info
+        self.commands, self.results = commands, results  # blocking sends; the loop watches results
         self._frames = reader
         self.on_exit = on_exit
         self.loop = asyncio.get_running_loop()
@@ -61,33 +62,40 @@ class WorkerHandle:
         self._send_lock = threading.Lock()
         self._exited = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
-        self.loop.add_reader(conn.fileno(), self._read)
+        self.loop.add_reader(results.fileno(), self._read)  # may make that descriptor non-blocking
 
     @classmethod
     async def start(cls, spec: WorkerSpec, on_exit: Callable[[str], None], timeout: float) -> WorkerHandle:
         """Start a worker and wait until its model is loaded; `ModelUnavailable` if it is not."""
-        parent, child = _SPAWN.Pipe()
+        commands_in, commands = _SPAWN.Pipe(duplex=False)  # (receiving end, sending end)
+        results, results_out = _SPAWN.Pipe(duplex=False)
         reader = FrameReader()
-        process = _SPAWN.Process(target=worker_main, args=(child, spec), name=f"lampstand-{spec.model_id}",
-                                 daemon=True)
+        process = _SPAWN.Process(target=worker_main, args=(commands_in, results_out, spec),
+                                 name=f"lampstand-{spec.model_id}", daemon=True)
         await asyncio.to_thread(process.start)
-        child.close()
+        commands_in.close()
+        results_out.close()
+
+        def discard() -> None:
+            commands.close()
+            results.close()
+
         try:
             async with asyncio.timeout(timeout):
-                message = await asyncio.to_thread(_first_message, parent, reader)
+                message = await asyncio.to_thread(_first_message, results, reader)
         except BaseException:  # timed out or cancelled: the half-loaded worker must not linger
             process.kill()
             await asyncio.to_thread(process.join, 5)
-            parent.close()
+            discard()
             raise
         if message is None or message[0] != "loaded":
             await asyncio.to_thread(process.join, 5)
-            parent.close()
+            discard()
             if message is None:
                 raise ModelUnavailable(f"model {spec.model_id!r}: worker {describe_exit(process.exitcode)} "
                                        "while loading")
             raise message[1]
-        return cls(spec, process, parent, reader, message[1], on_exit)
+        return cls(spec, process, commands, results, reader, message[1], on_exit)
 
     @property
     def pid(self) -> int:
@@ -166,7 +174,7 @@ class WorkerHandle:
 
     def _send(self, message: tuple[Any, ...]) -> None:
         with self._send_lock:
-            self.conn.send(message)
+            self.commands.send(message)
 
     def _open(self, method: str, argument: Any, deadline: float | None) -> tuple[int, asyncio.Queue[Message]]:
         """Send the call; past `deadline` (loop time) a "timeout" message joins its queue.
@@ -211,12 +219,12 @@ class WorkerHandle:
     def _read(self) -> None:
         """Deliver every message waiting on the pipe; on end of file, report the exit."""
         try:
-            for message in self._frames.read_available(self.conn.fileno()):
+            for message in self._frames.read_available(self.results.fileno()):
                 queue = self._pending.get(message[1])
                 if queue is not None:
                     queue.put_nowait(message)
         except (EOFError, OSError):
-            self.loop.remove_reader(self.conn.fileno())
+            self.loop.remove_reader(self.results.fileno())
             self._reaper = self.loop.create_task(self._reap())
 
     async def _reap(self) -> None:
@@ -229,7 +237,8 @@ class WorkerHandle:
         for queue in list(self._pending.values()):
             queue.put_nowait(("gone", -1, reason))
         self._pending.clear()
-        self.conn.close()
+        self.results.close()
+        self.commands.close()
         if not self.stopping:
             self.on_exit(reason)
 

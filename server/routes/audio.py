@@ -1,0 +1,77 @@
+"""POST /v1/audio/transcriptions and /v1/audio/translations (multipart forms)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from lampstand.plugins.errors import InvalidRequest
+
+from .. import protocol as p
+from ..serving.transcriptions import Task, create_transcription
+from .deps import ServerState, get_state
+from .responses import ERROR_RESPONSES, answer
+
+router = APIRouter(tags=["audio"])
+
+MAX_FIELDS = 32
+MAX_FIELD_BYTES = 64 * 1024
+_GRANULARITIES = ("timestamp_granularities[]", "timestamp_granularities")
+
+
+async def read_audio_form(request: Request) -> tuple[p.AudioForm, bytes]:
+    """The validated fields and the uploaded file's bytes; 400 for anything else."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest("audio requests must be sent as multipart/form-data with a `file` part")
+    try:
+        form = await request.form(max_files=1, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES)
+    except Exception as exc:  # malformed multipart, too many parts: Starlette's own 400s
+        raise InvalidRequest(f"could not read the multipart form: {getattr(exc, 'detail', exc)}") from None
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidRequest("the form has no `file` part with the audio", param="file")
+    fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str) and k not in _GRANULARITIES}
+    granularities = [v for key in _GRANULARITIES for v in form.getlist(key) if isinstance(v, str)]
+    if granularities:
+        fields["timestamp_granularities[]"] = granularities
+    try:
+        parsed = p.AudioForm.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(part) for part in first["loc"]) or None
+        raise InvalidRequest(f"{param}: {first['msg']}" if param else first["msg"], param=param) from None
+    return parsed, await upload.read()
+
+
+_MULTIPART_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file", "model"],
+            "properties": {
+                "file": {"type": "string", "format": "binary"},
+                **{name: field for name, field in p.AudioForm.model_json_schema(by_alias=True)["properties"].items()},
+            },
+        }}},
+    }
+}
+
+
+async def _audio(request: Request, state: ServerState, task: Task) -> Response:
+    form, audio = await read_audio_form(request)
+    return await answer(request, create_transcription(state.pool, state.settings.server, form, audio, task))
+
+
+def _route(path: str, task: Task, summary: str) -> None:
+    @router.post(path, responses=ERROR_RESPONSES, openapi_extra=_MULTIPART_BODY, summary=summary,
+                 response_model=p.TranscriptionVerbose | p.Transcription)
+    async def endpoint(request: Request, state: Annotated[ServerState, Depends(get_state)]) -> Response:
+        return await _audio(request, state, task)
+
+
+_route("/v1/audio/transcriptions", "transcribe", "Speech to text in the spoken language")
+_route("/v1/audio/translations", "translate", "Speech to English text")
