@@ -208,6 +208,68 @@ def unload(model: Annotated[str, typer.Argument(help="model id or alias")], url:
     typer.echo(f"{card['id']}: {card['status']}")
 
 
+SUFFIXES = {"json": ".json", "verbose_json": ".json", "text": ".txt", "srt": ".srt", "vtt": ".vtt"}
+
+
+@app.command()
+def transcribe(
+    files: Annotated[list[Path], typer.Argument(help="audio files (wav, mp3, m4a, ogg, flac, webm, ...)",
+                                                exists=True, dir_okay=False, readable=True)],
+    response_format: Annotated[str, typer.Option("--format", "-f", help="text, srt, vtt, json or verbose_json")] = "text",
+    language: Annotated[Optional[str], typer.Option(help="spoken language, ISO-639-1 (default: detect)")] = None,
+    translate: Annotated[bool, typer.Option("--translate", help="English text from any language")] = False,
+    prompt: Annotated[Optional[str], typer.Option(help="names and terms to expect")] = None,
+    stdout: Annotated[bool, typer.Option("--stdout", help="print instead of writing FILE.<format>")] = False,
+    model: Annotated[str, typer.Option("--model", "-m", help="model id or alias")] = "whisper",
+    local: Annotated[bool, typer.Option("--local", help="load the model in this process instead")] = False,
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Transcribe audio files next to themselves (FILE.srt, ...) or to stdout, with progress."""
+    from rich.progress import Progress
+
+    from lampstand.server.serving.transcript_formats import render_transcript
+
+    from .transcribe import transcribe_in_process, transcribe_over_http, verbose_over_http
+
+    if response_format not in SUFFIXES:
+        typer.echo(f"error: --format must be one of {', '.join(SUFFIXES)}", err=True)
+        raise typer.Exit(2)
+    task = "translate" if translate else "transcribe"
+    endpoint = f"{url.rstrip('/')}/v1/audio/{'translations' if translate else 'transcriptions'}"
+    fields = {"model": model, "language": None if translate else language, "prompt": prompt}
+    try:
+        for path in files:
+            with Progress(transient=True, disable=stdout and not sys.stderr.isatty(),
+                          console=Console(stderr=True)) as bar:
+                job = bar.add_task(path.name, total=None)
+
+                def progress(done: float, total: float) -> None:
+                    bar.update(job, completed=done, total=total or None)
+
+                if response_format == "verbose_json" and not local:
+                    body = verbose_over_http(endpoint, api_key, path, fields)
+                else:
+                    if local:
+                        from lampstand.plugins.types import TranscriptionRequest
+
+                        request = TranscriptionRequest(audio=path.read_bytes(), task=task, prompt=prompt,
+                                                       language=None if translate else language)
+                        info, segments = transcribe_in_process(_settings(config), model, request, progress)
+                    else:
+                        info, segments = transcribe_over_http(endpoint, api_key, path, fields, progress)
+                    body, _ = render_transcript(info, segments, response_format, task)
+            if stdout:
+                sys.stdout.write(body if body.endswith("\n") else body + "\n")
+            else:
+                target = path.with_suffix(SUFFIXES[response_format])
+                target.write_text(body, encoding="utf-8")
+                typer.echo(f"{path} -> {target}", err=True)
+    except LampstandError as exc:
+        _fail(exc)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

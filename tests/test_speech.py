@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +44,14 @@ plugin = "faster_whisper"
 path = "{WHISPER}"
 aliases = ["whisper", "whisper-1"]
 cpu_threads = 2
+
+[[models]]
+id = "whisper-batched"
+plugin = "faster_whisper"
+path = "{WHISPER}"
+cpu_threads = 2
+batch_size = 4
+batch_min_seconds = 0
 
 [[models]]
 id = "smollm2"
@@ -191,6 +201,17 @@ def test_voice_activity_filter_keeps_the_original_timeline(http: httpx.Client, t
     assert bodies["false"]["segments"][0]["start"] < 5.0
 
 
+def test_batched_decoding_of_long_audio(http: httpx.Client, tmp_path: Path) -> None:
+    clip = speak(" ".join(SENTENCES * 3), tmp_path / "long.wav")
+    whole = " ".join(SENTENCES * 3)
+    batched = transcribe(http, clip.read_bytes(), model="whisper-batched", response_format="verbose_json").json()
+    sequential = transcribe(http, clip.read_bytes(), response_format="verbose_json").json()
+    for body in (batched, sequential):
+        assert word_error_rate(whole, body["text"]) <= MAX_FILE_WER
+        starts = [s["start"] for s in body["segments"]]
+        assert starts == sorted(starts) and body["segments"][-1]["end"] <= wav_seconds(clip) + 0.05
+
+
 def test_llm_cleanup_keeps_segments_and_uses_the_chat_model(http: httpx.Client, clips: list[Path]) -> None:
     def generated() -> float:
         metrics = http.get("/metrics").text
@@ -262,3 +283,33 @@ def test_server_keeps_serving(speech_server: RunningServer, http: httpx.Client, 
     assert speech_server.alive()
     assert http.get("/health").status_code == 200
     assert transcribe(http, clips[0].read_bytes()).status_code == 200
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lampstand.clients", "transcribe", *args],
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_cli_writes_next_to_the_input_what_the_api_returns(speech_server: RunningServer, http: httpx.Client,
+                                                           clips: list[Path], tmp_path: Path) -> None:
+    audio = tmp_path / "note.wav"
+    audio.write_bytes(clips[1].read_bytes())
+    done = run_cli("--url", speech_server.url, "-f", "srt", str(audio))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "note.srt").read_text() == transcribe(http, audio.read_bytes(), response_format="srt").text
+
+    verbose = run_cli("--url", speech_server.url, "-f", "verbose_json", "--stdout", str(audio))
+    assert json.loads(verbose.stdout)["segments"]
+
+
+def test_cli_in_process_and_errors(speech_server: RunningServer, clips: list[Path], tmp_path: Path) -> None:
+    local = run_cli("--local", "--stdout", "-f", "text", "--config", str(speech_server.log.parent / "lampstand.toml"),
+                    str(clips[1]))
+    assert local.returncode == 0, local.stderr
+    assert word_error_rate(SENTENCES[1], local.stdout) <= MAX_FILE_WER
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    failed = run_cli("--url", speech_server.url, str(bad))
+    assert failed.returncode == 2 and "could not be decoded" in failed.stderr and "Traceback" not in failed.stderr
