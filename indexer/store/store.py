@@ -1,0 +1,481 @@
+"""`ChunkStore`: the one store interface, a catalog plus a vector backend behind it.
+
+The catalog (SQLite) holds the chunk rows, which are also the id map of the vector side,
+the FTS5 lexical index, the file manifest and the meta record; the backend (FAISS files or
+Qdrant) holds the vectors. The meta record is the manifest that ties them together: it names
+the embedding model, the dimension, the store kind, the commit generation and the vector
+files of that generation, and it commits in the same SQLite transaction as the rows.
+`manifest.json` is a copy of it for people and tools, rewritten after each commit (and on a
+writer's open, should a crash have left it one commit behind); nothing loads from it.
+
+Writers hold the directory's single-writer lock; readers take no lock and follow commits by
+reloading when the catalog's data version moves. Every write since the last `commit()` is
+one transaction: `commit()` publishes all of it durably and atomically, `close()` without a
+commit discards it, and so does an error in the middle of a write.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from lampstand.plugins.errors import ConfigError
+
+from ..chunks import Chunk
+from .base import Filters, Hit, Neighbours, StoreStats, VectorBackend
+from .catalog import Catalog
+from .durable import TEMP_SUFFIX, WriterLock, write_file_atomically
+from .errors import (
+    EmbeddingModelMismatch,
+    InvalidVectors,
+    StoreConflict,
+    StoreNotFound,
+    StoreReadOnly,
+)
+from .lexical import search_bm25
+
+__all__ = ["FORMAT_VERSION", "MANIFEST_FILE", "ChunkStore"]
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+# Filtered dense search first over-fetches this many times k, then falls back to exact
+# search among every id that passes the filter.
+OVERFETCH_FACTORS = (8, 64)
+
+
+def _unit_rows(vectors: Any, rows: int, dim: int) -> np.ndarray:
+    """`vectors` as C-contiguous float32 (rows, dim) with unit rows (zero rows stay zero)."""
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    if matrix.shape != (rows, dim):
+        raise InvalidVectors(f"expected vectors of shape ({rows}, {dim}), got {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise InvalidVectors("vectors contain NaN or infinity")
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms > 0, norms, 1.0)
+
+
+def _rebuild_hint(directory: Path) -> str:
+    return (
+        f"Vectors of two models are never mixed: rebuild it with `lampstand index rm "
+        f"{directory.name}` and add it again, or index with `--rebuild`."
+    )
+
+
+class ChunkStore:
+    """Chunks, their vectors and their lexical index in one directory.
+
+    Open with `lampstand.indexer.store.open_store`. Methods are safe to call from several
+    threads (one lock serialises them); FAISS searches are quick enough that this costs
+    little.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        catalog: Catalog,
+        backend: VectorBackend,
+        lock: WriterLock | None,
+    ) -> None:
+        self.directory = directory
+        self._catalog = catalog
+        self._backend = backend
+        self._writer_lock = lock
+        self._mutex = threading.RLock()
+        self._seen_version = catalog.data_version()
+        self._generation = int(catalog.get_meta("generation") or 0)
+        self._closed = False
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        *,
+        kind: str | None,
+        resolve: Callable[[str], type[VectorBackend]],
+        embedding_model: str | None,
+        dim: int | None,
+        writable: bool,
+        options: Mapping[str, Any] | None,
+    ) -> ChunkStore:
+        """Open (a writer creates if missing) the store in `directory`; see `open_store`."""
+        if not writable and not Catalog.exists(directory):
+            raise StoreNotFound(f"no index at {directory}")
+        lock = None
+        if writable:
+            directory.mkdir(parents=True, exist_ok=True)
+            lock = WriterLock(directory)
+            lock.acquire()
+        catalog: Catalog | None = None
+        try:
+            catalog = Catalog(directory, writable=writable)
+            store = cls._attach(directory, catalog, lock, kind, resolve, embedding_model, dim, options)
+        except BaseException:
+            if catalog is not None:
+                catalog.close()
+            if lock is not None:
+                lock.release()
+            raise
+        return store
+
+    @classmethod
+    def _attach(
+        cls,
+        directory: Path,
+        catalog: Catalog,
+        lock: WriterLock | None,
+        kind: str | None,
+        resolve: Callable[[str], type[VectorBackend]],
+        embedding_model: str | None,
+        dim: int | None,
+        options: Mapping[str, Any] | None,
+    ) -> ChunkStore:
+        meta = catalog.meta()
+        created = "format_version" not in meta
+        if created:
+            if lock is None:
+                raise StoreNotFound(f"the index at {directory} was never completed")
+            if not embedding_model or not dim:
+                raise StoreNotFound(
+                    f"no index at {directory}; creating one needs embedding_model and dim"
+                )
+            meta = {"kind": kind or "faiss", "embedding_model": embedding_model, "dim": str(dim)}
+        _check_recorded(directory, meta, kind, embedding_model, dim)
+        backend_class = resolve(meta["kind"])
+        try:
+            backend_options = backend_class.Options.model_validate(dict(options or {}))
+        except ValidationError as exc:
+            raise ConfigError(f"options of the {meta['kind']} index store: {exc}") from None
+        backend = backend_class(directory, catalog, int(meta["dim"]), backend_options, lock is not None)
+        try:
+            if lock is not None:
+                backend.recover()
+                for temp in directory.glob(f"*{TEMP_SUFFIX}"):
+                    temp.unlink(missing_ok=True)
+            if created:
+                meta = {**meta, "format_version": str(FORMAT_VERSION), "generation": "0"}
+                for key, value in meta.items():
+                    catalog.set_meta(key, value)
+                catalog.commit()
+            backend.load()
+            store = cls(directory, catalog, backend, lock)
+            if lock is not None:
+                store._write_manifest()
+        except BaseException:
+            backend.close()
+            raise
+        return store
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        """The vector backend's kind ("faiss", "qdrant")."""
+        return self._backend.kind
+
+    @property
+    def embedding_model(self) -> str:
+        """The embedding model id every vector in this store came from."""
+        return self._catalog.get_meta("embedding_model") or ""
+
+    @property
+    def dim(self) -> int:
+        """The vectors' dimension."""
+        return self._backend.dim
+
+    @property
+    def writable(self) -> bool:
+        """Whether this handle holds the writer lock."""
+        return self._writer_lock is not None
+
+    @property
+    def generation(self) -> int:
+        """The number of the last commit this handle sees."""
+        return self._generation
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def add(self, chunks: Sequence[Chunk], vectors: Any) -> np.ndarray:
+        """Add chunks with their vectors ((len(chunks), dim), cosine: rows are normalised).
+
+        Returns the new row ids (int64). Visible to this handle at once, to others after
+        `commit()`.
+        """
+        matrix = _unit_rows(vectors, len(chunks), self.dim)
+        with self._writing():
+            if not chunks:
+                return np.zeros(0, dtype=np.int64)
+            ids = self._catalog.insert_chunks(chunks)
+            self._backend.add(ids, matrix)
+            return ids
+
+    def delete_paths(self, paths: Iterable[str]) -> int:
+        """Remove every chunk of `paths` and their manifest entries; returns chunks removed."""
+        with self._writing():
+            ids = self._catalog.delete_paths(paths)
+            if len(ids):
+                self._backend.remove(ids)
+            return int(len(ids))
+
+    def set_file(self, path: str, file_hash: str) -> None:
+        """Record that `path` is indexed as of content hash `file_hash`."""
+        with self._writing():
+            self._catalog.set_file(path, file_hash)
+
+    def replace_file(
+        self, path: str, file_hash: str, chunks: Sequence[Chunk], vectors: Any
+    ) -> np.ndarray:
+        """Swap everything stored for `path` for `chunks` and record `file_hash`."""
+        if any(chunk.path != path for chunk in chunks):
+            raise InvalidVectors(f"every chunk given for {path} must have that path")
+        matrix = _unit_rows(vectors, len(chunks), self.dim)
+        with self._writing():
+            self.delete_paths([path])
+            ids = self.add(chunks, matrix)
+            self.set_file(path, file_hash)
+            return ids
+
+    def commit(self, *, compact: bool = False) -> int:
+        """Publish every write since the last commit, durably and atomically.
+
+        `compact=True` also folds pending vectors into a new base index now. Returns the
+        new generation (unchanged when there was nothing to commit).
+        """
+        with self._mutex:
+            self._require_writer()
+            if not self._catalog.dirty and not compact:
+                return self._generation
+            try:
+                self._catalog.begin_write()
+                self._backend.prepare_commit(force_compaction=compact)
+                self._catalog.set_meta("generation", str(self._generation + 1))
+                self._catalog.commit()
+            except BaseException:
+                self._discard()
+                raise
+            self._generation += 1
+            self._backend.finish_commit()
+            self._write_manifest()
+            return self._generation
+
+    def rollback(self) -> None:
+        """Discard every write since the last commit."""
+        with self._mutex:
+            self._require_writer()
+            self._discard()
+
+    def _discard(self) -> None:
+        self._catalog.rollback()
+        self._backend.load()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def files(self) -> dict[str, str]:
+        """The file manifest: path -> file hash, as last recorded with `set_file`."""
+        with self._reading():
+            return self._catalog.files()
+
+    def search_dense(
+        self, vector: Any, k: int = 10, filters: Filters | None = None
+    ) -> list[Hit]:
+        """The `k` chunks nearest to `vector` by cosine similarity, best first.
+
+        Candidates are checked against the catalog, which drops what fails the filters and
+        what has no committed row. With filters the search over-fetches (8k, then 64k
+        candidates); if that still leaves fewer than `k`, the filter is selective, and the
+        exact top `k` among every matching id is computed instead.
+        """
+        query = _unit_rows(np.asarray(vector, dtype=np.float32)[None, :], 1, self.dim)[0]
+        with self._reading():
+            if k <= 0:
+                return []
+            filters = None if filters is None or filters.empty else filters
+            total = self._catalog.chunk_count()
+            factors = OVERFETCH_FACTORS if filters else (1, *OVERFETCH_FACTORS)
+            for factor in factors:
+                fetch = k * factor
+                hits = self._hits(self._backend.nearest(query, fetch), filters, k)
+                if len(hits) >= k or fetch >= total:
+                    return hits
+            allowed = self._catalog.matching_ids(filters)
+            return self._hits(self._backend.nearest_among(query, k, allowed), None, k)
+
+    def _hits(self, neighbours: Neighbours, filters: Filters | None, k: int) -> list[Hit]:
+        ids, scores = neighbours
+        rows = self._catalog.rows(ids.tolist(), filters)
+        hits: list[Hit] = []
+        for row_id, score in zip(ids.tolist(), scores.tolist()):
+            chunk = rows.get(row_id)
+            if chunk is not None and len(hits) < k:
+                hits.append(Hit(chunk, float(score), len(hits) + 1, row_id))
+        return hits
+
+    def search_lexical(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
+        """The `k` chunks best matching `query` by BM25 (FTS5), best first."""
+        with self._reading():
+            found = search_bm25(
+                self._catalog.connection, query, k, filters, self._catalog.chunk_count()
+            )
+            return [Hit(chunk, score, rank, row_id) for rank, (row_id, score, chunk) in enumerate(found, 1)]
+
+    def refresh(self) -> bool:
+        """Follow another process's commits (readers do this before every search)."""
+        with self._mutex:
+            if self.writable or self._catalog.data_version() == self._seen_version:
+                return False
+            self._seen_version = self._catalog.data_version()
+            generation = int(self._catalog.get_meta("generation") or 0)
+            if generation == self._generation:
+                return False
+            self._backend.load()
+            self._generation = generation
+            return True
+
+    def stats(self) -> StoreStats:
+        """Counts and the vector layout, as this handle sees them."""
+        with self._reading():
+            return StoreStats(
+                kind=self.kind,
+                directory=str(self.directory),
+                embedding_model=self.embedding_model,
+                dim=self.dim,
+                generation=self._generation,
+                chunks=self._catalog.chunk_count(),
+                files=self._catalog.file_count(),
+                vectors=self._backend.describe(),
+            )
+
+    def verify(self) -> list[str]:
+        """Problems found cross-checking vectors, rows, counts and the manifest (none: [])."""
+        with self._reading(), self._catalog.snapshot():
+            problems = []
+            rows = self._catalog.matching_ids(None)
+            vectors = self._backend.live_ids()
+            if missing := np.setdiff1d(rows, vectors).tolist()[:10]:
+                problems.append(f"rows without a vector: {missing}")
+            if orphans := np.setdiff1d(vectors, rows).tolist()[:10]:
+                problems.append(f"vectors without a row: {orphans}")
+            if self._catalog.chunk_count() != len(rows):
+                problems.append(f"chunk count {self._catalog.chunk_count()} != {len(rows)} rows")
+            if unlisted := sorted(self._catalog.paths() - set(self._catalog.files()))[:10]:
+                problems.append(f"paths with rows but no manifest entry: {unlisted}")
+            return problems
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release everything; uncommitted writes are discarded."""
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            self._catalog.rollback()
+            self._backend.close()
+            self._catalog.close()
+            if self._writer_lock is not None:
+                self._writer_lock.release()
+
+    def __enter__(self) -> ChunkStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _require_writer(self) -> None:
+        if not self.writable:
+            raise StoreReadOnly(f"the index at {self.directory} was opened for reading")
+
+    def _writing(self) -> _Guard:
+        return _Guard(self, write=True)
+
+    def _reading(self) -> _Guard:
+        return _Guard(self, write=False)
+
+    def _write_manifest(self) -> None:
+        record = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "embedding_model": self.embedding_model,
+            "dim": self.dim,
+            "generation": self._generation,
+            "catalog": Catalog.FILE_NAME,
+            "chunks": self._catalog.chunk_count(),
+            "files": self._catalog.file_count(),
+            "vectors": self._backend.describe(),
+            "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        data = json.dumps(record, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+        write_file_atomically(self.directory / MANIFEST_FILE, data)
+
+
+class _Guard:
+    """Holds the store's mutex around one call; a failed write discards the transaction;
+    a read first follows other processes' commits."""
+
+    def __init__(self, store: ChunkStore, *, write: bool) -> None:
+        self.store = store
+        self.write = write
+
+    def __enter__(self) -> None:
+        self.store._mutex.acquire()
+        try:
+            if self.write:
+                self.store._require_writer()
+            else:
+                self.store.refresh()
+        except BaseException:
+            self.store._mutex.release()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self.write and exc is not None and self.store._catalog.dirty:
+                self.store._discard()
+        finally:
+            self.store._mutex.release()
+
+
+def _check_recorded(
+    directory: Path,
+    meta: Mapping[str, str],
+    kind: str | None,
+    embedding_model: str | None,
+    dim: int | None,
+) -> None:
+    """Refuse an index built with another kind, model or dimension than the one asked for."""
+    recorded_kind = meta["kind"]
+    if kind is not None and kind != recorded_kind:
+        raise StoreConflict(
+            f"the index at {directory} is a {recorded_kind} index, not {kind}. "
+            + _rebuild_hint(directory)
+        )
+    recorded_model, recorded_dim = meta["embedding_model"], int(meta["dim"])
+    model_differs = embedding_model is not None and embedding_model != recorded_model
+    dim_differs = dim is not None and dim != recorded_dim
+    if model_differs or dim_differs:
+        raise EmbeddingModelMismatch(
+            f"the index at {directory} was built with embedding model {recorded_model!r} "
+            f"(dim {recorded_dim}), not {embedding_model or recorded_model!r} "
+            f"(dim {dim or recorded_dim}). " + _rebuild_hint(directory)
+        )

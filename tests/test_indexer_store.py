@@ -1,0 +1,372 @@
+"""The index stores on real FAISS, SQLite FTS5 and Qdrant local mode.
+
+Vectors are seeded random unit vectors: these tests are about storage, not embeddings.
+Every behaviour both stores share runs once per kind from the `KINDS` table.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lampstand.indexer.chunks import Chunk
+from lampstand.indexer.store import (
+    MANIFEST_FILE,
+    ChunkStore,
+    EmbeddingModelMismatch,
+    Filters,
+    InvalidVectors,
+    StoreConflict,
+    StoreLocked,
+    StoreNotFound,
+    StoreReadOnly,
+    open_store,
+)
+from lampstand.plugins.errors import ConfigError
+
+pytest.importorskip("faiss")
+pytest.importorskip("qdrant_client")
+
+DIM = 32
+MODEL = "test-embedder"
+# kind -> options that make compaction and layout changes happen at test scale.
+KINDS: dict[str, dict[str, object]] = {
+    "faiss": {"pending_limit": 8, "pending_ratio": 0.0, "hnsw_threshold": 1000},
+    "qdrant": {},
+}
+
+Opener = Callable[..., ChunkStore]
+
+
+def unit_vectors(n: int, seed: int) -> np.ndarray:
+    """(n, DIM) float32 unit rows, the same for the same seed."""
+    matrix = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def file_chunks(path: str, version: int = 0, count: int = 3) -> list[Chunk]:
+    """`count` chunks of one file; each text carries a token unique to path, version, part."""
+    language = "markdown" if path.endswith(".md") else "python"
+    stem = Path(path).stem
+    return [
+        Chunk(
+            path=path,
+            start_line=10 * part + 1,
+            end_line=10 * part + 9,
+            language=language,
+            kind="markdown" if language == "markdown" else "code",
+            text=f"{stem} part{part} rev{version} shared words {stem}x{version}y{part}",
+            context=(f"section {part}",),
+        )
+        for part in range(count)
+    ]
+
+
+PATHS = [f"src/mod{i}.py" for i in range(6)] + [f"docs/page{i}.md" for i in range(4)]
+
+
+def seed_of(path: str, version: int = 0) -> int:
+    return PATHS.index(path) * 100 + version if path in PATHS else 9000 + version
+
+
+@pytest.fixture(params=sorted(KINDS))
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def opener(kind: str, tmp_path: Path) -> Iterator[Opener]:
+    """Opens stores of `kind` in one directory, closing them all at the end."""
+    opened: list[ChunkStore] = []
+
+    def open_(**overrides: object) -> ChunkStore:
+        args: dict[str, object] = {
+            "kind": kind,
+            "embedding_model": MODEL,
+            "dim": DIM,
+            "writable": True,
+            "options": KINDS[kind],
+        }
+        args.update(overrides)
+        directory = args.pop("directory", tmp_path / "index")
+        store = open_store(directory, **args)  # type: ignore[arg-type]
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+def fill(store: ChunkStore, paths: list[str] = PATHS) -> dict[str, np.ndarray]:
+    """Index every path (3 chunks each) and commit; returns each path's vectors."""
+    vectors = {}
+    for path in paths:
+        vectors[path] = unit_vectors(3, seed_of(path))
+        store.replace_file(path, f"hash-{path}", file_chunks(path), vectors[path])
+    store.commit()
+    return vectors
+
+
+def test_round_trip_add_search_reopen(opener: Opener) -> None:
+    store = opener()
+    vectors = fill(store)
+    hits = store.search_dense(vectors["src/mod2.py"][1], k=3)
+    assert hits[0].chunk == file_chunks("src/mod2.py")[1]
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert [hit.rank for hit in hits] == [1, 2, 3]
+    lexical = store.search_lexical("mod3x0y2", k=5)
+    assert [hit.chunk for hit in lexical] == [file_chunks("src/mod3.py")[2]]
+    assert store.files() == {path: f"hash-{path}" for path in PATHS}
+    store.close()
+
+    reader = opener(writable=False, embedding_model=None, dim=None, kind=None)
+    assert reader.stats().chunks == 3 * len(PATHS)
+    assert reader.search_dense(vectors["docs/page1.md"][0], k=1)[0].chunk.path == "docs/page1.md"
+    assert reader.verify() == []
+    with pytest.raises(StoreReadOnly):
+        reader.delete_paths(["src/mod1.py"])
+
+
+def brute_force(vectors: dict[str, np.ndarray], query: np.ndarray, keep: Callable[[str], bool], k: int) -> list[tuple[str, int]]:
+    scored = [
+        (float(row @ query), path, part)
+        for path, matrix in vectors.items()
+        if keep(path)
+        for part, row in enumerate(matrix)
+    ]
+    return [(path, part) for _, path, part in sorted(scored, reverse=True)[:k]]
+
+
+@pytest.mark.parametrize(
+    ("filters", "keep"),
+    [
+        (Filters(path_glob="docs/*"), lambda p: p.startswith("docs/")),
+        (Filters(language="python"), lambda p: p.endswith(".py")),
+        (Filters(path_glob="*mod4*"), lambda p: "mod4" in p),  # selective: exact fallback
+        (Filters(path_glob="src/*", language="markdown"), lambda p: False),
+    ],
+    ids=["glob", "language", "selective", "nothing"],
+)
+def test_dense_filters_match_brute_force(opener: Opener, filters: Filters, keep: Callable[[str], bool]) -> None:
+    store = opener()
+    vectors = fill(store)
+    query = unit_vectors(1, 7)[0]
+    hits = store.search_dense(query, k=4, filters=filters)
+    found = [(hit.chunk.path, (hit.chunk.start_line - 1) // 10) for hit in hits]
+    assert found == brute_force(vectors, query, keep, 4)
+
+
+def test_selective_filter_falls_back_to_exact_search(opener: Opener) -> None:
+    store = opener()
+    bulk = [Chunk(f"bulk/{i}.txt", 1, 2, "text", "text", f"filler {i}") for i in range(300)]
+    store.add(bulk, unit_vectors(300, 11))
+    for chunk in bulk:
+        store.set_file(chunk.path, "h")
+    query = unit_vectors(1, 12)[0]
+    # The two rare chunks point away from the query: no over-fetch reaches them.
+    rare = [Chunk("rare/far.md", n, n, "markdown", "markdown", f"far {n}") for n in (1, 2)]
+    store.replace_file("rare/far.md", "h", rare, -query + 0.05 * unit_vectors(2, 13))
+    store.commit()
+    hits = store.search_dense(query, k=2, filters=Filters(path_glob="rare/*"))
+    assert sorted(hit.chunk.start_line for hit in hits) == [1, 2]
+    assert all(hit.score < -0.9 for hit in hits)
+
+
+def test_lexical_filters_and_hostile_queries(opener: Opener) -> None:
+    store = opener()
+    fill(store)
+    hits = store.search_lexical("shared words", k=50, filters=Filters(path_glob="docs/*"))
+    assert {hit.chunk.path for hit in hits} == {p for p in PATHS if p.startswith("docs/")}
+    hits = store.search_lexical("part1", k=50, filters=Filters(language="python"))
+    assert len(hits) == 6 and all(hit.chunk.language == "python" for hit in hits)
+    # FTS5 syntax in user text is just words; identifiers split like the index does.
+    for query in ['mod1 AND (part0', '"unbalanced', "NEAR(x y)", "col:mod2 *", "", "  ", "-"]:
+        store.search_lexical(query, k=3)
+    assert store.search_lexical("mod5 part1", k=1)[0].chunk == file_chunks("src/mod5.py")[1]
+    assert store.search_lexical("search_dense mod5x0y1", k=1)[0].chunk == file_chunks("src/mod5.py")[1]
+
+
+def test_lexical_drops_terms_in_most_chunks(opener: Opener) -> None:
+    store = opener()
+    fill(store)
+    # "shared" is in every chunk; with a rarer term present only the rare one is matched.
+    hits = store.search_lexical("shared page2", k=50)
+    assert {hit.chunk.path for hit in hits} == {"docs/page2.md"}
+    assert store.search_lexical("shared", k=50)  # alone, a common term still matches
+
+
+def test_update_and_delete_files(opener: Opener) -> None:
+    store = opener()
+    fill(store)
+    new_vectors = unit_vectors(2, 4242)
+    new = file_chunks("src/mod1.py", version=1, count=2)
+    store.replace_file("src/mod1.py", "hash-2", new, new_vectors)
+    assert store.delete_paths(["docs/page0.md", "not/indexed.md"]) == 3
+    store.commit()
+    assert store.search_dense(new_vectors[1], k=1)[0].chunk == new[1]
+    assert store.search_lexical("mod1x0y0", k=5) == []
+    assert [h.chunk for h in store.search_lexical("mod1x1y0", k=5)] == [new[0]]
+    old = unit_vectors(3, seed_of("src/mod1.py"))[0]
+    assert all(hit.chunk.path != "src/mod1.py" or hit.chunk in new for hit in store.search_dense(old, k=30))
+    files = store.files()
+    assert files["src/mod1.py"] == "hash-2" and "docs/page0.md" not in files
+    assert store.stats().chunks == 3 * len(PATHS) - 3 - 1
+    assert store.verify() == []
+
+
+def test_uncommitted_writes_are_discarded_on_close(opener: Opener) -> None:
+    store = opener()
+    fill(store, PATHS[:3])
+    store.replace_file("src/mod5.py", "h", file_chunks("src/mod5.py"), unit_vectors(3, 1))
+    store.delete_paths(["src/mod0.py"])
+    assert store.stats().chunks == 9  # the writer sees its own transaction
+    store.close()
+    reopened = opener()
+    assert set(reopened.files()) == set(PATHS[:3])
+    assert reopened.search_lexical("mod5", k=5) == []
+    assert reopened.verify() == []
+
+
+def test_rollback_discards_and_writer_continues(opener: Opener) -> None:
+    store = opener()
+    fill(store, PATHS[:2])
+    store.replace_file("src/mod4.py", "h", file_chunks("src/mod4.py"), unit_vectors(3, 3))
+    store.rollback()
+    assert set(store.files()) == set(PATHS[:2]) and store.verify() == []
+    fill(store, ["src/mod4.py"])
+    assert store.stats().chunks == 9 and store.verify() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"embedding_model": "another-model"}, EmbeddingModelMismatch),
+        ({"dim": DIM * 2}, EmbeddingModelMismatch),
+        ({"embedding_model": "another-model", "writable": False}, EmbeddingModelMismatch),
+    ],
+    ids=["model", "dim", "reader"],
+)
+def test_model_mismatch_demands_a_rebuild(opener: Opener, change: dict[str, object], error: type[Exception]) -> None:
+    first = opener()
+    fill(first, PATHS[:1])
+    first.close()
+    with pytest.raises(error) as caught:
+        opener(**change)
+    message = str(caught.value)
+    assert "test-embedder" in message and "lampstand index rm index" in message and "--rebuild" in message
+
+
+def test_kind_mismatch_and_unknown_kind(opener: Opener, kind: str, tmp_path: Path) -> None:
+    opener().close()
+    other = "qdrant" if kind == "faiss" else "faiss"
+    with pytest.raises(StoreConflict, match="rebuild"):
+        opener(kind=other)
+    with pytest.raises(StoreConflict, match="unknown index store kind"):
+        opener(kind="nope", directory=tmp_path / "other")
+
+
+def test_single_writer_lock(opener: Opener) -> None:
+    first = opener()
+    with pytest.raises(StoreLocked, match="another process"):
+        opener()
+    first.close()
+    opener().close()
+
+
+def test_missing_store_and_bad_options(opener: Opener, kind: str, tmp_path: Path) -> None:
+    with pytest.raises(StoreNotFound):
+        open_store(tmp_path / "nothing")
+    with pytest.raises(StoreNotFound, match="embedding_model and dim"):
+        opener(embedding_model=None)
+    with pytest.raises(ConfigError, match="no_such_option"):
+        opener(options={"no_such_option": 1})
+
+
+def test_invalid_vectors(opener: Opener) -> None:
+    store = opener()
+    chunks = file_chunks("src/mod0.py")
+    with pytest.raises(InvalidVectors):
+        store.add(chunks, unit_vectors(2, 0))
+    with pytest.raises(InvalidVectors):
+        store.add(chunks, np.full((3, DIM), np.nan, dtype=np.float32))
+    with pytest.raises(InvalidVectors):
+        store.search_dense(np.ones(DIM + 1, dtype=np.float32))
+    assert store.stats().chunks == 0
+
+
+# -- FAISS specifics -------------------------------------------------------------------------
+
+
+def faiss_store(tmp_path: Path, **options: object) -> ChunkStore:
+    return open_store(
+        tmp_path / "index", kind="faiss", embedding_model=MODEL, dim=DIM, writable=True,
+        options={**KINDS["faiss"], **options},
+    )
+
+
+def manifest(store: ChunkStore) -> dict[str, object]:
+    return json.loads((store.directory / MANIFEST_FILE).read_text())
+
+
+def test_hnsw_chosen_above_threshold_and_recorded(tmp_path: Path) -> None:
+    store = faiss_store(tmp_path, hnsw_threshold=12, hnsw_m=8, hnsw_ef_search=32)
+    fill(store, PATHS[:3])  # 9 chunks: exact search
+    assert manifest(store)["vectors"]["kind"] == "flat"  # type: ignore[index]
+    vectors = fill(store, PATHS[3:])  # 30 chunks: HNSW
+    record = manifest(store)["vectors"]
+    assert record["kind"] == "hnsw" and record["M"] == 8 and record["ef_search"] == 32  # type: ignore[index]
+    assert record["metric"] == "inner_product" and record["hnsw_threshold"] == 12  # type: ignore[index]
+    assert store.search_dense(vectors["docs/page3.md"][2], k=1)[0].chunk == file_chunks("docs/page3.md")[2]
+    # Deleting below half the threshold, past the tombstone ratio, rebuilds as flat.
+    store.delete_paths(PATHS[1:])
+    store.commit(compact=True)
+    assert manifest(store)["vectors"]["kind"] == "flat"  # type: ignore[index]
+    assert store.stats().chunks == 3 and store.verify() == []
+
+
+def test_small_update_does_not_rewrite_the_base(tmp_path: Path) -> None:
+    store = faiss_store(tmp_path, pending_limit=100)
+    fill(store)
+    store.commit(compact=True)
+    base = store.stats().vectors["file"]
+    mtime = (store.directory / base).stat().st_mtime_ns
+    store.replace_file("src/mod2.py", "h2", file_chunks("src/mod2.py", 1), unit_vectors(3, 77))
+    store.commit()
+    vectors = store.stats().vectors
+    assert vectors["file"] == base and (store.directory / base).stat().st_mtime_ns == mtime
+    assert vectors["pending"] == 3 and vectors["tombstones"] == 3
+    assert store.search_dense(unit_vectors(3, 77)[0], k=1)[0].chunk == file_chunks("src/mod2.py", 1)[0]
+    store.commit(compact=True)
+    assert store.stats().vectors["tombstones"] == 0  # flat: removed in place
+    assert sorted(p.name for p in store.directory.glob("vectors.*")) == [store.stats().vectors["file"]]
+    store.close()
+
+
+def test_reader_follows_writer_commits(tmp_path: Path) -> None:
+    writer = faiss_store(tmp_path)
+    fill(writer, PATHS[:2])
+    reader = open_store(tmp_path / "index")
+    vectors = unit_vectors(3, 5)
+    writer.replace_file("src/mod5.py", "h", file_chunks("src/mod5.py"), vectors)
+    assert reader.search_lexical("mod5", k=3) == []  # not committed yet
+    writer.commit(compact=True)  # new base generation; the old file is unlinked
+    assert reader.search_dense(vectors[0], k=1)[0].chunk.path == "src/mod5.py"
+    assert reader.generation == writer.generation and reader.verify() == []
+    reader.close()
+    writer.close()
+
+
+def test_importing_the_package_loads_no_backend() -> None:
+    code = (
+        "import sys, lampstand.indexer.store as s; "
+        "print(sorted(m for m in ('faiss', 'qdrant_client') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
