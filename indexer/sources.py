@@ -315,12 +315,26 @@ def _visit_file(walk: _Walk, entry: os.DirEntry[str], rel: str,
         walk.skipped.add(found)
 
 
+def _named_file(walk: _Walk, path: Path) -> Iterator[SourceFile]:
+    """A file given as a root: wanted by name, so only its type and content are checked."""
+    ftype = file_type(path.name)
+    found = _load(walk, path, path.name, ftype) if ftype else SkipReason.UNKNOWN_TYPE
+    if isinstance(found, SourceFile):
+        yield found
+    else:
+        walk.skipped.add(found)
+
+
 def iter_sources(
     roots: Iterable[str | os.PathLike[str]],
     options: SourceOptions | None = None,
     skipped: SkipCounts | None = None,
 ) -> Iterator[SourceFile]:
     """Yield the files to index under each root, in a stable (sorted) order.
+
+    A root may be a single file: named explicitly, it is only checked for its type, size
+    and content (hidden, ignore and include/exclude rules are for what a walk finds), and
+    its `rel_path` is its name.
 
     Skips are added to `skipped` as the walk goes; pass a `SkipCounts` to read them after
     the iterator is exhausted, or use `scan_sources` to get both at once.
@@ -332,8 +346,12 @@ def iter_sources(
     seen: set[Path] = set()
     for root in roots:
         root_path = Path(root).expanduser().absolute()
-        walk = _Walk(root_path, root_path.resolve(), options, counts, seen, include, exclude)
-        yield from _walk_folder(walk, root_path, "", [])
+        folder = root_path.parent if root_path.is_file() else root_path
+        walk = _Walk(folder, folder.resolve(), options, counts, seen, include, exclude)
+        if root_path.is_file():
+            yield from _named_file(walk, root_path)
+        else:
+            yield from _walk_folder(walk, root_path, "", [])
 
 
 def scan_sources(

@@ -23,6 +23,7 @@ from lampstand.indexer.chunking import (
     approx_token_count,
     chunk_file,
 )
+from lampstand.indexer.chunking.grammars import GRAMMARS, Grammar
 from lampstand.indexer.chunks import Chunk
 from lampstand.plugins.sources import BUNDLED_MODELS, bundled_path
 
@@ -484,6 +485,17 @@ def test_code_without_a_grammar_falls_back_to_line_windows(language: str) -> Non
     assert all(b.start_line <= a.end_line for a, b in pairwise(chunks))  # overlap
 
 
+def test_a_missing_grammar_wheel_falls_back_to_line_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    missing = Grammar("tree_sitter_not_installed", "language", {"function": "fn"})
+    monkeypatch.setitem(GRAMMARS, "not-installed-lang", missing)
+    text, _ = SOURCES["go"]
+    chunks = chunk_file("x.go", text, "not-installed-lang", "code")
+    assert [(c.start_line, c.context) for c in chunks] == [(1, ())]
+    assert chunks[0].text == text.rstrip("\n")
+
+
 def test_broken_code_still_chunks() -> None:
     text = "def ok():\n    return 1\n\ndef broken(:\n    pass\n\nclass Fine:\n    x = 1\n"
     chunks = chunk_file("b.py", text, "python", "code")
@@ -585,7 +597,7 @@ def test_a_fence_over_the_budget_is_cut_at_lines() -> None:
 
 
 def test_a_line_over_the_budget_is_cut_at_sentences() -> None:
-    sentences = " ".join(f"Sentence number {n} says something." for n in range(60))
+    sentences = " ".join(f'Sentence number {n} says "something."' for n in range(60))
     text = f"# One line\n\n{sentences}\n"
     budget = TokenBudget(max_tokens=50, overlap_tokens=8)
     chunks = chunk_file("long.md", text, "markdown", "markdown", budget)
@@ -595,7 +607,7 @@ def test_a_line_over_the_budget_is_cut_at_sentences() -> None:
     assert len(pieces) > 3
     for piece in pieces:  # cut between sentences, with some overlap
         assert piece.start_line == 3
-        assert piece.text in sentences and piece.text.endswith("something.")
+        assert piece.text in sentences and piece.text.endswith('"something."')
     numbers = {int(n) for c in chunks for n in re.findall(r"number (\d+)", c.text)}
     assert numbers == set(range(60))
 

@@ -238,3 +238,18 @@ def test_extension_table(name: str, language: str, kind: str) -> None:
 @pytest.mark.parametrize("name", ["a.png", "Makefile", "a.pdf", "a.md.bak", "a"])
 def test_unknown_extensions(name: str) -> None:
     assert file_type(name) is None
+
+
+def test_a_file_can_be_a_root(tree: Path) -> None:
+    scan = scan_sources([tree / "secret.md", tree / "notes" / "a.md", tree / "image.png"])
+    assert [(f.rel_path, f.root) for f in scan.files] == [
+        ("secret.md", tree),  # named explicitly: the root .gitignore does not apply
+        ("a.md", tree / "notes"),
+    ]
+    assert dict(scan.skipped.files) == {SkipReason.UNKNOWN_TYPE: 1}
+
+
+def test_a_missing_root_is_counted_not_raised(tmp_path: Path) -> None:
+    scan = scan_sources([tmp_path / "nowhere"])
+    assert scan.files == []
+    assert dict(scan.skipped.dirs) == {SkipReason.UNREADABLE: 1}

@@ -7,9 +7,10 @@ embedder) with about 32 tokens of overlap where text is cut mid-flow, counted by
 estimate; `TokenBudget.from_tokenizer_file` counts exactly with the model's tokenizer.
 
 Every chunk's lines are 1-based and inclusive, and its text is exactly the file's lines in
-that range, except for code pieces cut out of a large definition (their text starts with
-the enclosing signatures) and for a single line longer than the budget (cut at sentences,
-words or characters). Chunkers are pure functions of the text: no files, no engines.
+that range, with two exceptions: code pieces cut out of a large definition start with the
+enclosing signatures, and a single line longer than the budget is cut at sentences, then
+words, then characters, so the chunks holding it start or end inside that line. Chunkers
+are pure functions of the text: no files, no engines.
 """
 
 from __future__ import annotations

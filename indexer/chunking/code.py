@@ -1,7 +1,8 @@
 """Source code chunking along the syntax tree (tree-sitter), with line windows as fallback.
 
 The top-level children of a file become items: a definition (function, class, method,
-type; see `grammars.py`) with the comments and attributes directly above it, or loose code.
+type; see `grammars.py`) together with the comments and attributes above it (blank lines
+between them allowed), or loose code; statements sharing a line are kept together.
 A definition that fits the budget is one chunk, whole, with its symbol path as `context`
 (`("class Store", "def add")`). One that does not fit is opened: its body's children are
 chunked the same way, one level down, and every piece gets a header of the enclosing

@@ -21,7 +21,7 @@ from .budget import TokenCounter
 
 __all__ = ["Document", "Piece", "fit", "pack", "window"]
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+_SENTENCE_GAP = re.compile(r"[.!?][\"')\]]*(\s+)")  # group 1: the space between sentences
 _WORD = re.compile(r"\S+")
 
 
@@ -94,13 +94,13 @@ class Document:
 
 
 def _spans(doc: Document, piece: Piece, pattern: re.Pattern[str], split: bool) -> list[Piece]:
-    """Sub-pieces of a one-line piece: between `pattern` matches, or the matches themselves."""
+    """Sub-pieces of a one-line piece: around `pattern`'s group 1, or its whole matches."""
     text = doc.text_of(piece)
     if split:
         bounds, last = [], 0
         for m in pattern.finditer(text):
-            bounds.append((last, m.start()))
-            last = m.end()
+            bounds.append((last, m.start(1)))
+            last = m.end(1)
         bounds.append((last, len(text)))
     else:
         bounds = [(m.start(), m.end()) for m in pattern.finditer(text)]
@@ -125,7 +125,7 @@ def _refine(doc: Document, piece: Piece, max_tokens: int) -> list[Piece]:
     """The next finer split of a piece over the limit."""
     if piece.first_line < piece.last_line:
         return doc.line_pieces(piece.first_line, piece.last_line)
-    sentences = _spans(doc, piece, _SENTENCE_END, split=True)
+    sentences = _spans(doc, piece, _SENTENCE_GAP, split=True)
     if len(sentences) > 1:
         return sentences
     words = _spans(doc, piece, _WORD, split=False)
