@@ -16,7 +16,7 @@ import httpx
 
 from lampstand.plugins.sources import BUNDLED_MODELS, bundled_path
 
-__all__ = ["SMOLLM", "MINILM", "free_port", "print_load", "running_server"]
+__all__ = ["SMOLLM", "MINILM", "WHISPER", "free_port", "print_load", "running_server"]
 
 
 def _require(path: Path | None, package: str) -> Path:
@@ -27,6 +27,7 @@ def _require(path: Path | None, package: str) -> Path:
 
 SMOLLM = _require(bundled_path(BUNDLED_MODELS[0]), BUNDLED_MODELS[0].package)
 MINILM = _require(bundled_path(BUNDLED_MODELS[1]), BUNDLED_MODELS[1].package)
+WHISPER = _require(bundled_path(BUNDLED_MODELS[2]), BUNDLED_MODELS[2].package)
 
 
 def print_load(when: str) -> None:

@@ -20,5 +20,5 @@ class FasterWhisperOptions(PluginOptions):
     beam_size: int = Field(5, ge=1, le=16)
     vad_filter: bool = Field(True, description="drop silence with the bundled Silero VAD before decoding")
     min_silence_ms: int = Field(2000, ge=0, description="VAD: silence that separates speech chunks")
-    batch_size: int = Field(0, ge=0, description="> 0: batched decoding of long audio, this many chunks at once")
-    batch_min_seconds: float = Field(60.0, ge=0, description="audio at least this long uses batched decoding")
+    batch_size: int = Field(4, ge=0, description="batched decoding of long audio, this many chunks at once; 0: off")
+    batch_min_seconds: float = Field(60.0, ge=0, description="audio at least this long (with VAD on) is batched")
