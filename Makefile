@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python bench/chat_overhead.py
 	$(BIN)/python bench/embed_overhead.py
 	$(BIN)/python bench/residency.py
+	$(BIN)/python bench/speech.py
 
 install: $(VENV)/.installed
 
