@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lampstand.indexer.chunks import Chunk
 from lampstand.indexer.store import ChunkStore, open_store
 
@@ -57,7 +56,11 @@ def run_writer(directory: Path, seed: int) -> None:
     """Write forever: replace or delete a few files, commit, sometimes compact."""
     rng = random.Random(seed)
     store = open_store(
-        directory, kind="faiss", embedding_model=MODEL, dim=DIM, writable=True,
+        directory,
+        kind="faiss",
+        embedding_model=MODEL,
+        dim=DIM,
+        writable=True,
         options=writer_options(seed),
     )
     sys.stdout.write("ready\n")
@@ -70,7 +73,9 @@ def run_writer(directory: Path, seed: int) -> None:
                 version += 1
                 count = rng.randint(1, 6)
                 store.replace_file(
-                    path, f"{version}:{count}", file_chunks(path, version, count),
+                    path,
+                    f"{version}:{count}",
+                    file_chunks(path, version, count),
                     file_vectors(version, count),
                 )
             else:
@@ -129,7 +134,10 @@ def spawn_writer(directory: Path, seed: int) -> subprocess.Popen[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, __file__, str(directory), str(seed)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lampstand.indexer.chunks import Chunk
 from lampstand.indexer.store import (
     MANIFEST_FILE,
@@ -28,6 +27,7 @@ from lampstand.indexer.store import (
     StoreReadOnly,
     open_store,
 )
+from lampstand.indexer.store import store as store_module
 from lampstand.plugins.errors import ConfigError
 
 pytest.importorskip("faiss")
@@ -134,7 +134,18 @@ def test_round_trip_add_search_reopen(opener: Opener) -> None:
         reader.delete_paths(["src/mod1.py"])
 
 
-def brute_force(vectors: dict[str, np.ndarray], query: np.ndarray, keep: Callable[[str], bool], k: int) -> list[tuple[str, int]]:
+@pytest.fixture(params=["probe-exact", "over-fetch"])
+def filter_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a filtered dense search can go: exact among few matches, or over-fetch
+    (then exact among all matches when over-fetching finds too few)."""
+    if request.param == "over-fetch":
+        monkeypatch.setattr(store_module, "EXACT_FILTER_LIMIT", 0)
+    return str(request.param)
+
+
+def brute_force(
+    vectors: dict[str, np.ndarray], query: np.ndarray, keep: Callable[[str], bool], k: int
+) -> list[tuple[str, int]]:
     scored = [
         (float(row @ query), path, part)
         for path, matrix in vectors.items()
@@ -154,7 +165,9 @@ def brute_force(vectors: dict[str, np.ndarray], query: np.ndarray, keep: Callabl
     ],
     ids=["glob", "language", "selective", "nothing"],
 )
-def test_dense_filters_match_brute_force(opener: Opener, filters: Filters, keep: Callable[[str], bool]) -> None:
+def test_dense_filters_match_brute_force(
+    opener: Opener, filter_path: str, filters: Filters, keep: Callable[[str], bool]
+) -> None:
     store = opener()
     vectors = fill(store)
     query = unit_vectors(1, 7)[0]
@@ -163,7 +176,7 @@ def test_dense_filters_match_brute_force(opener: Opener, filters: Filters, keep:
     assert found == brute_force(vectors, query, keep, 4)
 
 
-def test_selective_filter_falls_back_to_exact_search(opener: Opener) -> None:
+def test_selective_filter_is_exact(opener: Opener, filter_path: str) -> None:
     store = opener()
     bulk = [Chunk(f"bulk/{i}.txt", 1, 2, "text", "text", f"filler {i}") for i in range(300)]
     store.add(bulk, unit_vectors(300, 11))
@@ -187,10 +200,12 @@ def test_lexical_filters_and_hostile_queries(opener: Opener) -> None:
     hits = store.search_lexical("part1", k=50, filters=Filters(language="python"))
     assert len(hits) == 6 and all(hit.chunk.language == "python" for hit in hits)
     # FTS5 syntax in user text is just words; identifiers split like the index does.
-    for query in ['mod1 AND (part0', '"unbalanced', "NEAR(x y)", "col:mod2 *", "", "  ", "-"]:
+    for query in ["mod1 AND (part0", '"unbalanced', "NEAR(x y)", "col:mod2 *", "", "  ", "-"]:
         store.search_lexical(query, k=3)
     assert store.search_lexical("mod5 part1", k=1)[0].chunk == file_chunks("src/mod5.py")[1]
-    assert store.search_lexical("search_dense mod5x0y1", k=1)[0].chunk == file_chunks("src/mod5.py")[1]
+    assert (
+        store.search_lexical("search_dense mod5x0y1", k=1)[0].chunk == file_chunks("src/mod5.py")[1]
+    )
 
 
 def test_lexical_drops_terms_in_most_chunks(opener: Opener) -> None:
@@ -214,7 +229,9 @@ def test_update_and_delete_files(opener: Opener) -> None:
     assert store.search_lexical("mod1x0y0", k=5) == []
     assert [h.chunk for h in store.search_lexical("mod1x1y0", k=5)] == [new[0]]
     old = unit_vectors(3, seed_of("src/mod1.py"))[0]
-    assert all(hit.chunk.path != "src/mod1.py" or hit.chunk in new for hit in store.search_dense(old, k=30))
+    assert all(
+        hit.chunk.path != "src/mod1.py" or hit.chunk in new for hit in store.search_dense(old, k=30)
+    )
     files = store.files()
     assert files["src/mod1.py"] == "hash-2" and "docs/page0.md" not in files
     assert store.stats().chunks == 3 * len(PATHS) - 3 - 1
@@ -253,14 +270,20 @@ def test_rollback_discards_and_writer_continues(opener: Opener) -> None:
     ],
     ids=["model", "dim", "reader"],
 )
-def test_model_mismatch_demands_a_rebuild(opener: Opener, change: dict[str, object], error: type[Exception]) -> None:
+def test_model_mismatch_demands_a_rebuild(
+    opener: Opener, change: dict[str, object], error: type[Exception]
+) -> None:
     first = opener()
     fill(first, PATHS[:1])
     first.close()
     with pytest.raises(error) as caught:
         opener(**change)
     message = str(caught.value)
-    assert "test-embedder" in message and "lampstand index rm index" in message and "--rebuild" in message
+    assert (
+        "test-embedder" in message
+        and "lampstand index rm index" in message
+        and "--rebuild" in message
+    )
 
 
 def test_kind_mismatch_and_unknown_kind(opener: Opener, kind: str, tmp_path: Path) -> None:
@@ -306,7 +329,11 @@ def test_invalid_vectors(opener: Opener) -> None:
 
 def faiss_store(tmp_path: Path, **options: object) -> ChunkStore:
     return open_store(
-        tmp_path / "index", kind="faiss", embedding_model=MODEL, dim=DIM, writable=True,
+        tmp_path / "index",
+        kind="faiss",
+        embedding_model=MODEL,
+        dim=DIM,
+        writable=True,
         options={**KINDS["faiss"], **options},
     )
 
@@ -323,7 +350,10 @@ def test_hnsw_chosen_above_threshold_and_recorded(tmp_path: Path) -> None:
     record = manifest(store)["vectors"]
     assert record["kind"] == "hnsw" and record["M"] == 8 and record["ef_search"] == 32  # type: ignore[index]
     assert record["metric"] == "inner_product" and record["hnsw_threshold"] == 12  # type: ignore[index]
-    assert store.search_dense(vectors["docs/page3.md"][2], k=1)[0].chunk == file_chunks("docs/page3.md")[2]
+    assert (
+        store.search_dense(vectors["docs/page3.md"][2], k=1)[0].chunk
+        == file_chunks("docs/page3.md")[2]
+    )
     # Deleting below half the threshold, past the tombstone ratio, rebuilds as flat.
     store.delete_paths(PATHS[1:])
     store.commit(compact=True)
@@ -342,10 +372,14 @@ def test_small_update_does_not_rewrite_the_base(tmp_path: Path) -> None:
     vectors = store.stats().vectors
     assert vectors["file"] == base and (store.directory / base).stat().st_mtime_ns == mtime
     assert vectors["pending"] == 3 and vectors["tombstones"] == 3
-    assert store.search_dense(unit_vectors(3, 77)[0], k=1)[0].chunk == file_chunks("src/mod2.py", 1)[0]
+    assert (
+        store.search_dense(unit_vectors(3, 77)[0], k=1)[0].chunk == file_chunks("src/mod2.py", 1)[0]
+    )
     store.commit(compact=True)
     assert store.stats().vectors["tombstones"] == 0  # flat: removed in place
-    assert sorted(p.name for p in store.directory.glob("vectors.*")) == [store.stats().vectors["file"]]
+    assert sorted(p.name for p in store.directory.glob("vectors.*")) == [
+        store.stats().vectors["file"]
+    ]
     store.close()
 
 

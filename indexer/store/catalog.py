@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,11 +60,11 @@ END;
 """
 
 
-def chunk_from_row(row: Sequence[object]) -> tuple[int, Chunk]:
+def chunk_from_row(row: Sequence[Any]) -> tuple[int, Chunk]:
     """(row id, Chunk) from a row selected with `CHUNK_COLUMNS`."""
     row_id, path, start, end, language, kind, text, context = row
     parts = tuple(str(context).split(CONTEXT_SEPARATOR)) if context else ()
-    chunk = Chunk(str(path), int(start), int(end), str(language), kind, str(text), parts)  # type: ignore[arg-type]
+    chunk = Chunk(str(path), int(start), int(end), str(language), kind, str(text), parts)
     return int(row_id), chunk
 
 
@@ -71,7 +72,8 @@ def filter_sql(filters: Filters | None) -> tuple[str, list[object]]:
     """An `AND ...` clause over the `c` alias of `chunks`, and its parameters."""
     if filters is None:
         return "", []
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[object] = []
     if filters.path_glob is not None:
         clauses.append("c.path GLOB ?")
         params.append(filters.path_glob)
@@ -198,9 +200,19 @@ class Catalog:
             "INSERT INTO chunks (id, chunk_id, path, start_line, end_line, language, kind,"
             " context, text, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                (int(i), c.chunk_id, c.path, c.start_line, c.end_line, c.language, c.kind,
-                 CONTEXT_SEPARATOR.join(c.context), c.text, c.hash)
-                for i, c in zip(ids, chunks)
+                (
+                    int(i),
+                    c.chunk_id,
+                    c.path,
+                    c.start_line,
+                    c.end_line,
+                    c.language,
+                    c.kind,
+                    CONTEXT_SEPARATOR.join(c.context),
+                    c.text,
+                    c.hash,
+                )
+                for i, c in zip(ids, chunks, strict=True)
             ),
         )
         self._bump_count(len(chunks))
@@ -211,9 +223,12 @@ class Catalog:
         self.begin_write()
         plist = json.dumps(sorted(set(paths)))
         ids = np.fromiter(
-            (r[0] for r in self.connection.execute(
-                "SELECT id FROM chunks WHERE path IN (SELECT value FROM json_each(?))", (plist,)
-            )),
+            (
+                r[0]
+                for r in self.connection.execute(
+                    "SELECT id FROM chunks WHERE path IN (SELECT value FROM json_each(?))", (plist,)
+                )
+            ),
             dtype=np.int64,
         )
         self.connection.execute(
@@ -239,13 +254,12 @@ class Catalog:
         )
         return dict(chunk_from_row(row) for row in cursor)
 
-    def matching_ids(self, filters: Filters | None) -> np.ndarray:
-        """Every id passing `filters`, sorted (int64)."""
+    def matching_ids(self, filters: Filters | None, limit: int | None = None) -> np.ndarray:
+        """Ids passing `filters`, sorted (int64); at most `limit` of them (any ones) if given."""
         where, params = filter_sql(filters)
-        cursor = self.connection.execute(
-            f"SELECT c.id FROM chunks c WHERE 1{where} ORDER BY c.id", params
-        )
-        return np.fromiter((r[0] for r in cursor), dtype=np.int64)
+        tail = "" if limit is None else f" LIMIT {int(limit)}"
+        cursor = self.connection.execute(f"SELECT c.id FROM chunks c WHERE 1{where}{tail}", params)
+        return np.sort(np.fromiter((r[0] for r in cursor), dtype=np.int64))
 
     def paths(self) -> set[str]:
         """The distinct paths that have rows."""

@@ -31,7 +31,7 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def publish_file(target: Path, write: Callable[[Path], None]) -> None:
+def publish_file(target: Path, write: Callable[[Path], object]) -> None:
     """Have `write` fill a temporary sibling of `target`, then make it `target` atomically."""
     temp = target.with_name(f"{target.name}.{os.getpid()}{TEMP_SUFFIX}")
     try:

@@ -1,15 +1,15 @@
 """The store's errors, as a branch of lampstand's one exception tree.
 
-    LampstandError (lampstand.plugins.errors)
-    ├── InvalidRequest
-    │   └── InvalidVectors          400 code=invalid_vectors (wrong shape, dtype or dim)
-    └── StoreError                  500 code=index_error
-        ├── StoreNotFound           404 code=index_not_found
-        ├── StoreConflict           409 (the index on disk disagrees with the request)
-        │   ├── StoreLocked         409 code=index_locked (another process is writing)
-        │   └── EmbeddingModelMismatch  409 code=embedding_model_mismatch
-        ├── StoreReadOnly           500 code=index_read_only (a write on a reader)
-        └── StoreCorrupt            500 code=index_corrupt (a committed file is missing)
+LampstandError (lampstand.plugins.errors)
+├── InvalidRequest
+│   └── InvalidVectors          400 code=invalid_vectors (wrong shape, dtype or dim)
+└── StoreError                  500 code=index_error
+    ├── StoreNotFound           404 code=index_not_found
+    ├── StoreConflict           409 (the index on disk disagrees with the request)
+    │   ├── StoreLocked         409 code=index_locked (another process is writing)
+    │   └── EmbeddingModelMismatch  409 code=embedding_model_mismatch
+    ├── StoreReadOnly           500 code=index_read_only (a write on a reader)
+    └── StoreCorrupt            500 code=index_corrupt (a committed file is missing)
 """
 
 from __future__ import annotations

@@ -82,7 +82,9 @@ class _Pending:
     memory until a commit either saves them there or folds them into a new base.
     """
 
-    def __init__(self, dim: int, ids: np.ndarray | None = None, matrix: np.ndarray | None = None) -> None:
+    def __init__(
+        self, dim: int, ids: np.ndarray | None = None, matrix: np.ndarray | None = None
+    ) -> None:
         self.dim = dim
         self._ids = [np.zeros(0, dtype=np.int64) if ids is None else ids]
         self._blocks = [_empty_matrix(dim) if matrix is None else matrix]
@@ -143,7 +145,7 @@ class FaissVectors(VectorBackend):
         super().__init__(*args, **kwargs)
         self._generation = 0
         self._layout: dict[str, Any] = {"kind": "none"}
-        self._base: faiss.Index | None = None
+        self._base: faiss.IndexIDMap2 | None = None
         self._base_ids = np.zeros(0, dtype=np.int64)  # sorted
         self._tombstones = np.zeros(0, dtype=np.int64)  # sorted, subset of _base_ids
         self._selector: Any = None  # excludes tombstones; kept alive with its parts
@@ -191,15 +193,16 @@ class FaissVectors(VectorBackend):
         tombs = conn.execute("SELECT id FROM faiss_tombstones ORDER BY id")
         self._set_tombstones(np.fromiter((r[0] for r in tombs), dtype=np.int64))
 
-    def _read_base(self, generation: int) -> faiss.Index | None:
+    def _read_base(self, generation: int) -> faiss.IndexIDMap2 | None:
         if generation == 0:
             return None
         path = _base_path(self.directory, generation)
         if not path.is_file():
             raise FileNotFoundError(path)
-        return faiss.read_index(str(path))
+        index: faiss.IndexIDMap2 = faiss.read_index(str(path))  # type: ignore[assignment]
+        return index
 
-    def _set_base(self, base: faiss.Index | None) -> None:
+    def _set_base(self, base: faiss.IndexIDMap2 | None) -> None:
         self._base = base
         ids = np.zeros(0, dtype=np.int64) if base is None else faiss.vector_to_array(base.id_map)
         self._base_ids = np.sort(ids.astype(np.int64))
@@ -250,7 +253,7 @@ class FaissVectors(VectorBackend):
     def _params(self, k: int) -> faiss.SearchParameters | None:
         selector = None if self._selector is None else self._selector[0]
         if self._layout.get("kind") == "hnsw":
-            params = faiss.SearchParametersHNSW()
+            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
             params.efSearch = max(self.options.hnsw_ef_search, k)
         elif selector is None:
             return None
@@ -283,15 +286,19 @@ class FaissVectors(VectorBackend):
             ids, matrix = self._pending.unsaved()
             self.catalog.connection.executemany(
                 "INSERT INTO faiss_pending (id, vector) VALUES (?, ?)",
-                ((int(i), row.tobytes()) for i, row in zip(ids, matrix)),
+                ((int(i), row.tobytes()) for i, row in zip(ids, matrix, strict=True)),
             )
-            self._pending.saved_upto = max(self._pending.saved_upto, int(ids[-1]) if len(ids) else 0)
+            self._pending.saved_upto = max(
+                self._pending.saved_upto, int(ids[-1]) if len(ids) else 0
+            )
             return
         kind, rebuild = plan
         base = self._build_base(kind) if rebuild else self._grow_base(kind)
         live = base.ntotal
         generation = self._generation + 1
-        publish_file(_base_path(self.directory, generation), lambda p: faiss.write_index(base, str(p)))
+        publish_file(
+            _base_path(self.directory, generation), lambda p: faiss.write_index(base, str(p))
+        )
         layout = self._layout_record(kind, live)
         conn = self.catalog.connection
         conn.execute("DELETE FROM faiss_pending")
@@ -314,23 +321,25 @@ class FaissVectors(VectorBackend):
         live_base = base_total - len(self._tombstones)
         live = live_base + len(self._pending)
         current = self._layout.get("kind", "none")
-        threshold = self.options.hnsw_threshold
-        staying_hnsw = current == "hnsw" and live >= threshold // 2
-        kind = "hnsw" if live > threshold or staying_hnsw else "flat"
-        pending_due = len(self._pending) > max(
-            self.options.pending_limit, self.options.pending_ratio * live_base
-        )
-        tombstones_due = len(self._tombstones) > self.options.tombstone_ratio * base_total
-        changes = len(self._pending) + len(self._tombstones)
-        if not (force and changes) and not pending_due and not tombstones_due:
-            if current == "none" or kind == current:
-                return None
         if current == "none" and live == 0:
             return None
-        rebuild = current != kind or (kind == "hnsw" and tombstones_due)
-        return kind, rebuild
+        threshold = self.options.hnsw_threshold
+        stays_hnsw = current == "hnsw" and live >= threshold // 2  # hysteresis
+        kind = "hnsw" if live > threshold or stays_hnsw else "flat"
+        pending_limit = max(self.options.pending_limit, self.options.pending_ratio * live_base)
+        tombstones_due = len(self._tombstones) > self.options.tombstone_ratio * base_total
+        due = (
+            (force and len(self._pending) + len(self._tombstones) > 0)
+            or len(self._pending) > pending_limit
+            or tombstones_due
+            or (current != "none" and kind != current)
+        )
+        if not due:
+            return None
+        return kind, current != kind or (kind == "hnsw" and tombstones_due)
 
-    def _new_index(self, kind: str) -> faiss.Index:
+    def _new_index(self, kind: str) -> faiss.IndexIDMap2:
+        inner: faiss.Index
         if kind == "hnsw":
             inner = faiss.IndexHNSWFlat(self.dim, self.options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             inner.hnsw.efConstruction = self.options.hnsw_ef_construction
@@ -339,7 +348,7 @@ class FaissVectors(VectorBackend):
             inner = faiss.IndexFlatIP(self.dim)
         return faiss.IndexIDMap2(inner)  # faiss's wrapper keeps `inner` alive
 
-    def _build_base(self, kind: str) -> faiss.Index:
+    def _build_base(self, kind: str) -> faiss.IndexIDMap2:
         """A new base from every live vector (base minus tombstones, plus pending)."""
         live_base = np.setdiff1d(self._base_ids, self._tombstones)
         index = self._new_index(kind)
@@ -349,7 +358,7 @@ class FaissVectors(VectorBackend):
         )
         return index
 
-    def _grow_base(self, kind: str) -> faiss.Index:
+    def _grow_base(self, kind: str) -> faiss.IndexIDMap2:
         """The current base with pending vectors added (flat: tombstones removed too)."""
         base = self._base
         if base is None:
@@ -394,6 +403,6 @@ class FaissVectors(VectorBackend):
             **self._layout,
             "file": _base_path(self.directory, self._generation).name if self._generation else None,
             "base_vectors": 0 if self._base is None else int(self._base.ntotal),
-            "tombstones": int(len(self._tombstones)),
+            "tombstones": len(self._tombstones),
             "pending": len(self._pending),
         }

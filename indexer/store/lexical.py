@@ -18,7 +18,7 @@ from ..chunks import Chunk
 from .base import Filters
 from .catalog import CHUNK_COLUMNS, chunk_from_row, filter_sql
 
-__all__ = ["POSTING_BUDGET", "match_expression", "query_terms", "search_bm25"]
+__all__ = ["POSTING_BUDGET", "FrequencyCache", "match_expression", "query_terms", "search_bm25"]
 
 # About 1.5 us of BM25 work per matching posting on one core: ~15 ms at the budget.
 POSTING_BUDGET = 10_000
@@ -37,24 +37,49 @@ def query_terms(query: str) -> list[str]:
     return list(seen)[:MAX_TERMS]
 
 
-def _document_frequencies(conn: sqlite3.Connection, terms: list[str]) -> dict[str, int]:
-    """How many chunks contain each term (absent terms are left out)."""
-    marks = ", ".join("?" * len(terms))
-    rows = conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", terms)
-    return {str(term): int(doc) for term, doc in rows}
+class FrequencyCache:
+    """Document frequencies of recently queried terms, dropped whenever the catalog changes.
+
+    Counting a common term's chunks reads its whole posting list, so caching the counts of
+    popular terms between writes saves most of the lookup cost.
+    """
+
+    MAX_TERMS = 50_000
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._version: tuple[int, int] = (-1, -1)
+
+    def lookup(self, conn: sqlite3.Connection, terms: list[str]) -> dict[str, int]:
+        """How many chunks contain each term (0 for absent terms)."""
+        version = (int(conn.execute("PRAGMA data_version").fetchone()[0]), conn.total_changes)
+        if version != self._version or len(self._counts) > self.MAX_TERMS:
+            self._counts, self._version = {}, version
+        missing = [term for term in terms if term not in self._counts]
+        if missing:
+            marks = ", ".join("?" * len(missing))
+            rows = conn.execute(
+                f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", missing
+            )
+            found = {str(term): int(doc) for term, doc in rows}
+            self._counts.update({term: found.get(term, 0) for term in missing})
+        return {term: self._counts[term] for term in terms}
 
 
 def match_expression(
-    conn: sqlite3.Connection, query: str, total: int, budget: int = POSTING_BUDGET
+    conn: sqlite3.Connection,
+    query: str,
+    total: int,
+    frequencies: FrequencyCache,
+    budget: int = POSTING_BUDGET,
 ) -> str | None:
     """The MATCH expression for `query` over `total` chunks, or None if nothing can match."""
-    terms = query_terms(query)
-    if not terms:
-        return None
-    frequencies = sorted(_document_frequencies(conn, terms).items(), key=lambda kv: kv[1])
+    counts = frequencies.lookup(conn, query_terms(query))
     kept: list[str] = []
     postings = 0
-    for term, doc in frequencies:
+    for term, doc in sorted(counts.items(), key=lambda kv: kv[1]):
+        if doc == 0:
+            continue
         common = doc * 2 > total or postings + doc > budget
         if kept and common:
             break
@@ -69,18 +94,25 @@ def search_bm25(
     k: int,
     filters: Filters | None,
     total: int,
+    frequencies: FrequencyCache,
     budget: int = POSTING_BUDGET,
 ) -> list[tuple[int, float, Chunk]]:
-    """Up to `k` (row id, score, chunk), best first; score is -bm25 (higher is better)."""
-    expression = match_expression(conn, query, total, budget)
+    """Up to `k` (row id, score, chunk), best first; score is -bm25 (higher is better).
+
+    The ranking query reads only the FTS index (and, with filters, the columns it filters
+    on); chunk text is fetched for the `k` winners alone.
+    """
+    expression = match_expression(conn, query, total, frequencies, budget)
     if expression is None or k <= 0:
         return []
     where, params = filter_sql(filters)
+    join = " JOIN chunks c ON c.id = chunks_fts.rowid" if where else ""
     weights = ", ".join(str(w) for w in COLUMN_WEIGHTS)
     cursor = conn.execute(
-        f"SELECT {CHUNK_COLUMNS}, bm25(chunks_fts, {weights}) AS bm "
-        f"FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
-        f"WHERE chunks_fts MATCH ?{where} ORDER BY bm LIMIT ?",
+        f"WITH top AS (SELECT chunks_fts.rowid AS id, bm25(chunks_fts, {weights}) AS bm "
+        f"FROM chunks_fts{join} WHERE chunks_fts MATCH ?{where} ORDER BY bm LIMIT ?) "
+        f"SELECT {CHUNK_COLUMNS}, top.bm FROM top JOIN chunks c ON c.id = top.id "
+        f"ORDER BY top.bm",
         [expression, *params, k],
     )
     results = []

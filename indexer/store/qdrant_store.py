@@ -122,7 +122,7 @@ class QdrantVectors(VectorBackend):
             batch = slice(start, start + _UPSERT_BATCH)
             points = [
                 models.PointStruct(id=int(i), vector=row.tolist(), payload={"row": int(i)})
-                for i, row in zip(ids[batch], vectors[batch])
+                for i, row in zip(ids[batch], vectors[batch], strict=True)
             ]
             self.client.upsert(self.collection, points=points, wait=True)
 

@@ -25,9 +25,8 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
-
 from lampstand.plugins.errors import ConfigError
+from pydantic import ValidationError
 
 from ..chunks import Chunk
 from .base import Filters, Hit, Neighbours, StoreStats, VectorBackend
@@ -40,14 +39,15 @@ from .errors import (
     StoreNotFound,
     StoreReadOnly,
 )
-from .lexical import search_bm25
+from .lexical import FrequencyCache, search_bm25
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_FILE", "ChunkStore"]
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
-# Filtered dense search first over-fetches this many times k, then falls back to exact
-# search among every id that passes the filter.
+# Filtered dense search: up to this many matching chunks are scored exactly (a few ms);
+# broader filters over-fetch these multiples of k, then fall back to exact search.
+EXACT_FILTER_LIMIT = 2048
 OVERFETCH_FACTORS = (8, 64)
 
 
@@ -92,6 +92,7 @@ class ChunkStore:
         self._seen_version = catalog.data_version()
         self._generation = int(catalog.get_meta("generation") or 0)
         self._closed = False
+        self._frequencies = FrequencyCache()
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -118,7 +119,9 @@ class ChunkStore:
         catalog: Catalog | None = None
         try:
             catalog = Catalog(directory, writable=writable)
-            store = cls._attach(directory, catalog, lock, kind, resolve, embedding_model, dim, options)
+            store = cls._attach(
+                directory, catalog, lock, kind, resolve, embedding_model, dim, options
+            )
         except BaseException:
             if catalog is not None:
                 catalog.close()
@@ -155,7 +158,9 @@ class ChunkStore:
             backend_options = backend_class.Options.model_validate(dict(options or {}))
         except ValidationError as exc:
             raise ConfigError(f"options of the {meta['kind']} index store: {exc}") from None
-        backend = backend_class(directory, catalog, int(meta["dim"]), backend_options, lock is not None)
+        backend = backend_class(
+            directory, catalog, int(meta["dim"]), backend_options, lock is not None
+        )
         try:
             if lock is not None:
                 backend.recover()
@@ -224,7 +229,7 @@ class ChunkStore:
             ids = self._catalog.delete_paths(paths)
             if len(ids):
                 self._backend.remove(ids)
-            return int(len(ids))
+            return len(ids)
 
     def set_file(self, path: str, file_hash: str) -> None:
         """Record that `path` is indexed as of content hash `file_hash`."""
@@ -284,24 +289,26 @@ class ChunkStore:
         with self._reading():
             return self._catalog.files()
 
-    def search_dense(
-        self, vector: Any, k: int = 10, filters: Filters | None = None
-    ) -> list[Hit]:
+    def search_dense(self, vector: Any, k: int = 10, filters: Filters | None = None) -> list[Hit]:
         """The `k` chunks nearest to `vector` by cosine similarity, best first.
 
         Candidates are checked against the catalog, which drops what fails the filters and
-        what has no committed row. With filters the search over-fetches (8k, then 64k
-        candidates); if that still leaves fewer than `k`, the filter is selective, and the
-        exact top `k` among every matching id is computed instead.
+        what has no committed row. A selective filter (at most `EXACT_FILTER_LIMIT` matching
+        chunks) is answered exactly among its matches; a broader one by over-fetching (8k,
+        then 64k candidates), and exactly among all its matches if that still finds fewer
+        than `k`.
         """
         query = _unit_rows(np.asarray(vector, dtype=np.float32)[None, :], 1, self.dim)[0]
         with self._reading():
             if k <= 0:
                 return []
             filters = None if filters is None or filters.empty else filters
+            if filters is not None:
+                few = self._catalog.matching_ids(filters, limit=EXACT_FILTER_LIMIT + 1)
+                if len(few) <= EXACT_FILTER_LIMIT:
+                    return self._hits(self._backend.nearest_among(query, k, few), None, k)
             total = self._catalog.chunk_count()
-            factors = OVERFETCH_FACTORS if filters else (1, *OVERFETCH_FACTORS)
-            for factor in factors:
+            for factor in OVERFETCH_FACTORS if filters else (1, *OVERFETCH_FACTORS):
                 fetch = k * factor
                 hits = self._hits(self._backend.nearest(query, fetch), filters, k)
                 if len(hits) >= k or fetch >= total:
@@ -313,7 +320,7 @@ class ChunkStore:
         ids, scores = neighbours
         rows = self._catalog.rows(ids.tolist(), filters)
         hits: list[Hit] = []
-        for row_id, score in zip(ids.tolist(), scores.tolist()):
+        for row_id, score in zip(ids.tolist(), scores.tolist(), strict=True):
             chunk = rows.get(row_id)
             if chunk is not None and len(hits) < k:
                 hits.append(Hit(chunk, float(score), len(hits) + 1, row_id))
@@ -323,9 +330,17 @@ class ChunkStore:
         """The `k` chunks best matching `query` by BM25 (FTS5), best first."""
         with self._reading():
             found = search_bm25(
-                self._catalog.connection, query, k, filters, self._catalog.chunk_count()
+                self._catalog.connection,
+                query,
+                k,
+                filters,
+                self._catalog.chunk_count(),
+                self._frequencies,
             )
-            return [Hit(chunk, score, rank, row_id) for rank, (row_id, score, chunk) in enumerate(found, 1)]
+            return [
+                Hit(chunk, score, rank, row_id)
+                for rank, (row_id, score, chunk) in enumerate(found, 1)
+            ]
 
     def refresh(self) -> bool:
         """Follow another process's commits (readers do this before every search)."""
