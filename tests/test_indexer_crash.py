@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from lampstand.indexer.chunks import Chunk
 from lampstand.indexer.store import ChunkStore, open_store
 

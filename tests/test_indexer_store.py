@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from lampstand.indexer.chunks import Chunk
 from lampstand.indexer.store import (
     MANIFEST_FILE,
@@ -404,3 +405,15 @@ def test_importing_the_package_loads_no_backend() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_qdrant_local_mode_is_one_process_at_a_time(tmp_path: Path) -> None:
+    writer = open_store(
+        tmp_path / "q", kind="qdrant", embedding_model=MODEL, dim=DIM, writable=True
+    )
+    fill(writer, PATHS[:2])
+    with pytest.raises(StoreLocked, match="one process at a time"):
+        open_store(tmp_path / "q")
+    writer.close()
+    with open_store(tmp_path / "q") as reader:
+        assert reader.stats().vectors["points"] == 6 and reader.verify() == []

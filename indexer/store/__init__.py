@@ -23,6 +23,7 @@ from .errors import (
     StoreNotFound,
     StoreReadOnly,
 )
+from .opening import open_directory
 from .store import MANIFEST_FILE, ChunkStore
 
 __all__ = [
@@ -92,7 +93,9 @@ def open_store(
     the store recorded (`StoreConflict`, `EmbeddingModelMismatch`). `options` are the
     backend's own (`FaissOptions`, `QdrantOptions`); unknown keys raise `ConfigError`.
     """
-    return ChunkStore.open(
+    if kind is not None:
+        _backend_class(kind)  # an unknown kind fails before anything touches the disk
+    return open_directory(
         Path(directory),
         kind=kind,
         resolve=_backend_class,

@@ -141,5 +141,5 @@ class VectorBackend(ABC):
     def describe(self) -> dict[str, Any]:
         """What the manifest records about the vector side (layout, parameters, counts)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook, not an abstract method
         """Release files and connections (default: nothing to do)."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import faiss
 import numpy as np
@@ -56,6 +56,14 @@ class FaissOptions(BackendOptions):
     pending_limit: int = 4096  # pending vectors tolerated before compaction, at least
     pending_ratio: float = 0.1  # ... or this share of the base, whichever is larger
     tombstone_ratio: float = 0.2  # an HNSW base is rebuilt past this share of tombstones
+
+
+class _Compaction(NamedTuple):
+    """What a due compaction builds: the layout, whether from scratch, for how many vectors."""
+
+    kind: str
+    rebuild: bool
+    live: int
 
 
 def _base_path(directory: Path, generation: int) -> Path:
@@ -282,7 +290,7 @@ class FaissVectors(VectorBackend):
     def prepare_commit(self, force_compaction: bool = False) -> None:
         """Fold pending vectors into a new base file when due, else save them to the catalog."""
         plan = self._compaction_plan(force_compaction)
-        if plan is None:
+        if plan is None:  # the new pending vectors join those saved in the catalog
             ids, matrix = self._pending.unsaved()
             self.catalog.connection.executemany(
                 "INSERT INTO faiss_pending (id, vector) VALUES (?, ?)",
@@ -292,17 +300,15 @@ class FaissVectors(VectorBackend):
                 self._pending.saved_upto, int(ids[-1]) if len(ids) else 0
             )
             return
-        kind, rebuild = plan
-        base = self._build_base(kind) if rebuild else self._grow_base(kind)
-        live = base.ntotal
+        base = self._build_base(plan.kind) if plan.rebuild else self._grow_base(plan.kind)
         generation = self._generation + 1
         publish_file(
             _base_path(self.directory, generation), lambda p: faiss.write_index(base, str(p))
         )
-        layout = self._layout_record(kind, live)
+        layout = self._layout_record(plan)
         conn = self.catalog.connection
         conn.execute("DELETE FROM faiss_pending")
-        dropped_tombstones = rebuild or kind == "flat"
+        dropped_tombstones = plan.rebuild or plan.kind == "flat"
         if dropped_tombstones:
             conn.execute("DELETE FROM faiss_tombstones")
         self.catalog.set_meta("faiss.generation", str(generation))
@@ -315,8 +321,8 @@ class FaissVectors(VectorBackend):
         if dropped_tombstones:
             self._set_tombstones(np.zeros(0, dtype=np.int64))
 
-    def _compaction_plan(self, force: bool) -> tuple[str, bool] | None:
-        """(layout kind, rebuild from scratch?) when compaction is due, else None."""
+    def _compaction_plan(self, force: bool) -> _Compaction | None:
+        """The compaction to do now, or None when none is due."""
         base_total = 0 if self._base is None else int(self._base.ntotal)
         live_base = base_total - len(self._tombstones)
         live = live_base + len(self._pending)
@@ -336,7 +342,8 @@ class FaissVectors(VectorBackend):
         )
         if not due:
             return None
-        return kind, current != kind or (kind == "hnsw" and tombstones_due)
+        rebuild = current != kind or (kind == "hnsw" and tombstones_due)
+        return _Compaction(kind, rebuild, live)
 
     def _new_index(self, kind: str) -> faiss.IndexIDMap2:
         inner: faiss.Index
@@ -369,14 +376,15 @@ class FaissVectors(VectorBackend):
             base.add_with_ids(self._pending.matrix, self._pending.ids)
         return base
 
-    def _layout_record(self, kind: str, live: int) -> dict[str, Any]:
+    def _layout_record(self, plan: _Compaction) -> dict[str, Any]:
+        """What the manifest records about the base: the choice, why, and its parameters."""
         record: dict[str, Any] = {
-            "kind": kind,
+            "kind": plan.kind,
             "metric": "inner_product",
-            "built_with": live,
+            "chosen_for_live_vectors": plan.live,
             "hnsw_threshold": self.options.hnsw_threshold,
         }
-        if kind == "hnsw":
+        if plan.kind == "hnsw":
             previous = self._layout if self._layout.get("kind") == "hnsw" else {}
             record["M"] = previous.get("M", self.options.hnsw_m)
             record["ef_construction"] = previous.get(

@@ -19,26 +19,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
-from lampstand.plugins.errors import ConfigError
-from pydantic import ValidationError
 
 from ..chunks import Chunk
 from .base import Filters, Hit, Neighbours, StoreStats, VectorBackend
 from .catalog import Catalog
-from .durable import TEMP_SUFFIX, WriterLock, write_file_atomically
-from .errors import (
-    EmbeddingModelMismatch,
-    InvalidVectors,
-    StoreConflict,
-    StoreNotFound,
-    StoreReadOnly,
-)
+from .durable import WriterLock, write_file_atomically
+from .errors import InvalidVectors, StoreReadOnly
 from .lexical import FrequencyCache, search_bm25
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_FILE", "ChunkStore"]
@@ -62,17 +54,10 @@ def _unit_rows(vectors: Any, rows: int, dim: int) -> np.ndarray:
     return matrix / np.where(norms > 0, norms, 1.0)
 
 
-def _rebuild_hint(directory: Path) -> str:
-    return (
-        f"Vectors of two models are never mixed: rebuild it with `lampstand index rm "
-        f"{directory.name}` and add it again, or index with `--rebuild`."
-    )
-
-
 class ChunkStore:
     """Chunks, their vectors and their lexical index in one directory.
 
-    Open with `lampstand.indexer.store.open_store`. Methods are safe to call from several
+    Open one with `lampstand.indexer.store.open_store`. Methods are safe to call from several
     threads (one lock serialises them); FAISS searches are quick enough that this costs
     little.
     """
@@ -93,92 +78,8 @@ class ChunkStore:
         self._generation = int(catalog.get_meta("generation") or 0)
         self._closed = False
         self._frequencies = FrequencyCache()
-
-    # -- opening ---------------------------------------------------------------------------
-
-    @classmethod
-    def open(
-        cls,
-        directory: Path,
-        *,
-        kind: str | None,
-        resolve: Callable[[str], type[VectorBackend]],
-        embedding_model: str | None,
-        dim: int | None,
-        writable: bool,
-        options: Mapping[str, Any] | None,
-    ) -> ChunkStore:
-        """Open (a writer creates if missing) the store in `directory`; see `open_store`."""
-        if not writable and not Catalog.exists(directory):
-            raise StoreNotFound(f"no index at {directory}")
-        lock = None
-        if writable:
-            directory.mkdir(parents=True, exist_ok=True)
-            lock = WriterLock(directory)
-            lock.acquire()
-        catalog: Catalog | None = None
-        try:
-            catalog = Catalog(directory, writable=writable)
-            store = cls._attach(
-                directory, catalog, lock, kind, resolve, embedding_model, dim, options
-            )
-        except BaseException:
-            if catalog is not None:
-                catalog.close()
-            if lock is not None:
-                lock.release()
-            raise
-        return store
-
-    @classmethod
-    def _attach(
-        cls,
-        directory: Path,
-        catalog: Catalog,
-        lock: WriterLock | None,
-        kind: str | None,
-        resolve: Callable[[str], type[VectorBackend]],
-        embedding_model: str | None,
-        dim: int | None,
-        options: Mapping[str, Any] | None,
-    ) -> ChunkStore:
-        meta = catalog.meta()
-        created = "format_version" not in meta
-        if created:
-            if lock is None:
-                raise StoreNotFound(f"the index at {directory} was never completed")
-            if not embedding_model or not dim:
-                raise StoreNotFound(
-                    f"no index at {directory}; creating one needs embedding_model and dim"
-                )
-            meta = {"kind": kind or "faiss", "embedding_model": embedding_model, "dim": str(dim)}
-        _check_recorded(directory, meta, kind, embedding_model, dim)
-        backend_class = resolve(meta["kind"])
-        try:
-            backend_options = backend_class.Options.model_validate(dict(options or {}))
-        except ValidationError as exc:
-            raise ConfigError(f"options of the {meta['kind']} index store: {exc}") from None
-        backend = backend_class(
-            directory, catalog, int(meta["dim"]), backend_options, lock is not None
-        )
-        try:
-            if lock is not None:
-                backend.recover()
-                for temp in directory.glob(f"*{TEMP_SUFFIX}"):
-                    temp.unlink(missing_ok=True)
-            if created:
-                meta = {**meta, "format_version": str(FORMAT_VERSION), "generation": "0"}
-                for key, value in meta.items():
-                    catalog.set_meta(key, value)
-                catalog.commit()
-            backend.load()
-            store = cls(directory, catalog, backend, lock)
-            if lock is not None:
-                store._write_manifest()
-        except BaseException:
-            backend.close()
-            raise
-        return store
+        if lock is not None:
+            self._write_manifest()  # repairs a copy a crash left one commit behind
 
     # -- properties ------------------------------------------------------------------------
 
@@ -469,28 +370,3 @@ class _Guard:
                 self.store._discard()
         finally:
             self.store._mutex.release()
-
-
-def _check_recorded(
-    directory: Path,
-    meta: Mapping[str, str],
-    kind: str | None,
-    embedding_model: str | None,
-    dim: int | None,
-) -> None:
-    """Refuse an index built with another kind, model or dimension than the one asked for."""
-    recorded_kind = meta["kind"]
-    if kind is not None and kind != recorded_kind:
-        raise StoreConflict(
-            f"the index at {directory} is a {recorded_kind} index, not {kind}. "
-            + _rebuild_hint(directory)
-        )
-    recorded_model, recorded_dim = meta["embedding_model"], int(meta["dim"])
-    model_differs = embedding_model is not None and embedding_model != recorded_model
-    dim_differs = dim is not None and dim != recorded_dim
-    if model_differs or dim_differs:
-        raise EmbeddingModelMismatch(
-            f"the index at {directory} was built with embedding model {recorded_model!r} "
-            f"(dim {recorded_dim}), not {embedding_model or recorded_model!r} "
-            f"(dim {dim or recorded_dim}). " + _rebuild_hint(directory)
-        )
