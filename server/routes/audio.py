@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from lampstand.plugins.errors import InvalidRequest
 
@@ -31,20 +31,30 @@ async def read_audio_form(request: Request) -> tuple[p.AudioForm, bytes]:
         form = await request.form(max_files=1, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES)
     except Exception as exc:  # malformed multipart, too many parts: Starlette's own 400s
         raise InvalidRequest(f"could not read the multipart form: {getattr(exc, 'detail', exc)}") from None
+    try:
+        return _validated(form), await _file_bytes(form)
+    finally:
+        await form.close()  # uploads over 1 MiB were spooled to a temporary file: delete it now
+
+
+async def _file_bytes(form: FormData) -> bytes:
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise InvalidRequest("the form has no `file` part with the audio", param="file")
+    return await upload.read()
+
+
+def _validated(form: FormData) -> p.AudioForm:
     fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str) and k not in _GRANULARITIES}
     granularities = [v for key in _GRANULARITIES for v in form.getlist(key) if isinstance(v, str)]
     if granularities:
         fields["timestamp_granularities[]"] = granularities
     try:
-        parsed = p.AudioForm.model_validate(fields)
+        return p.AudioForm.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(part) for part in first["loc"]) or None
         raise InvalidRequest(f"{param}: {first['msg']}" if param else first["msg"], param=param) from None
-    return parsed, await upload.read()
 
 
 _MULTIPART_BODY = {
