@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from lampstand.plugins.errors import ConfigError
+
 from .base import BackendOptions, Filters, Hit, StoreStats, VectorBackend
 from .errors import (
     EmbeddingModelMismatch,
@@ -71,7 +73,7 @@ def _backend_class(kind: str) -> type[VectorBackend]:
         loader = STORE_KINDS[kind]
     except KeyError:
         known = ", ".join(sorted(STORE_KINDS))
-        raise StoreConflict(f"unknown index store kind {kind!r} (known: {known})") from None
+        raise ConfigError(f"unknown index store kind {kind!r} (known: {known})") from None
     return loader()
 
 
@@ -91,7 +93,8 @@ def open_store(
     `kind` then defaults to "faiss". A reader takes no lock and raises `StoreNotFound` when
     there is no store. Whenever `kind`, `embedding_model` or `dim` is given it must match what
     the store recorded (`StoreConflict`, `EmbeddingModelMismatch`). `options` are the
-    backend's own (`FaissOptions`, `QdrantOptions`); unknown keys raise `ConfigError`.
+    backend's own (`FaissOptions`, `QdrantOptions`); unknown keys, like unknown kinds,
+    raise `ConfigError`.
     """
     if kind is not None:
         _backend_class(kind)  # an unknown kind fails before anything touches the disk

@@ -174,7 +174,7 @@ class QdrantVectors(VectorBackend):
     # -- inspection ------------------------------------------------------------------------
 
     def live_ids(self) -> np.ndarray:
-        """Every point id minus the deletes still in the outbox, sorted."""
+        """Point ids a search can return: not in the outbox, not above the high-water id."""
         found: list[int] = []
         offset: Any = None
         while True:
@@ -185,7 +185,8 @@ class QdrantVectors(VectorBackend):
             if offset is None:
                 break
         pending = [r[0] for r in self.catalog.connection.execute("SELECT id FROM qdrant_outbox")]
-        return np.setdiff1d(np.array(found, dtype=np.int64), np.array(pending, dtype=np.int64))
+        ids = np.setdiff1d(np.array(found, dtype=np.int64), np.array(pending, dtype=np.int64))
+        return ids[ids <= self.catalog.high_water_id()]
 
     def describe(self) -> dict[str, Any]:
         """Where the collection is and how many points it holds."""
