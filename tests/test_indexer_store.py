@@ -7,6 +7,7 @@ Every behaviour both stores share runs once per kind from the `KINDS` table.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -433,3 +434,11 @@ def test_qdrant_replays_deletes_a_dead_writer_left(
     monkeypatch.undo()
     with open_store(tmp_path / "q", writable=True) as reopened:
         assert reopened.stats().vectors["points"] == 6 and reopened.verify() == []
+
+
+def test_newer_format_is_refused(tmp_path: Path) -> None:
+    faiss_store(tmp_path).close()
+    with sqlite3.connect(tmp_path / "index" / "catalog.sqlite3") as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'")
+    with pytest.raises(StoreConflict, match="newer than this lampstand reads"):
+        open_store(tmp_path / "index")

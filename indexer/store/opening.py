@@ -127,7 +127,13 @@ def _check_recorded(
     embedding_model: str | None,
     dim: int | None,
 ) -> None:
-    """Refuse an index built with another kind, model or dimension than the one asked for."""
+    """Refuse an index built with another kind, model or dimension than the one asked for,
+    or written in a newer format than this version reads."""
+    if int(meta["format_version"]) > FORMAT_VERSION:
+        raise StoreConflict(
+            f"the index at {directory} has format {meta['format_version']}, newer than this "
+            f"lampstand reads ({FORMAT_VERSION}); upgrade lampstand or rebuild the index"
+        )
     recorded_kind = meta["kind"]
     if kind is not None and kind != recorded_kind:
         raise StoreConflict(
