@@ -7,7 +7,7 @@ LampstandError (lampstand.plugins.errors)
     ├── StoreNotFound           404 code=index_not_found
     ├── StoreConflict           409 (the index on disk disagrees with the request)
     │   ├── StoreLocked         409 code=index_locked (another process is writing)
-    │   └── EmbeddingModelMismatch  409 code=embedding_model_mismatch
+    │   └── EmbeddingModelMismatch  400 code=embedding_model_mismatch (repeats: not for retrying)
     ├── StoreReadOnly           500 code=index_read_only (a write on a reader)
     └── StoreCorrupt            500 code=index_corrupt (a committed file is missing)
 """
@@ -62,6 +62,7 @@ class EmbeddingModelMismatch(StoreConflict):
     Vectors of two models are never mixed: the message tells the user how to rebuild.
     """
 
+    status_code = 400  # clients retry 409; a rebuild, not a retry, fixes this
     code = "embedding_model_mismatch"
 
 
