@@ -97,7 +97,7 @@ beam_size = {BEAM}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     print_load("at the start")
     with tempfile.TemporaryDirectory() as tmp:
