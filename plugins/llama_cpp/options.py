@@ -18,6 +18,7 @@ class LlamaCppOptions(PluginOptions):
     n_batch: int = Field(512, ge=1)
     cache_chunk: int = Field(128, ge=8, description="prompt KV is reused in aligned chunks of this size")
     n_threads: int | None = Field(None, ge=1, description="default: all cores")
+    n_threads_batch: int | None = Field(None, ge=1, description="threads for reading prompts; default: n_threads")
     n_gpu_layers: int = Field(0, ge=-1, description="-1 offloads every layer")
     flash_attn: bool = False
     use_mmap: bool = True

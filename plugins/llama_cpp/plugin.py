@@ -109,6 +109,9 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder):
                 n_ctx=self._n_ctx(),
                 n_batch=self.options.n_batch,
                 n_threads=self.options.n_threads or os.cpu_count(),
+                # llama-cpp-python would read prompts on every core whatever n_threads says, and
+                # two workers spinning on more threads than cores slow each other 10x.
+                n_threads_batch=self.options.n_threads_batch or self.options.n_threads or os.cpu_count(),
                 n_gpu_layers=self.options.n_gpu_layers,
                 flash_attn=self.options.flash_attn,
                 use_mmap=self.options.use_mmap,
