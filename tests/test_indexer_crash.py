@@ -169,7 +169,6 @@ def kill_at_random(writer: subprocess.Popen[str], rng: random.Random) -> None:
 
 @pytest.mark.parametrize("kind", sorted(KILLS))
 def test_killed_writers_leave_a_consistent_index(tmp_path: Path, kind: str) -> None:
-    pytest.importorskip("faiss" if kind == "faiss" else "qdrant_client")
     directory = tmp_path / "index"
     rng = random.Random(1234)
     layouts: set[str] = set()

@@ -32,8 +32,6 @@ from lampstand.indexer.store import (
 from lampstand.indexer.store import store as store_module
 from lampstand.plugins.errors import ConfigError
 
-pytest.importorskip("faiss")
-pytest.importorskip("qdrant_client")
 
 DIM = 32
 MODEL = "test-embedder"
