@@ -1,8 +1,8 @@
 """lampstand's plugin contract, registry and built-in backends.
 
 Import from here to write a plugin: subclass `Plugin` plus the capability interfaces it
-serves (`ChatModel`, `CompletionModel`, `Embedder`, `Transcriber`), and register the class under the
-`lampstand.plugins` entry-point group. Importing this package never imports an engine.
+serves (`ChatModel`, `CompletionModel`, `Embedder`, `Transcriber`), and register the class
+under the `lampstand.plugins` entry-point group. Importing this package never imports an engine.
 """
 
 from .contract import (

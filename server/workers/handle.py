@@ -1,9 +1,11 @@
 """The API process's side of a worker: start it, call it, stream from it, stop it.
 
-The event loop watches the pipe (`add_reader`), reads what it holds in one call (frames.py)
-and hands each message to the asyncio queue of the call it belongs to, in the loop's own
-thread: no reader thread, so no thread switch or GIL hand-off per streamed token. When the worker dies, every call in flight ends with
-`WorkerCrashed` and `on_exit` reports why.
+Two one-way pipes per worker: calls go down one as multiprocessing messages; results come
+up the other as frames (frames.py). The event loop watches the results pipe (`add_reader`),
+reads what it holds in one call and hands each message to the asyncio queue of the call it
+belongs to, in the loop's own thread: no reader thread, so no thread switch or GIL hand-off
+per streamed token. When the worker dies, every call in flight ends with `WorkerCrashed`
+and `on_exit` reports why.
 """
 
 from __future__ import annotations
