@@ -112,8 +112,9 @@ class FasterWhisperPlugin(Plugin, Transcriber):
             segments, info = self._model.transcribe(audio, **settings)
         yield TranscriptionInfo(language=info.language, language_probability=float(info.language_probability),
                                 duration=float(info.duration), duration_after_vad=float(info.duration_after_vad))
+        duration = float(info.duration)
         for segment in segments:
-            yield _segment(segment)
+            yield _segment(segment, duration)
 
     def _check(self, request: TranscriptionRequest) -> None:
         supported = self._model.supported_languages
@@ -123,11 +124,19 @@ class FasterWhisperPlugin(Plugin, Transcriber):
                                  param="language")
 
 
-def _segment(segment: Any) -> TranscriptSegment:
-    words = tuple(TranscriptWord(word=w.word, start=float(w.start), end=float(w.end),
+def _segment(segment: Any, duration: float) -> TranscriptSegment:
+    """Our segment from faster-whisper's, with times kept inside the audio.
+
+    Whisper's timestamps come in 20 ms steps per 30 s window, and the batched pipeline ends
+    a segment at its chunk's rounded end: either can fall past the last sample.
+    """
+    def within(t: float) -> float:
+        return min(max(float(t), 0.0), duration)
+
+    words = tuple(TranscriptWord(word=w.word, start=within(w.start), end=within(w.end),
                                  probability=float(w.probability)) for w in segment.words or ())
     return TranscriptSegment(
-        id=int(segment.id), seek=int(segment.seek), start=float(segment.start), end=float(segment.end),
+        id=int(segment.id), seek=int(segment.seek), start=within(segment.start), end=within(segment.end),
         text=segment.text, tokens=tuple(int(t) for t in segment.tokens),
         temperature=float(segment.temperature or 0.0), avg_logprob=float(segment.avg_logprob),
         compression_ratio=float(segment.compression_ratio), no_speech_prob=float(segment.no_speech_prob),
