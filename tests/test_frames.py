@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 
 import pytest
@@ -43,3 +44,34 @@ def test_large_message_through_a_pipe() -> None:
     with pytest.raises(EOFError):
         reader.read_available(read_fd)
     os.close(read_fd)
+
+
+class _Outsider:
+    """A class outside the lampstand package."""
+
+
+def test_results_may_hold_only_data_and_lampstand_types() -> None:
+    from lampstand.plugins.errors import QueueFull
+    from lampstand.plugins.types import GenerationChunk, Usage
+
+    fine = ("item", 1, GenerationChunk(text="x", usage=Usage(1, 2)))
+    assert FrameReader().feed(encode(fine)) == [fine]
+    error = FrameReader().feed(encode(("error", 2, QueueFull("busy", retry_after=3))))[0][2]
+    assert isinstance(error, QueueFull) and error.retry_after == 3
+    for hostile in (("item", 1, _Outsider()), ("item", 1, os.system), ("item", 1, pytest.raises)):
+        with pytest.raises(pickle.UnpicklingError):
+            FrameReader().feed(encode(hostile))
+
+
+def test_a_plugins_own_error_arrives_as_the_nearest_lampstand_error() -> None:
+    from lampstand.plugins.errors import InvalidRequest
+    from lampstand.server.workers.child import transportable
+
+    class BadSampleRate(InvalidRequest):  # as a third-party plugin might define it
+        code = "bad_sample_rate"
+
+    sent = transportable(BadSampleRate("8 kHz is too low", param="file"))
+    received = FrameReader().feed(encode(("error", 1, sent)))[0][2]
+    assert type(received) is InvalidRequest
+    assert (received.message, received.param, received.status_code, received.code) == \
+        ("8 kHz is too low", "file", 400, "bad_sample_rate")

@@ -20,7 +20,7 @@ from .. import protocol as p
 from ..leases import Lease, keep_alive_of
 from ..model_pool import HostedModel, ModelPool
 
-__all__ = ["generate", "run_choices", "primed", "sse_frames", "sse", "new_id", "now", "sum_usage"]
+__all__ = ["generate", "admitted", "run_choices", "primed", "sse_frames", "sse", "new_id", "now", "sum_usage"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -50,12 +50,25 @@ async def generate(pool: ModelPool, hosted: HostedModel, keep_alive: str | float
     Errors up to the first chunk (bad input, load failure, full budget) raise here, so they
     are still HTTP errors; the lease is held until the returned iterator ends or is closed.
     """
-    lease = pool.admit(hosted, keep_alive_of(keep_alive))
-    try:
+    def start(lease: Lease) -> AsyncIterator[tuple[int, GenerationChunk]]:
         requests = build()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request", extra={"model": hosted.id, "requests": repr(requests)[:4000]})
-        return await primed(run_choices(lease, method, requests))
+        return run_choices(lease, method, requests)
+
+    return await admitted(pool, hosted, keep_alive, start)
+
+
+async def admitted(pool: ModelPool, hosted: HostedModel, keep_alive: str | float | None,
+                   start: Callable[[Lease], AsyncIterator[T]]) -> AsyncIterator[T]:
+    """Admit a request (429 before any work), then `start(lease)` and run it to its first item.
+
+    Errors up to the first item raise here; the lease is held until the returned iterator
+    ends or is closed, and given back at once if starting fails.
+    """
+    lease = pool.admit(hosted, keep_alive_of(keep_alive))
+    try:
+        return await primed(start(lease))
     except BaseException:
         lease.release()
         raise

@@ -7,14 +7,14 @@ CLI (which renders in-process transcripts the same way). Never touches a plugin.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from lampstand.plugins.languages import language_name
 from lampstand.plugins.types import TranscriptionInfo, TranscriptSegment
 
 from .. import protocol as p
 
-__all__ = ["render_transcript", "transcript_text", "srt", "vtt", "verbose", "MEDIA_TYPES"]
+__all__ = ["render_transcript", "transcript_text", "srt", "vtt", "verbose", "usage", "MEDIA_TYPES"]
 
 MEDIA_TYPES: dict[str, str] = {
     "json": "application/json",
@@ -87,6 +87,9 @@ def render_transcript(info: TranscriptionInfo, segments: Sequence[TranscriptSegm
     elif response_format == "json":
         body = p.Transcription(text=transcript_text(segments), usage=usage(info)).to_json()
     else:
-        body = {"text": lambda: transcript_text(segments) + "\n", "srt": lambda: srt(segments),
-                "vtt": lambda: vtt(segments)}[response_format]()
+        body = _PLAIN_TEXT[response_format](segments)
     return body, MEDIA_TYPES[response_format]
+
+
+_PLAIN_TEXT: dict[str, Callable[[Sequence[TranscriptSegment]], str]] = {
+    "text": lambda segments: transcript_text(segments) + "\n", "srt": srt, "vtt": vtt}

@@ -19,9 +19,9 @@ from lampstand.plugins.types import TranscriptionInfo, TranscriptionRequest, Tra
 
 from .. import protocol as p
 from ..config import ServerSettings
-from ..leases import Lease, keep_alive_of
+from ..leases import Lease
 from ..model_pool import ModelPool
-from .generation import primed, sse_frames
+from .generation import admitted, sse_frames
 from .transcript_cleanup import clean_segments
 from .transcript_formats import render_transcript, transcript_text, usage
 
@@ -51,13 +51,8 @@ async def create_transcription(pool: ModelPool, settings: ServerSettings, form: 
                                task: Task) -> TranscriptBody | AsyncIterator[str]:
     """The transcript as (body, media type), or SSE frames when `stream` is set."""
     hosted = pool.require(form.model, _CAPABILITY[task])
-    lease = pool.admit(hosted, keep_alive_of(None))
-    try:
-        request = _request(form, audio, task)
-        items = await primed(_transcribe(lease, request))
-    except BaseException:
-        lease.release()
-        raise
+    request = _request(form, audio, task)  # checks fields only; the audio is decoded in the worker
+    items = await admitted(pool, hosted, None, lambda lease: _transcribe(lease, request))
     if form.stream:
         return sse_frames(_deltas(items))
     info, segments = await _collect(items)

@@ -39,10 +39,20 @@ log = logging.getLogger("lampstand.worker")
 
 
 def transportable(exc: BaseException) -> LampstandError:
-    """An error that pickles and keeps its meaning: ours as they are, others as a 500."""
-    if isinstance(exc, LampstandError):
+    """An error the API process accepts (frames.py), keeping its meaning.
+
+    Ours go as they are; a plugin's own subclass of one of ours goes as the nearest class
+    of ours, with its message, param, code and status; anything else is a 500.
+    """
+    if not isinstance(exc, LampstandError):
+        return LampstandError(f"{type(exc).__name__}: {exc}")
+    own = next(c for c in type(exc).__mro__ if c.__module__.startswith("lampstand."))
+    if own is type(exc):
         return exc
-    return LampstandError(f"{type(exc).__name__}: {exc}")
+    copy = own.__new__(own)
+    copy.args, copy.__dict__ = exc.args, dict(exc.__dict__)
+    copy.status_code, copy.error_type, copy.code = exc.status_code, exc.error_type, exc.code  # class-level there
+    return copy
 
 
 class _Server:
