@@ -26,6 +26,8 @@ from .types import (
     CompletionRequest,
     EmbeddingResult,
     GenerationChunk,
+    RerankRequest,
+    RerankResult,
     TranscriptionInfo,
     TranscriptionRequest,
     TranscriptSegment,
@@ -40,6 +42,7 @@ __all__ = [
     "ChatModel",
     "CompletionModel",
     "Embedder",
+    "Reranker",
     "Transcriber",
 ]
 
@@ -146,6 +149,14 @@ class Embedder(ABC):
     @abstractmethod
     def embed(self, inputs: Sequence[str | Sequence[int]]) -> EmbeddingResult:
         """Embed a batch in one call."""
+
+
+class Reranker(ABC):
+    """Capability `rerank`: how relevant each document is to a query (a cross-encoder)."""
+
+    @abstractmethod
+    def rerank(self, request: RerankRequest) -> RerankResult:
+        """Score every document of the request in one call, in input order."""
 
 
 class Transcriber(ABC):

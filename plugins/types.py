@@ -24,6 +24,8 @@ __all__ = [
     "Usage",
     "GenerationChunk",
     "EmbeddingResult",
+    "RerankRequest",
+    "RerankResult",
     "FinishReason",
     "TranscriptionRequest",
     "TranscriptionInfo",
@@ -178,6 +180,27 @@ class EmbeddingResult:
     """One vector per input, in input order, and the tokens each input took."""
 
     vectors: list[list[float]]
+    token_counts: list[int]
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(self.token_counts)
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """Score each document's relevance to the query (a cross-encoder reads each pair whole)."""
+
+    query: str
+    documents: tuple[str, ...]
+
+
+@dataclass
+class RerankResult:
+    """One relevance score per document, in input order (higher is more relevant), and the
+    tokens each (query, document) pair took."""
+
+    scores: list[float]
     token_counts: list[int]
 
     @property

@@ -16,7 +16,7 @@ from pydantic_core import PydanticUndefined
 __all__ = [
     "ChatCompletionRequest", "CompletionRequest", "EmbeddingRequest",
     "ChatCompletion", "ChatCompletionChunk", "Completion", "CompletionChunk",
-    "EmbeddingResponse", "ModelCard", "ModelList", "UsageInfo", "ErrorResponse",
+    "EmbeddingResponse", "RerankRequest", "RerankResponse", "RerankResultOut", "ModelCard", "ModelList", "UsageInfo", "ErrorResponse",
     "AudioForm", "AudioFormat", "Transcription", "TranscriptionVerbose", "TranscriptionSegmentOut",
     "TranscriptionWordOut", "TranscriptTextDelta", "TranscriptTextDone", "AudioUsage",
 ]
@@ -289,6 +289,39 @@ class Completion(Response):
 
 
 CompletionChunk = Completion  # OpenAI streams completions with the same object shape
+
+
+class RerankRequest(Request):
+    """POST /v1/rerank (the shape llama.cpp, vLLM and Jina use)."""
+
+    model: str
+    query: str = Field(min_length=1)
+    documents: list[str] = Field(min_length=1)
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = True
+    keep_alive: str | float | None = Field(None, description='how long the model stays loaded after this request')
+
+
+class RerankDocument(Response):
+    text: str
+
+
+class RerankResultOut(Response):
+    index: int
+    relevance_score: float
+    document: RerankDocument | None = None
+
+
+class RerankUsage(Response):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class RerankResponse(Response):
+    id: str
+    model: str
+    results: list[RerankResultOut]
+    usage: RerankUsage
 
 
 class EmbeddingData(Response):

@@ -11,7 +11,7 @@ from lampstand.plugins.contract import Footprint, Plugin
 __all__ = ["WorkerSpec", "LoadedInfo", "CALLABLE_METHODS"]
 
 # Plugin methods a worker runs on request: one per capability interface, plus health.
-CALLABLE_METHODS = frozenset({"chat", "complete", "embed", "transcribe", "health"})
+CALLABLE_METHODS = frozenset({"chat", "complete", "embed", "rerank", "transcribe", "health"})
 
 
 @dataclass(frozen=True)
