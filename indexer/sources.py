@@ -19,6 +19,9 @@ Rules, in the order they are applied:
   files that are not valid UTF-8, unreadable files, and files already yielded under another
   path (overlapping roots) are skipped.
 
+`SourceRules` applies the same rules to one path at a time, for callers that learn about
+files one by one (watch mode): whether a walk would pick a path, and loading it if so.
+
 This module reads files and never chunks, embeds or stores them.
 """
 
@@ -43,8 +46,10 @@ __all__ = [
     "SkipReason",
     "SourceFile",
     "SourceOptions",
+    "SourceRules",
     "SourceScan",
     "file_type",
+    "is_candidate",
     "iter_sources",
     "scan_sources",
 ]
@@ -174,6 +179,35 @@ class _Ignore:
         return self.spec.check_file(rel[len(self.prefix) :]).include
 
 
+def _spec(lines: Iterable[str]) -> GitIgnoreSpec:
+    return GitIgnoreSpec.from_lines(list(lines))
+
+
+@dataclass(frozen=True)
+class _Globs:
+    """The options' rules that look at a root-relative path alone: ignores, excludes, includes."""
+
+    options: SourceOptions
+    include: GitIgnoreSpec | None
+    exclude: GitIgnoreSpec
+
+    @classmethod
+    def of(cls, options: SourceOptions) -> _Globs:
+        include = _spec(options.include) if options.include else None
+        return cls(options, include, _spec(options.exclude))
+
+    def reason(self, rel: str, ignores: list[_Ignore], *, is_dir: bool) -> SkipReason | None:
+        """Why `rel` is ignored, excluded or (a file) not included; None if it is wanted."""
+        key = rel + "/" if is_dir else rel
+        if self.options.use_gitignore and _is_ignored(ignores, key):
+            return SkipReason.GITIGNORED
+        if self.exclude.match_file(key):
+            return SkipReason.EXCLUDED
+        if not is_dir and self.include is not None and not self.include.match_file(rel):
+            return SkipReason.NOT_INCLUDED
+        return None
+
+
 @dataclass
 class _Walk:
     """The state of one root's walk."""
@@ -183,12 +217,7 @@ class _Walk:
     options: SourceOptions
     skipped: SkipCounts
     seen: set[Path]
-    include: GitIgnoreSpec | None
-    exclude: GitIgnoreSpec
-
-
-def _spec(lines: Iterable[str]) -> GitIgnoreSpec:
-    return GitIgnoreSpec.from_lines(list(lines))
+    globs: _Globs
 
 
 def _read_ignore(folder: Path, prefix: str) -> _Ignore | None:
@@ -211,31 +240,29 @@ def _is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def _symlink_reason(path: str, real_root: Path, *, is_dir: bool) -> SkipReason | None:
+    """Why a symlink is passed over: a folder link is never entered, a file link may not leave."""
+    inside = _is_within(Path(path).resolve(), real_root)
+    if is_dir:
+        return SkipReason.DUPLICATE if inside else SkipReason.SYMLINK_OUTSIDE
+    return None if inside else SkipReason.SYMLINK_OUTSIDE
+
+
 def _pruned_dir_reason(walk: _Walk, entry: os.DirEntry[str], rel: str,
                        ignores: list[_Ignore]) -> SkipReason | None:
     if entry.is_symlink():
-        target = Path(entry.path).resolve()
-        inside = _is_within(target, walk.real_root)
-        return SkipReason.DUPLICATE if inside else SkipReason.SYMLINK_OUTSIDE
-    if walk.options.use_gitignore and _is_ignored(ignores, rel + "/"):
-        return SkipReason.GITIGNORED
-    if walk.exclude.match_file(rel + "/"):
-        return SkipReason.EXCLUDED
-    return None
+        return _symlink_reason(entry.path, walk.real_root, is_dir=True)
+    return walk.globs.reason(rel, ignores, is_dir=True)
 
 
 def _selection_reason(walk: _Walk, entry: os.DirEntry[str], rel: str,
                       ignores: list[_Ignore]) -> SkipReason | None:
     """Why a file is not wanted, judged by its name and place alone."""
-    if entry.is_symlink() and not _is_within(Path(entry.path).resolve(), walk.real_root):
-        return SkipReason.SYMLINK_OUTSIDE
-    if walk.options.use_gitignore and _is_ignored(ignores, rel):
-        return SkipReason.GITIGNORED
-    if walk.exclude.match_file(rel):
-        return SkipReason.EXCLUDED
-    if walk.include is not None and not walk.include.match_file(rel):
-        return SkipReason.NOT_INCLUDED
-    return None
+    if entry.is_symlink():
+        reason = _symlink_reason(entry.path, walk.real_root, is_dir=False)
+        if reason is not None:
+            return reason
+    return walk.globs.reason(rel, ignores, is_dir=False)
 
 
 def _decode(data: bytes) -> str | SkipReason:
@@ -341,13 +368,12 @@ def iter_sources(
     """
     options = options or SourceOptions()
     counts = skipped if skipped is not None else SkipCounts()
-    include = _spec(options.include) if options.include else None
-    exclude = _spec(options.exclude)
+    globs = _Globs.of(options)
     seen: set[Path] = set()
     for root in roots:
         root_path = Path(root).expanduser().absolute()
         folder = root_path.parent if root_path.is_file() else root_path
-        walk = _Walk(folder, folder.resolve(), options, counts, seen, include, exclude)
+        walk = _Walk(folder, folder.resolve(), options, counts, seen, globs)
         if root_path.is_file():
             yield from _named_file(walk, root_path)
         else:
@@ -361,3 +387,94 @@ def scan_sources(
     skipped = SkipCounts()
     files = list(iter_sources(roots, options, skipped))
     return SourceScan(files, skipped)
+
+
+class SourceRules:
+    """The walk's rules for one root folder, applied to one path at a time.
+
+    For callers that hear about files one by one (watch mode): `skip_reason` says why a walk
+    of the root would pass over a path by its name and place alone (hidden names, symlinks
+    while the path still exists, `.gitignore` files from the root down, exclude and include
+    globs, the extension), so it also answers for paths that were just deleted; `load`
+    reads a path with the walk's content checks as well. `.gitignore` files are read once
+    and kept: call `forget_ignores` after one changes.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], options: SourceOptions | None = None) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.options = options or SourceOptions()
+        self._real_root = self.root.resolve()
+        self._globs = _Globs.of(self.options)
+        self._ignores: dict[str, _Ignore | None] = {}
+
+    def relative(self, path: str | os.PathLike[str]) -> str:
+        """`path` relative to the root, `/`-separated; ValueError unless it lies below it."""
+        rel = Path(path).expanduser().absolute().relative_to(self.root)
+        if not rel.parts:
+            raise ValueError(f"{path} is the root itself, not a path below it")
+        return rel.as_posix()
+
+    def skip_reason(self, path: str | os.PathLike[str], *, is_dir: bool = False) -> SkipReason | None:
+        """Why a walk would not pick `path` (or, with `is_dir`, not enter it); None if it would.
+
+        Content is not looked at: a picked file may still be too large, binary or not UTF-8.
+        """
+        parts = self.relative(path).split("/")
+        ignores: list[_Ignore] = []
+        for depth, name in enumerate(parts):
+            ignores = self._with_ignore("".join(p + "/" for p in parts[:depth]), ignores)
+            folder = is_dir or depth < len(parts) - 1
+            reason = self._entry_reason(name, "/".join(parts[: depth + 1]), ignores, folder)
+            if reason is not None:
+                return reason
+        if not is_dir and file_type(parts[-1]) is None:
+            return SkipReason.UNKNOWN_TYPE
+        return None
+
+    def load(self, path: str | os.PathLike[str]) -> SourceFile | SkipReason:
+        """The file at `path` as a walk of the root would yield it, or why it would not."""
+        reason = self.skip_reason(path)
+        if reason is not None:
+            return reason
+        rel = self.relative(path)
+        full = self.root / rel
+        if not full.is_file():  # gone, a broken symlink, or a fifo that must not be read
+            return SkipReason.UNKNOWN_TYPE if full.exists() else SkipReason.UNREADABLE
+        ftype = file_type(full.name)
+        if ftype is None:
+            return SkipReason.UNKNOWN_TYPE
+        walk = _Walk(self.root, self._real_root, self.options, SkipCounts(), set(), self._globs)
+        return _load(walk, full, rel, ftype)
+
+    def forget_ignores(self) -> None:
+        """Drop the `.gitignore` files read so far; they are read again when next needed."""
+        self._ignores.clear()
+
+    def _with_ignore(self, prefix: str, ignores: list[_Ignore]) -> list[_Ignore]:
+        """`ignores` plus the `.gitignore` of the folder at `prefix`, if it has one."""
+        if not self.options.use_gitignore:
+            return ignores
+        if prefix not in self._ignores:
+            self._ignores[prefix] = _read_ignore(self.root / prefix, prefix)
+        here = self._ignores[prefix]
+        return ignores + [here] if here else ignores
+
+    def _entry_reason(self, name: str, rel: str, ignores: list[_Ignore],
+                      is_dir: bool) -> SkipReason | None:
+        if name.startswith(".") and not self.options.include_hidden:
+            return SkipReason.HIDDEN
+        full = self.root / rel
+        if full.is_symlink():
+            reason = _symlink_reason(str(full), self._real_root, is_dir=is_dir)
+            if reason is not None:
+                return reason
+        return self._globs.reason(rel, ignores, is_dir=is_dir)
+
+
+def is_candidate(
+    root: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    options: SourceOptions | None = None,
+) -> bool:
+    """Whether a walk of `root` would pick `path` by its name and place (see `SourceRules`)."""
+    return SourceRules(root, options).skip_reason(path) is None

@@ -10,8 +10,11 @@ import pytest
 from lampstand.indexer.sources import (
     SkipCounts,
     SkipReason,
+    SourceFile,
     SourceOptions,
+    SourceRules,
     file_type,
+    is_candidate,
     iter_sources,
     scan_sources,
 )
@@ -253,3 +256,87 @@ def test_a_missing_root_is_counted_not_raised(tmp_path: Path) -> None:
     scan = scan_sources([tmp_path / "nowhere"])
     assert scan.files == []
     assert dict(scan.skipped.dirs) == {SkipReason.UNREADABLE: 1}
+
+
+# -- one path at a time ------------------------------------------------------------------
+
+
+def all_files(root: Path) -> list[Path]:
+    """Every file and file symlink under `root`, entering every folder but symlinked ones."""
+    found = []
+    for folder, dirs, names in os.walk(root):
+        found += [Path(folder, n) for n in names]
+        found += [Path(folder, d) for d in dirs if Path(folder, d).is_symlink()]
+    return sorted(found)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [OPTIONS, SourceOptions(include=("*.md", "src/"), max_bytes=1000),
+     SourceOptions(exclude=("sub/", "*.js"), use_gitignore=False, max_bytes=1000),
+     SourceOptions(include_hidden=True, max_bytes=1000)],
+    ids=["default", "include", "exclude-no-gitignore", "hidden"],
+)
+def test_path_rules_agree_with_the_walk(tree: Path, options: SourceOptions) -> None:
+    rules = SourceRules(tree, options)
+    loaded = [rules.load(p) for p in all_files(tree)]
+    picked = [f.rel_path for f in loaded if isinstance(f, SourceFile)]
+    assert picked == [f.rel_path for f in scan_sources([tree], options).files]
+    walked = {f.rel_path: f for f in iter_sources([tree], options)}
+    assert all(walked[f.rel_path] == f for f in loaded if isinstance(f, SourceFile))
+
+
+@pytest.mark.parametrize(
+    ("rel", "is_dir", "reason"),
+    [
+        ("notes/a.md", False, None),
+        ("notes/new/deep.md", False, None),  # does not exist yet: judged by name and place
+        ("src/gone.py", False, None),
+        (".hidden.md", False, SkipReason.HIDDEN),
+        ("notes/.draft.md", False, SkipReason.HIDDEN),
+        (".git/x.md", False, SkipReason.HIDDEN),  # below a hidden folder
+        ("build/out.py", False, SkipReason.GITIGNORED),  # below an ignored folder
+        ("build", True, SkipReason.GITIGNORED),
+        ("debug.log", False, SkipReason.GITIGNORED),
+        ("sub/keep.txt", False, None),  # re-included by the deeper .gitignore
+        ("sub/deeper/local_x.py", False, SkipReason.GITIGNORED),
+        ("image.png", False, SkipReason.UNKNOWN_TYPE),
+        ("Makefile", False, SkipReason.UNKNOWN_TYPE),
+        ("src", True, None),
+        ("link_out.md", False, SkipReason.SYMLINK_OUTSIDE),
+        ("dir_out/far.md", False, SkipReason.SYMLINK_OUTSIDE),
+        ("src_alias/app.py", False, SkipReason.DUPLICATE),  # reached through its real path
+        ("src_alias", True, SkipReason.DUPLICATE),
+    ],
+)
+def test_path_skip_reasons(tree: Path, rel: str, is_dir: bool, reason: SkipReason | None) -> None:
+    assert SourceRules(tree, OPTIONS).skip_reason(tree / rel, is_dir=is_dir) == reason
+    if not is_dir:
+        assert is_candidate(tree, tree / rel, OPTIONS) is (reason is None)
+
+
+def test_loading_one_path_checks_content_too(tree: Path) -> None:
+    rules = SourceRules(tree, OPTIONS)
+    assert rules.load(tree / "big.md") == SkipReason.TOO_LARGE
+    assert rules.load(tree / "data.py") == SkipReason.BINARY
+    assert rules.load(tree / "notes" / "gone.md") == SkipReason.UNREADABLE
+    os.mkfifo(tree / "pipe.md")
+    assert rules.load(tree / "pipe.md") == SkipReason.UNKNOWN_TYPE  # never opened
+    app = rules.load(tree / "src" / "app.py")
+    assert isinstance(app, SourceFile) and (app.rel_path, app.root) == ("src/app.py", tree)
+
+
+def test_paths_outside_the_root_are_refused(tree: Path) -> None:
+    rules = SourceRules(tree)
+    for path in (tree.parent / "outside" / "far.md", tree):
+        with pytest.raises(ValueError):
+            rules.skip_reason(path)
+
+
+def test_ignore_files_are_kept_until_forgotten(tree: Path) -> None:
+    rules = SourceRules(tree, OPTIONS)
+    assert rules.skip_reason(tree / "notes" / "a.md") is None
+    write(tree, "notes/.gitignore", "a.md\n")
+    assert rules.skip_reason(tree / "notes" / "a.md") is None  # the old answer, cached
+    rules.forget_ignores()
+    assert rules.skip_reason(tree / "notes" / "a.md") == SkipReason.GITIGNORED
