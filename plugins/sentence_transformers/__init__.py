@@ -1,4 +1,4 @@
-"""The `sentence_transformers` plugin: embedding models (torch imported only on load)."""
+"""The `sentence_transformers` plugin: embedding models and cross-encoders (torch imported only on load)."""
 
 from .plugin import SentenceTransformersPlugin
 

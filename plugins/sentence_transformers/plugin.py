@@ -1,4 +1,6 @@
-"""The `sentence_transformers` plugin: embedding models from a local folder or HF repo.
+"""The `sentence_transformers` plugin: embedding models and cross-encoders (rerankers) from a
+local folder or HF repo. Option `task` (or, on "auto", the folder's config.json) picks which
+one a model is; the cross-encoder side lives in `cross_encoder`.
 
 `sentence_transformers` and `torch` are imported only inside `load`.
 """
@@ -10,10 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lampstand.plugins.contract import Capability, Embedder, Footprint, Plugin
-from lampstand.plugins.errors import InvalidRequest, ModelUnavailable
-from lampstand.plugins.types import EmbeddingResult
+from lampstand.plugins.contract import Capability, Embedder, Footprint, Plugin, Reranker
+from lampstand.plugins.errors import CapabilityMissing, InvalidRequest, ModelUnavailable
+from lampstand.plugins.types import EmbeddingResult, RerankRequest, RerankResult
 
+from .cross_encoder import Task, load_cross_encoder, score_pairs, task_of
 from .options import SentenceTransformersOptions
 
 __all__ = ["SentenceTransformersPlugin"]
@@ -27,8 +30,8 @@ def _weights_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*" + WEIGHT_SUFFIX))
 
 
-class SentenceTransformersPlugin(Plugin, Embedder):
-    """One sentence-transformers embedding model."""
+class SentenceTransformersPlugin(Plugin, Embedder, Reranker):
+    """One sentence-transformers embedding model or cross-encoder."""
 
     name = "sentence_transformers"
     Options = SentenceTransformersOptions
@@ -38,9 +41,10 @@ class SentenceTransformersPlugin(Plugin, Embedder):
         super().__init__(*args, **kwargs)
         self._model: Any = None
         self._device = "cpu"
+        self.task: Task = task_of(self.path, self.options.task)
 
     def capabilities(self) -> frozenset[Capability]:
-        return frozenset({Capability.EMBEDDINGS})
+        return frozenset({Capability.RERANK if self.task == "rerank" else Capability.EMBEDDINGS})
 
     def estimate_footprint(self) -> Footprint:
         size = _weights_bytes(self.path) + ACTIVATION_BYTES + RUNTIME_BYTES
@@ -72,6 +76,9 @@ class SentenceTransformersPlugin(Plugin, Embedder):
         if self.path.is_dir() and not _weights_bytes(self.path):
             raise ModelUnavailable(f"{self.path.name} has no .safetensors weights; pickled weights are never loaded")
         self._device = self._pick_device()
+        if self.task == "rerank":
+            self._model = load_cross_encoder(self.path, self._device, self.options)
+            return
         try:
             self._model = SentenceTransformer(
                 str(self.path), device=self._device, local_files_only=True,
@@ -93,14 +100,26 @@ class SentenceTransformersPlugin(Plugin, Embedder):
     def context_length(self) -> int | None:
         return int(self._model.max_seq_length) if self._model is not None else None
 
+    def _loaded_for(self, task: Task) -> Any:
+        """The model, which must have been loaded for `task` (a hub model's folder may only
+        show what it is once downloaded, after its capabilities were declared)."""
+        if self.task != task:
+            raise CapabilityMissing(f"model {self.model_id!r} is loaded for {self.task}; "
+                                    f'set task = "{task}" in its configuration to serve {task}', param="model")
+        return self._model
+
+    def rerank(self, request: RerankRequest) -> RerankResult:
+        return score_pairs(self._loaded_for("rerank"), request, self.options.batch_size)
+
     def embed(self, inputs: Sequence[str | Sequence[int]]) -> EmbeddingResult:
-        tokenizer = self._model.tokenizer
+        model = self._loaded_for("embeddings")
+        tokenizer = model.tokenizer
         texts = [item if isinstance(item, str) else self._decode_ids(item) for item in inputs]
-        vectors = self._model.encode(
+        vectors = model.encode(
             texts, batch_size=self.options.batch_size, normalize_embeddings=self.options.normalize,
             convert_to_numpy=True, show_progress_bar=False,
         )
-        limit = self._model.max_seq_length
+        limit = model.max_seq_length
         counts = [min(len(ids), limit) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
         return EmbeddingResult(vectors=vectors.tolist(), token_counts=counts)
 
