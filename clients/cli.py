@@ -20,32 +20,18 @@ from lampstand.plugins.errors import ConfigError, LampstandError
 
 from .admin import AdminClient
 from .chat import chat_in_process, chat_over_http
+from .index_cli import ask_command, index_app
+from .options import DEFAULT_URL, ConfigOption, JsonOption, KeyOption, UrlOption, fail, load_cli_settings
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(help="lampstand: a local OpenAI-compatible server for LLMs, embeddings and more.",
                   no_args_is_help=True, add_completion=False)
+app.add_typer(index_app, name="index")
+app.command("ask")(ask_command)
 
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="lampstand.toml (default: $LAMPSTAND_CONFIG)")]
-JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-UrlOption = Annotated[str, typer.Option(envvar="LAMPSTAND_URL", help="server to ask")]
-KeyOption = Annotated[Optional[str], typer.Option(envvar="LAMPSTAND_API_KEY", help="bearer key")]
-DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-def _settings(config: Path | None, **server_overrides: object):  # type: ignore[no-untyped-def]
-    from lampstand.server.config import load_settings
-
-    settings = load_settings(config)
-    updates = {k: v for k, v in server_overrides.items() if v is not None}
-    if updates:
-        settings.server = settings.server.model_copy(update=updates)
-    return settings
-
-
-def _fail(exc: LampstandError) -> None:
-    typer.echo(f"error: {exc.message}", err=True)
-    raise typer.Exit(2)
+_settings = load_cli_settings
+_fail = fail
 
 
 @app.command()

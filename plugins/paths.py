@@ -20,7 +20,7 @@ from pathlib import Path, PurePath
 
 from .errors import PathNotAllowed
 
-__all__ = ["confine"]
+__all__ = ["confine", "confine_absolute"]
 
 _QUOTE_CHARS = 200
 _KINDS = {
@@ -55,6 +55,30 @@ def confine(user_path: str, roots: Sequence[Path], *, allow_dirs: bool = False) 
         _require_kind(user_path, found, allow_dirs)
         return found
     raise PathNotAllowed(f"path {_quote(user_path)} was not found under the model roots")
+
+
+def confine_absolute(user_path: str, roots: Sequence[Path], what: str = "source roots") -> Path:
+    """The resolved absolute `user_path` (a file or a directory), which must lie inside a root.
+
+    For paths a user names on their own machine (a folder to index): absolute, or starting
+    with `~`, is expected here. Raises `PathNotAllowed` (400) when it is missing, outside every
+    root (symlinks followed), or a special file.
+    """
+    if not user_path or "\0" in user_path:
+        raise PathNotAllowed(f"path {_quote(user_path)} is empty or contains a NUL byte")
+    path = Path(user_path).expanduser()
+    if not path.is_absolute():
+        raise PathNotAllowed(f"path {_quote(user_path)} is relative; name an absolute path")
+    try:
+        found = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        raise PathNotAllowed(f"path {_quote(user_path)} cannot be resolved") from None
+    if not any(found.is_relative_to(Path(root).resolve()) for root in roots):  # before any existence check
+        raise PathNotAllowed(f"path {_quote(user_path)} is outside the configured {what}")
+    if not found.exists():
+        raise PathNotAllowed(f"path {_quote(user_path)} was not found")
+    _require_kind(user_path, found, allow_dirs=True)
+    return found
 
 
 def _quote(user_path: str) -> str:

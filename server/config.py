@@ -19,7 +19,7 @@ from lampstand.plugins.sources import BUNDLED_MODELS, bundled_path
 
 from .memory import parse_duration, parse_size
 
-__all__ = ["ServerSettings", "MemorySettings", "ModelConfig", "Settings", "load_settings", "CONFIG_ENV"]
+__all__ = ["ServerSettings", "MemorySettings", "IndexSettings", "ModelConfig", "Settings", "load_settings", "CONFIG_ENV"]
 
 CONFIG_ENV = "LAMPSTAND_CONFIG"
 MODEL_KEYS = {"id", "plugin", "path", "hf", "file", "aliases", "preload", "pinned", "keep_alive",
@@ -80,6 +80,40 @@ class MemorySettings(BaseModel):
         return self
 
 
+def default_data_dir() -> Path:
+    """Where lampstand keeps what it builds: `$XDG_DATA_HOME/lampstand` (~/.local/share/lampstand)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "lampstand"
+
+
+class IndexSettings(BaseModel):
+    """`[indexes]`: where search indexes live, what the API may index, and retrieval defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: Path = Field(default_factory=lambda: default_data_dir() / "indexes",
+                      description="one folder per index (its definition and its store)")
+    source_roots: list[Path] = Field(default_factory=lambda: [Path.home()],
+                                     description="folders an index created through the API may read")
+    embedding_model: str | None = Field(None, description="default: the first embeddings model")
+    reranker_model: str | None = Field(None, description="default: the first rerank model, if any")
+    chat_model: str | None = Field(None, description="answers rag queries (default: the first chat model)")
+    store: Literal["faiss", "qdrant"] = "faiss"
+    qdrant_url: str | None = Field(None, description="a Qdrant server for store = \"qdrant\" (default: embedded)")
+    max_file_bytes: int = Field(2 * 1024 * 1024, gt=0, description="larger source files are skipped")
+    top_k: int = Field(5, ge=1, description="chunks a search or rag query returns by default")
+    max_top_k: int = Field(100, ge=1)
+    rerank_candidates: int = Field(30, ge=1, description="chunks the reranker rescores per query")
+    max_query_chars: int = Field(4096, gt=0)
+    rag_max_context_tokens: int = Field(1536, gt=0, description="source text a rag prompt may quote")
+
+    @model_validator(mode="after")
+    def _absolute(self) -> IndexSettings:
+        self.dir = self.dir.expanduser()
+        self.source_roots = [root.expanduser().resolve() for root in self.source_roots]
+        return self
+
+
 class ModelConfig(BaseModel):
     """`[[models]]`: one served model. Keys beyond the common ones are plugin options."""
 
@@ -124,6 +158,7 @@ class Settings(BaseSettings):
 
     server: ServerSettings = ServerSettings()
     memory: MemorySettings = MemorySettings()
+    indexes: IndexSettings = Field(default_factory=IndexSettings)
     models: list[ModelConfig] = Field(default_factory=lambda: default_models())
 
     @classmethod

@@ -184,6 +184,15 @@ class ModelPool:
             )
         return hosted
 
+    def pick(self, configured: str | None, capability: Capability, purpose: str) -> HostedModel:
+        """The configured model for `purpose`, else the first model with `capability`."""
+        if configured:
+            return self.require(configured, capability)
+        for hosted in self.models.values():
+            if capability in hosted.capabilities:
+                return hosted
+        raise ModelNotFound(f"{purpose} needs a model with capability {capability.value}; none is configured")
+
     def admit(self, hosted: HostedModel, keep_alive: float | None | str = DEFAULT) -> Lease:
         """A place in the model's queue, or 429/503 now, before any work is done."""
         if self.draining:

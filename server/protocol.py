@@ -19,6 +19,9 @@ __all__ = [
     "EmbeddingResponse", "RerankRequest", "RerankResponse", "RerankResultOut", "ModelCard", "ModelList", "UsageInfo", "ErrorResponse",
     "AudioForm", "AudioFormat", "Transcription", "TranscriptionVerbose", "TranscriptionSegmentOut",
     "TranscriptionWordOut", "TranscriptTextDelta", "TranscriptTextDone", "AudioUsage",
+    "IndexFilters", "IndexCreateRequest", "IndexUpdateRequest", "IndexJob", "IndexCard", "IndexList",
+    "IndexDeleted", "IndexSearchRequest", "SearchResult", "SearchResponse",
+    "RagQueryRequest", "RagSource", "RagAnswer", "RagAnswerChunk",
 ]
 
 
@@ -239,6 +242,8 @@ class ChatCompletion(Response):
     system_fingerprint: str | None = None
     choices: list[ChatChoice]
     usage: UsageInfo
+    # -- lampstand extensions: what a rag: model answered from --
+    sources: list[RagSource] | None = None
 
 
 class ChatDelta(Response):
@@ -262,6 +267,8 @@ class ChatCompletionChunk(Response):
     system_fingerprint: str | None = None
     choices: list[ChatChunkChoice]
     usage: UsageInfo | None = None
+    # -- lampstand extensions: what a rag: model answers from (first chunk) --
+    sources: list[RagSource] | None = None
 
 
 class CompletionLogprobs(Response):
@@ -410,6 +417,170 @@ class TranscriptTextDone(Response):
     type: Literal["transcript.text.done"] = "transcript.text.done"
     text: str
     usage: AudioUsage | None = None
+
+
+# -- indexes, search and rag: lampstand's own API --------------------------------------------
+
+IndexName = Annotated[str, Field(min_length=1, max_length=64)]
+SearchModeName = Literal["dense", "lexical", "hybrid"]
+
+
+class IndexFilters(Request):
+    """Which chunks may match: a glob on the indexed path (SQLite GLOB rules) and a language."""
+
+    path_glob: str | None = Field(None, max_length=1024)
+    language: str | None = Field(None, max_length=64)
+
+
+class IndexCreateRequest(Request):
+    """POST /v1/indexes."""
+
+    name: IndexName
+    paths: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(min_length=1, max_length=64)
+    include: list[Annotated[str, Field(max_length=1024)]] = Field([], max_length=256)
+    exclude: list[Annotated[str, Field(max_length=1024)]] = Field([], max_length=256)
+    store: Literal["faiss", "qdrant"] | None = None
+    wait: bool = Field(False, description="answer when indexing has finished, not when it starts")
+
+
+class IndexUpdateRequest(Request):
+    """POST /v1/indexes/{name}/update."""
+
+    rebuild: bool = Field(False, description="drop the vectors and embed everything again")
+    wait: bool = False
+
+
+class IndexJob(Response):
+    """The last indexing run of an index, running or finished."""
+
+    status: Literal["running", "succeeded", "failed", "cancelled"]
+    phase: str
+    files_seen: int
+    files_total: int
+    files_done: int
+    files_unchanged: int
+    files_deleted: int
+    chunks_added: int
+    chunks_removed: int
+    embeddings_per_second: float
+    seconds: float
+    started_at: int
+    finished_at: int | None = None
+    error: str | None = None
+    skipped: dict[str, dict[str, int]] = {}
+
+
+class IndexCard(Response):
+    id: str
+    object: Literal["index"] = "index"
+    created: int
+    paths: list[str]
+    include: list[str]
+    exclude: list[str]
+    store: str
+    status: Literal["empty", "indexing", "ready", "failed"]
+    embedding_model: str | None = None
+    chunks: int = 0
+    files: int = 0
+    generation: int = 0
+    job: IndexJob | None = None
+
+
+class IndexList(Response):
+    object: Literal["list"] = "list"
+    data: list[IndexCard]
+
+
+class IndexDeleted(Response):
+    id: str
+    object: Literal["index.deleted"] = "index.deleted"
+    deleted: bool = True
+
+
+class IndexSearchRequest(Request):
+    """POST /v1/indexes/{name}/search."""
+
+    query: str = Field(min_length=1)
+    top_k: int | None = Field(None, ge=1)
+    mode: SearchModeName = "hybrid"
+    rerank: bool = False
+    filters: IndexFilters | None = None
+
+
+class SearchResult(Response):
+    object: Literal["search.result"] = "search.result"
+    rank: int
+    score: float
+    path: str
+    start_line: int
+    end_line: int
+    language: str
+    kind: str
+    context: list[str]
+    text: str
+    chunk_id: str
+
+
+class SearchResponse(Response):
+    object: Literal["list"] = "list"
+    index: str
+    mode: SearchModeName
+    reranked: bool
+    data: list[SearchResult]
+
+
+class RagQueryRequest(Request):
+    """POST /v1/rag/query."""
+
+    index: IndexName
+    query: str = Field(min_length=1)
+    model: str | None = None
+    top_k: int | None = Field(None, ge=1)
+    mode: SearchModeName = "hybrid"
+    rerank: bool = False
+    filters: IndexFilters | None = None
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
+
+
+class RagSource(Response):
+    """One retrieved chunk an answer may cite as `[id]`."""
+
+    id: int
+    path: str
+    start_line: int
+    end_line: int
+    score: float
+    text: str | None = None
+
+
+class RagAnswer(Response):
+    id: str
+    object: Literal["rag.answer"] = "rag.answer"
+    created: int
+    model: str
+    index: str
+    answer: str
+    sources: list[RagSource]
+    citations: list[int]
+    usage: UsageInfo
+
+
+class RagAnswerChunk(Response):
+    """A streamed piece of an answer: `sources` come first, `citations` and `usage` last."""
+
+    id: str
+    object: Literal["rag.answer.chunk"] = "rag.answer.chunk"
+    created: int
+    model: str
+    index: str
+    delta: str = ""
+    sources: list[RagSource] | None = None
+    citations: list[int] | None = None
+    finish_reason: str | None = None
+    usage: UsageInfo | None = None
 
 
 class FootprintBytes(Response):

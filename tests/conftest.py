@@ -95,7 +95,7 @@ def start_server(tmp: Path, config: str, env: dict[str, str] | None = None) -> R
     process = subprocess.Popen(
         [sys.executable, "-m", "lampstand.clients", "serve", "--config", str(config_path), "--port", str(port)],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "XDG_DATA_HOME": str(tmp / "data"), **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

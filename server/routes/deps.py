@@ -11,6 +11,7 @@ from lampstand.plugins.registry import PluginRegistry
 from ..config import Settings
 from ..model_pool import ModelPool
 from ..serving.embeddings import EmbeddingBatcher
+from ..serving.indexes import IndexService
 
 __all__ = ["ServerState", "get_state"]
 
@@ -23,7 +24,11 @@ class ServerState:
     registry: PluginRegistry
     pool: ModelPool
     batchers: dict[str, EmbeddingBatcher] = field(default_factory=dict)  # by model id
+    indexes: IndexService = field(init=False)
     ready: bool = False
+
+    def __post_init__(self) -> None:
+        self.indexes = IndexService(self.settings.indexes, self.pool, self.batchers)
 
 
 def get_state(request: Request) -> ServerState:

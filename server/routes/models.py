@@ -18,6 +18,7 @@ from .. import protocol as p
 from ..config import ModelConfig
 from ..leases import keep_alive_of
 from ..model_pool import HostedModel, ModelPool
+from ..serving.rag import rag_model_cards
 from .deps import ServerState, get_state
 from .responses import ERROR_RESPONSES, json_or_stream
 
@@ -63,8 +64,9 @@ def model_card(hosted: HostedModel) -> p.ModelCard:
 
 @router.get("/v1/models", response_model=p.ModelList, responses=ERROR_RESPONSES)
 async def list_models(state: Annotated[ServerState, Depends(get_state)]) -> Response:
-    """Every configured model, with its residency."""
-    return json_or_stream(p.ModelList(data=[model_card(h) for h in state.pool.models.values()]))
+    """Every configured model, with its residency, and one `rag:NAME` chat model per index."""
+    cards = [model_card(h) for h in state.pool.models.values()]
+    return json_or_stream(p.ModelList(data=cards + await rag_model_cards(state)))
 
 
 @router.post("/v1/models/{model_id:path}/load", response_model=p.ModelCard, responses=ERROR_RESPONSES)

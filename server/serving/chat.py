@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from lampstand.plugins.contract import Capability
 from lampstand.plugins.types import ChatRequest, GenerationChunk, TokenLogprob, ToolCallDelta, Usage
@@ -15,7 +16,27 @@ from .convert import chat_request, seeded
 from .generation import generate, new_id, now, sse_frames, sum_usage
 from .splice import StringSplice
 
-__all__ = ["create_chat_completion"]
+__all__ = ["AnswerExtras", "create_chat_completion"]
+
+
+@dataclass(frozen=True)
+class AnswerExtras:
+    """What a rag: model adds to a chat answer: the model that writes it, the sources it was
+    given (an extension field) and a footer computed from the finished text of each choice."""
+
+    chat_model: str
+    sources: list[p.RagSource]
+    footer: Callable[[str], str]
+
+    async def append_footer(self, chunks: AsyncIterator[tuple[int, GenerationChunk]]
+                            ) -> AsyncIterator[tuple[int, GenerationChunk]]:
+        """The chunks, with each choice's footer added to the text of its finishing chunk."""
+        texts: dict[int, list[str]] = {}
+        async for index, chunk in chunks:
+            texts.setdefault(index, []).append(chunk.text)
+            if chunk.finish_reason is not None and not chunk.tool_calls:
+                chunk = replace(chunk, text=chunk.text + self.footer("".join(texts[index])))
+            yield index, chunk
 
 
 def _logprobs(items: tuple[TokenLogprob, ...] | list[TokenLogprob]) -> p.ChoiceLogprobs:
@@ -61,24 +82,31 @@ class _Choice:
         return p.AssistantMessage(content=text)
 
 
-async def create_chat_completion(pool: ModelPool, settings: ServerSettings,
-                                 body: p.ChatCompletionRequest) -> p.ChatCompletion | AsyncIterator[str]:
-    """A whole `chat.completion`, or the SSE frames of its chunks when `stream` is set."""
-    hosted = pool.require(body.model, Capability.CHAT)
+async def create_chat_completion(pool: ModelPool, settings: ServerSettings, body: p.ChatCompletionRequest,
+                                 extras: AnswerExtras | None = None) -> p.ChatCompletion | AsyncIterator[str]:
+    """A whole `chat.completion`, or the SSE frames of its chunks when `stream` is set.
+
+    With `extras` (a rag: model), `extras.chat_model` writes the answer, which is still
+    reported under `body.model`, and carries the sources and their footer.
+    """
+    hosted = pool.require(extras.chat_model if extras else body.model, Capability.CHAT)
 
     def build() -> list[ChatRequest]:
         base = chat_request(body, settings, vision=Capability.VISION in hosted.capabilities)
         return [replace(base, sampling=seeded(base.sampling, i)) for i in range(body.n)]
 
     chunks = await generate(pool, hosted, body.keep_alive, "chat", build)
+    extra: dict[str, Any] = {}
+    if extras is not None:
+        chunks, extra = extras.append_footer(chunks), {"sources": extras.sources}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse_frames(_stream(chunks, body.model, body.logprobs, include_usage))
-    return await _collect(chunks, body.model, body.logprobs)
+        return sse_frames(_stream(chunks, body.model, body.logprobs, include_usage, extra))
+    return await _collect(chunks, body.model, body.logprobs, extra)
 
 
 async def _collect(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str,
-                   want_logprobs: bool) -> p.ChatCompletion:
+                   want_logprobs: bool, extra: dict[str, Any]) -> p.ChatCompletion:
     choices: dict[int, _Choice] = {}
     usages: dict[int, Usage] = {}
     async for index, chunk in chunks:
@@ -93,16 +121,18 @@ async def _collect(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: st
             for i, c in sorted(choices.items())
         ],
         usage=sum_usage(usages),
+        **extra,
     )
 
 
 async def _stream(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str,
-                  want_logprobs: bool, include_usage: bool) -> AsyncIterator[str]:
+                  want_logprobs: bool, include_usage: bool, first_extra: dict[str, Any]) -> AsyncIterator[str]:
     ident, created = new_id("chatcmpl"), now()
     extra = {"usage": None} if include_usage else {}
 
-    def frame(choice: p.ChatChunkChoice) -> str:
-        return p.ChatCompletionChunk(id=ident, created=created, model=model, choices=[choice], **extra).to_json()
+    def frame(choice: p.ChatChunkChoice, **more: Any) -> str:
+        return p.ChatCompletionChunk(id=ident, created=created, model=model, choices=[choice],
+                                     **extra, **more).to_json()
 
     def content_only(index: int) -> StringSplice:
         return StringSplice(lambda text: frame(p.ChatChunkChoice(
@@ -114,7 +144,7 @@ async def _stream(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str
         if index not in plain:
             plain[index] = content_only(index)
             yield frame(p.ChatChunkChoice(index=index, delta=p.ChatDelta(role="assistant", content=""),
-                                          logprobs=None, finish_reason=None))
+                                          logprobs=None, finish_reason=None), **first_extra)
         if chunk.text and not (chunk.tool_calls or chunk.finish_reason or chunk.usage
                                or want_logprobs and chunk.logprobs):
             yield plain[index](chunk.text)  # most chunks: one token's text

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from lampstand.plugins.contract import Capability
-from lampstand.plugins.errors import ModelNotFound
 from lampstand.plugins.types import ChatMessage, ChatRequest, SamplingParams, TranscriptSegment
 
 from ..config import ServerSettings
@@ -60,21 +59,12 @@ def merge_cleaned(segments: Sequence[TranscriptSegment], answer: str) -> list[Tr
     return out
 
 
-def _cleanup_model(pool: ModelPool, settings: ServerSettings) -> str:
-    if settings.transcript_cleanup_model:
-        return settings.transcript_cleanup_model
-    for hosted in pool.models.values():
-        if Capability.CHAT in hosted.capabilities:
-            return hosted.id
-    raise ModelNotFound('postprocess "llm" needs a chat model; none is configured')
-
-
 async def clean_segments(pool: ModelPool, settings: ServerSettings, segments: list[TranscriptSegment],
                          names: str | None) -> list[TranscriptSegment]:
     """The segments after one pass through the configured chat model."""
     if not segments:
         return segments
-    hosted = pool.require(_cleanup_model(pool, settings), Capability.CHAT)
+    hosted = pool.pick(settings.transcript_cleanup_model, Capability.CHAT, 'postprocess "llm"')
     chunks = await generate(pool, hosted, None, "chat", lambda: [cleanup_prompt(segments, names)])
     answer = "".join([chunk.text async for _, chunk in chunks])
     return merge_cleaned(segments, answer)

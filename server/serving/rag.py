@@ -1,0 +1,171 @@
+"""Answers grounded in an index: /v1/rag/query, and the `rag:NAME[@chat-model]` chat models.
+
+Both retrieve chunks from the index, quote them in a prompt built by
+`lampstand.indexer.grounding` (retrieved text is data, never instructions) and let a chat
+model answer with numbered citations. /v1/rag/query returns the answer with its `sources`
+and the ids it cites; a rag: chat model answers like any chat model, with the sources in an
+extension field and a short list at the end of the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from lampstand.indexer.grounding import (
+    GROUNDING_SYSTEM_PROMPT,
+    QuotedSource,
+    cited_ids,
+    grounded_user_message,
+    select_sources,
+    sources_footer,
+)
+from lampstand.plugins.contract import Capability
+from lampstand.plugins.errors import InvalidRequest, LampstandError, ModelNotFound
+from lampstand.plugins.types import ChatRequest, GenerationChunk, Usage
+
+from .. import protocol as p
+from ..routes.deps import ServerState
+from .chat import AnswerExtras, create_chat_completion
+from .convert import chat_request
+from .generation import generate, new_id, now, sse_frames, sum_usage
+
+__all__ = ["RAG_PREFIX", "answer_query", "is_rag_model", "rag_chat_completion", "rag_model_cards"]
+
+RAG_PREFIX = "rag:"
+
+
+def is_rag_model(name: str) -> bool:
+    """Whether a chat request names an index as its model."""
+    return name.startswith(RAG_PREFIX)
+
+
+def _sources_out(sources: Sequence[QuotedSource], with_text: bool) -> list[p.RagSource]:
+    return [p.RagSource(id=s.id, path=s.chunk.path, start_line=s.chunk.start_line, end_line=s.chunk.end_line,
+                        score=round(s.score, 6), **({"text": s.text} if with_text else {}))
+            for s in sources]
+
+
+async def _sources(state: ServerState, index: str, query: str, *, top_k: int | None, mode: str,
+                   rerank: bool, filters: p.IndexFilters | None) -> list[QuotedSource]:
+    hits = await state.indexes.retrieve(index, query, top_k=top_k, mode=mode, rerank=rerank, filters=filters)
+    budget = state.settings.indexes.rag_max_context_tokens
+    return select_sources([(hit.chunk, hit.score) for hit in hits], budget)
+
+
+def _chat_model(state: ServerState, name: str | None) -> str:
+    return state.pool.pick(name or state.settings.indexes.chat_model, Capability.CHAT, "a rag answer").id
+
+
+# -- /v1/rag/query ---------------------------------------------------------------------------
+
+async def answer_query(state: ServerState, body: p.RagQueryRequest) -> p.RagAnswer | AsyncIterator[str]:
+    """The answer, whole or as SSE `rag.answer.chunk` frames."""
+    model = _chat_model(state, body.model)
+    sources = await _sources(state, body.index, body.query, top_k=body.top_k, mode=body.mode,
+                             rerank=body.rerank, filters=body.filters)
+    sampling = {k: v for k, v in (("max_tokens", body.max_tokens), ("temperature", body.temperature),
+                                  ("seed", body.seed)) if v is not None}
+    chat = p.ChatCompletionRequest(model=model, messages=_messages(body.query, sources), **sampling)
+    request = _chat_request(state, chat)
+    hosted = state.pool.require(model, Capability.CHAT)
+    chunks = await generate(state.pool, hosted, None, "chat", lambda: [request])
+    if body.stream:
+        return sse_frames(_stream_answer(chunks, model, body.index, sources))
+    text, usage = [], {}
+    async for index, chunk in chunks:
+        text.append(chunk.text)
+        if chunk.usage:
+            usage[index] = chunk.usage
+    answer = "".join(text)
+    return p.RagAnswer(id=new_id("rag"), created=now(), model=model, index=body.index, answer=answer,
+                       sources=_sources_out(sources, True), citations=cited_ids(answer, len(sources)),
+                       usage=sum_usage(usage))
+
+
+def _messages(question: str, sources: Sequence[QuotedSource]) -> list[p.ChatMessageIn]:
+    return [p.ChatMessageIn(role="system", content=GROUNDING_SYSTEM_PROMPT),
+            p.ChatMessageIn(role="user", content=grounded_user_message(question, sources))]
+
+
+def _chat_request(state: ServerState, chat: p.ChatCompletionRequest) -> ChatRequest:
+    return chat_request(chat, state.settings.server, vision=False)
+
+
+async def _stream_answer(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str, index: str,
+                         sources: list[QuotedSource]) -> AsyncIterator[str]:
+    ident, created = new_id("rag"), now()
+
+    def frame(**fields: object) -> str:
+        return p.RagAnswerChunk(id=ident, created=created, model=model, index=index, **fields).to_json()
+
+    yield frame(sources=_sources_out(sources, True))
+    text: list[str] = []
+    usage: dict[int, Usage] = {}
+    async for position, chunk in chunks:
+        text.append(chunk.text)
+        if chunk.usage:
+            usage[position] = chunk.usage
+        if chunk.finish_reason is None:
+            yield frame(delta=chunk.text)
+        else:
+            yield frame(delta=chunk.text, finish_reason=chunk.finish_reason,
+                        citations=cited_ids("".join(text), len(sources)), usage=sum_usage(usage))
+
+
+# -- rag:NAME chat models ---------------------------------------------------------------------
+
+def _parse_model(name: str) -> tuple[str, str | None]:
+    index, _, chat_model = name[len(RAG_PREFIX):].partition("@")
+    if not index:
+        raise ModelNotFound(f"The model '{name}' does not exist: name an index, as rag:NAME", param="model")
+    return index, chat_model or None
+
+
+def _question(messages: Sequence[p.ChatMessageIn]) -> tuple[int, str]:
+    """The last user turn: its position and its text."""
+    for position in range(len(messages) - 1, -1, -1):
+        message = messages[position]
+        if message.role == "user":
+            content = message.content
+            if isinstance(content, list):
+                content = " ".join(getattr(part, "text", "") for part in content).strip()
+            if content:
+                return position, content
+    raise InvalidRequest("a rag: model needs a user message with text to search for", param="messages")
+
+
+def _grounded_messages(messages: list[p.ChatMessageIn], sources: Sequence[QuotedSource]) -> list[p.ChatMessageIn]:
+    """Our system message first (the client's own system text appended to it), then the
+    conversation, with the last user turn replaced by the quoted sources and its question."""
+    position, question = _question(messages)
+    client_system = [m.content for m in messages if m.role in ("system", "developer") and isinstance(m.content, str)]
+    system = GROUNDING_SYSTEM_PROMPT + "".join(f"\n\n{text}" for text in client_system if text)
+    turns = [m for m in messages[:position] if m.role in ("user", "assistant")]
+    return [p.ChatMessageIn(role="system", content=system), *turns,
+            p.ChatMessageIn(role="user", content=grounded_user_message(question, sources))]
+
+
+async def rag_chat_completion(state: ServerState, body: p.ChatCompletionRequest
+                              ) -> p.ChatCompletion | AsyncIterator[str]:
+    """A chat completion for `rag:NAME[@chat-model]`: grounded, cited, sources attached."""
+    index, chat_model = _parse_model(body.model)
+    if body.tools:
+        raise InvalidRequest("rag: models do not call tools", param="tools")
+    _, question = _question(body.messages)
+    sources = await _sources(state, index, question, top_k=None, mode="hybrid", rerank=False, filters=None)
+    grounded = body.model_copy(update={"messages": _grounded_messages(body.messages, sources)})
+    extras = AnswerExtras(chat_model=_chat_model(state, chat_model), sources=_sources_out(sources, False),
+                          footer=lambda text: sources_footer(sources, cited_ids(text, len(sources))))
+    return await create_chat_completion(state.pool, state.settings.server, grounded, extras)
+
+
+async def rag_model_cards(state: ServerState) -> list[p.ModelCard]:
+    """One `rag:NAME` chat model per index, for /v1/models."""
+    try:
+        parent = _chat_model(state, None)
+    except LampstandError:
+        return []
+    listed = await state.indexes.list()
+    return [p.ModelCard(id=f"{RAG_PREFIX}{card.id}", created=card.created, owned_by="lampstand", parent=parent,
+                        capabilities=[Capability.CHAT.value], status="loaded" if card.chunks else "unloaded")
+            for card in listed.data]
