@@ -15,7 +15,7 @@ import ast
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 __all__ = [
     "MIN_WORDS",
@@ -34,7 +34,7 @@ _STOCK = re.compile(r"^(return self\b|same as\b|see\b|deprecated\b|alias\b|imple
                     r"|override\b|internal\b|helper\b|used by\b|called by\b|xxx\b|todo\b|for internal\b)",
                     re.IGNORECASE)
 _IDENTIFIER = re.compile(r"[`'\"]*\b(\w+(?:\.\w+)*)(?:\(\))?[`'\"]*")
-_DefNode = Union[ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef]
+_DefNode = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 
 
 @dataclass(frozen=True)
@@ -83,12 +83,17 @@ def summary_of(docstring: str) -> str | None:
 
 
 def without_names(question: str, names: tuple[str, ...]) -> str:
-    """`question` without the given identifiers (also dotted, quoted or called), spaces tidied."""
+    """`question` without the given identifiers (also dotted, quoted or called), spaces tidied.
+
+    Returned unchanged when it names none of them.
+    """
     def blank(token: re.Match[str]) -> str:
         return " " if set(token.group(1).split(".")) & set(names) else token.group(0)
 
     text = _IDENTIFIER.sub(blank, question)
-    text = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"\s+", " ", text))
+    if text == question:
+        return question
+    text = re.sub(r"\s+([.,;:!?])(?=\s|$)", r"\1", re.sub(r"\s+", " ", text))
     return text.strip()
 
 

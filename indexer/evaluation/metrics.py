@@ -103,7 +103,7 @@ def rouge_l_f1_scores(predictions: Sequence[str], references: Sequence[str]) -> 
     """ROUGE-L F1 (0-1) of each prediction against its reference (lower-cased word tokens)."""
     _same_length(predictions, references)
     scorer = _rouge_scorer()
-    return [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+    return [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references, strict=True)]
 
 
 def rouge_l_f1(prediction: str, reference: str) -> float:
@@ -112,7 +112,11 @@ def rouge_l_f1(prediction: str, reference: str) -> float:
 
 
 def corpus_bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """sacrebleu's corpus BLEU (0-100, 13a tokenizer) of the predictions, one reference each."""
+    """sacrebleu's corpus BLEU (0-100) of the predictions, one reference each.
+
+    sacrebleu's defaults: 13a tokenization, and exponential smoothing of n-gram orders with
+    no match (so a partial match scores above 0 even without a common 4-gram).
+    """
     _same_length(predictions, references)
     try:
         import sacrebleu

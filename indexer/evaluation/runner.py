@@ -217,7 +217,7 @@ def evaluate_answers(rows: Sequence[AnswerRow], answer: AnswerFn, *,
     predictions = [strip_citations(outcome.answer) for outcome in outcomes]
     references = [row.answer for row in rows]
     rouge = rouge_l_f1_scores(predictions, references)
-    outcomes = [_with_rouge(outcome, score) for outcome, score in zip(outcomes, rouge)]
+    outcomes = [_with_rouge(outcome, score) for outcome, score in zip(outcomes, rouge, strict=True)]
     return AnswerReport(
         questions=len(rows), rouge_l=mean(rouge), bleu=corpus_bleu(predictions, references),
         citation_hit_rate=hit_rate(o.citation_hit for o in outcomes),

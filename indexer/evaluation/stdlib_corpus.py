@@ -113,7 +113,9 @@ def _module_files(stdlib: Path, module: str) -> list[Path] | None:
 
 def _copy_sources(stdlib: Path, target: Path, modules: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
     """Copy each module's files; (relative paths written, modules found, modules missing)."""
-    written, found, missing = [], [], []
+    written: list[str] = []
+    found: list[str] = []
+    missing: list[str] = []
     for module in sorted(set(modules)):
         files = _module_files(stdlib, module)
         (found if files else missing).append(module)

@@ -1,0 +1,80 @@
+"""`lampstand eval` over HTTP: a server's search and rag endpoints as the runner's callables.
+
+`EvalClient.search(index)` is a `SearchFn` over `POST /v1/indexes/{index}/search` and
+`EvalClient.answers(index, ...)` an `AnswerFn` over `POST /v1/rag/query`. A 400 to a search
+that asked for reranking becomes `RerankerUnavailable` (the server answers 400 when it has
+no reranker; any other 400 would already have failed the modes without reranking, which
+run first), so the runner can skip that mode. Everything else becomes a `LampstandError`
+with the server's message. Scoring lives in `lampstand.indexer.evaluation`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from lampstand.indexer.evaluation import AnswerFn, RerankerUnavailable, SearchFn
+from lampstand.plugins.errors import LampstandError
+
+__all__ = ["EvalClient"]
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
+
+
+class EvalClient:
+    """One connection to a running server, for the duration of an evaluation."""
+
+    def __init__(self, url: str, api_key: str | None, timeout: float = 600.0) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> EvalClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def search(self, index: str) -> SearchFn:
+        """`(question, mode, rerank, top_k) -> data rows` of the search endpoint of `index`."""
+        path = f"/v1/indexes/{quote(index, safe='')}/search"
+
+        def run(question: str, mode: str, rerank: bool, top_k: int) -> list[dict[str, Any]]:
+            body = {"query": question, "top_k": top_k, "mode": mode, "rerank": rerank}
+            return list(self._post(path, body, rerank=rerank)["data"])
+
+        return run
+
+    def answers(self, index: str, *, model: str | None = None, top_k: int = 5, mode: str = "hybrid",
+                rerank: bool = False, max_tokens: int | None = None, temperature: float | None = 0.0,
+                seed: int | None = 0) -> AnswerFn:
+        """`question -> rag answer` from `index`, greedy and seeded by default (repeatable)."""
+        settings = {"index": index, "model": model, "top_k": top_k, "mode": mode, "rerank": rerank,
+                    "stream": False, "max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+
+        def run(question: str) -> dict[str, Any]:
+            return dict(self._post("/v1/rag/query", settings | {"query": question}))
+
+        return run
+
+    def _post(self, path: str, body: dict[str, Any], rerank: bool = False) -> Any:
+        try:
+            response = self._http.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise LampstandError(f"cannot reach {self.url}: {exc}. Is `lampstand serve` running?") from exc
+        if response.status_code == 400 and rerank:
+            raise RerankerUnavailable(_message(response), param="rerank")
+        if response.status_code >= 400:
+            raise LampstandError(f"{response.status_code}: {_message(response)}")
+        return response.json()
