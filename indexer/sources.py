@@ -17,7 +17,10 @@ Rules, in the order they are applied:
   `include` globs are given, a file must match one of them;
 - unknown extensions, files over `max_bytes`, binary files (a NUL byte in the first 8 KiB),
   files that are not valid UTF-8, unreadable files, and files already yielded under another
-  path (overlapping roots) are skipped.
+  path (overlapping roots) are skipped;
+- PDFs are read for their text (see `indexer.pdf`, one `PAGE_BREAK` line between pages) under
+  their own caps, `max_pdf_bytes` and `max_pdf_pages` (over either: too large); a PDF the
+  parser fails on is unreadable, one that needs a password is encrypted.
 
 `SourceRules` applies the same rules to one path at a time, for callers that learn about
 files one by one (watch mode): whether a walk would pick a path, and loading it if so.
@@ -37,6 +40,14 @@ from pathlib import Path
 from pathspec import GitIgnoreSpec
 
 from .chunks import ChunkKind
+from .pdf import (
+    DEFAULT_MAX_PDF_BYTES,
+    DEFAULT_MAX_PDF_PAGES,
+    PdfEncrypted,
+    PdfTooLong,
+    PdfUnreadable,
+    pdf_text,
+)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -84,6 +95,7 @@ LANGUAGES: dict[str, FileType] = {
     **_types("code", "c", ".c", ".h"),
     **_types("code", "cpp", ".cc", ".cpp", ".cxx", ".hpp", ".hh"),
     **_types("code", "bash", ".sh", ".bash"),
+    **_types("pdf", "pdf", ".pdf"),
 }
 """File extension (lower case, with the dot) to language and chunk kind."""
 
@@ -107,6 +119,7 @@ class SkipReason(str, enum.Enum):
     BINARY = "binary"
     NOT_UTF8 = "not_utf8"
     UNREADABLE = "unreadable"
+    ENCRYPTED = "encrypted"
 
 
 @dataclass
@@ -135,18 +148,20 @@ class SkipCounts:
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """How to choose files: include/exclude globs (gitignore syntax), size cap, hidden."""
+    """How to choose files: include/exclude globs (gitignore syntax), size caps, hidden."""
 
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     max_bytes: int = DEFAULT_MAX_BYTES
     use_gitignore: bool = True
     include_hidden: bool = False
+    max_pdf_bytes: int = DEFAULT_MAX_PDF_BYTES
+    max_pdf_pages: int = DEFAULT_MAX_PDF_PAGES
 
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One file to index: where it is, what it is, and its decoded text."""
+    """One file to index: where it is, what it is, and its decoded (or extracted) text."""
 
     root: Path
     path: Path
@@ -274,16 +289,32 @@ def _decode(data: bytes) -> str | SkipReason:
         return SkipReason.NOT_UTF8
 
 
+_PDF_PROBLEMS = {
+    PdfUnreadable: SkipReason.UNREADABLE,
+    PdfEncrypted: SkipReason.ENCRYPTED,
+    PdfTooLong: SkipReason.TOO_LARGE,
+}
+
+
+def _extract_pdf(data: bytes, options: SourceOptions) -> str | SkipReason:
+    try:
+        return pdf_text(data, options.max_pdf_pages)
+    except (PdfUnreadable, PdfEncrypted, PdfTooLong) as problem:
+        return _PDF_PROBLEMS[type(problem)]
+
+
 def _load(walk: _Walk, path: Path, rel: str, ftype: FileType) -> SourceFile | SkipReason:
-    """Read, size-check, sniff and decode one selected file."""
+    """Read, size-check, sniff and decode (or, a PDF, extract) one selected file."""
+    is_pdf = ftype.kind == "pdf"
     try:
         real = path.resolve(strict=True)
         size = real.stat().st_size
-        if size > walk.options.max_bytes:
+        if size > (walk.options.max_pdf_bytes if is_pdf else walk.options.max_bytes):
             return SkipReason.TOO_LARGE
-        text = _decode(real.read_bytes())
+        data = real.read_bytes()
     except OSError:
         return SkipReason.UNREADABLE
+    text = _extract_pdf(data, walk.options) if is_pdf else _decode(data)
     if isinstance(text, SkipReason):
         return text
     if real in walk.seen:

@@ -91,12 +91,12 @@ def test_bad_budgets_are_refused(max_tokens: int, overlap: int) -> None:
 
 
 def test_unknown_kind_is_refused() -> None:
-    with pytest.raises(ValueError, match="pdf"):
-        chunk_file("a.pdf", "text", "pdf", "pdf")
-    assert set(CHUNKERS) == {"markdown", "text", "rst", "code"}
+    with pytest.raises(ValueError, match="html"):
+        chunk_file("a.html", "text", "html", "html")  # type: ignore[arg-type]
+    assert set(CHUNKERS) == {"markdown", "text", "rst", "code", "pdf"}
 
 
-@pytest.mark.parametrize("kind", ["markdown", "text", "rst", "code"])
+@pytest.mark.parametrize("kind", ["markdown", "text", "rst", "code", "pdf"])
 def test_empty_files_have_no_chunks(kind: str) -> None:
     assert chunk_file("empty", "", "python", kind) == []  # type: ignore[arg-type]
     assert chunk_file("blank", "\n\n  \n", "python", kind) == []  # type: ignore[arg-type]

@@ -230,6 +230,7 @@ def test_a_utf8_bom_is_not_part_of_the_text(tmp_path: Path) -> None:
         ("a.hh", "cpp", "code"),
         ("a.sh", "bash", "code"),
         ("a.bash", "bash", "code"),
+        ("A.PDF", "pdf", "pdf"),
     ],
 )
 def test_extension_table(name: str, language: str, kind: str) -> None:
@@ -238,7 +239,7 @@ def test_extension_table(name: str, language: str, kind: str) -> None:
     assert (found.language, found.kind) == (language, kind)
 
 
-@pytest.mark.parametrize("name", ["a.png", "Makefile", "a.pdf", "a.md.bak", "a"])
+@pytest.mark.parametrize("name", ["a.png", "Makefile", "a.docx", "a.md.bak", "a"])
 def test_unknown_extensions(name: str) -> None:
     assert file_type(name) is None
 

@@ -1,7 +1,7 @@
 """Cutting a file's text into `Chunk`s that fit the embedder: one entry, one strategy per kind.
 
 `chunk_file` picks the strategy for the file's kind from `CHUNKERS` (Markdown sections,
-plain-text and reStructuredText paragraphs, syntax-tree code) and sizes chunks with a
+plain-text and reStructuredText paragraphs, syntax-tree code, PDF pages) and sizes chunks with a
 `TokenBudget`: by default at most 256 tokens (the limit of the bundled all-MiniLM-L6-v2
 embedder) with about 32 tokens of overlap where text is cut mid-flow, counted by a cheap
 estimate; `TokenBudget.from_tokenizer_file` counts exactly with the model's tokenizer.
@@ -28,6 +28,7 @@ from .budget import (
 )
 from .code import chunk_code
 from .markdown import chunk_markdown
+from .pdf import chunk_pdf
 from .text import chunk_rst, chunk_text
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "chunk_code",
     "chunk_file",
     "chunk_markdown",
+    "chunk_pdf",
     "chunk_rst",
     "chunk_text",
     "tokenizer_counter",
@@ -55,6 +57,7 @@ CHUNKERS: Mapping[str, Chunker] = {
     "text": chunk_text,
     "rst": chunk_rst,
     "code": chunk_code,
+    "pdf": chunk_pdf,
 }
 """Chunk kind to its strategy."""
 

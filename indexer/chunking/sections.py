@@ -19,7 +19,7 @@ from ..chunks import Chunk, ChunkKind
 from .budget import TokenBudget
 from .packing import Document, fit, pack
 
-__all__ = ["Block", "ChunkTarget", "chunk_sections", "paragraphs"]
+__all__ = ["Block", "ChunkTarget", "chunk_blocks", "chunk_sections", "paragraphs"]
 
 
 @dataclass(frozen=True)
@@ -94,24 +94,34 @@ def _kept(sections: list[_Section]) -> list[_Section]:
     return kept
 
 
+def chunk_blocks(
+    doc: Document,
+    blocks: Sequence[Block],
+    target: ChunkTarget,
+    budget: TokenBudget,
+    context: tuple[str, ...] = (),
+) -> list[Chunk]:
+    """Chunks of one run of blocks: packed to the budget, with overlap across cuts."""
+    pieces = fit(doc, [doc.lines_piece(b.first, b.last) for b in blocks], budget.max_tokens)
+    return [
+        Chunk(
+            path=target.path,
+            start_line=piece.first_line,
+            end_line=piece.last_line,
+            language=target.language,
+            kind=target.kind,
+            text=doc.text_of(piece),
+            context=context,
+        )
+        for piece in pack(pieces, budget.max_tokens, budget.overlap_tokens)
+    ]
+
+
 def chunk_sections(
     doc: Document, blocks: Sequence[Block], target: ChunkTarget, budget: TokenBudget
 ) -> list[Chunk]:
     """Chunks of each section: its blocks packed to the budget, with overlap across cuts."""
     chunks: list[Chunk] = []
     for section in _kept(_sections(blocks)):
-        pieces = [doc.lines_piece(b.first, b.last) for b in section.blocks]
-        pieces = fit(doc, pieces, budget.max_tokens)
-        for piece in pack(pieces, budget.max_tokens, budget.overlap_tokens):
-            chunks.append(
-                Chunk(
-                    path=target.path,
-                    start_line=piece.first_line,
-                    end_line=piece.last_line,
-                    language=target.language,
-                    kind=target.kind,
-                    text=doc.text_of(piece),
-                    context=section.context,
-                )
-            )
+        chunks += chunk_blocks(doc, section.blocks, target, budget, section.context)
     return chunks
