@@ -14,7 +14,8 @@ since the system may name only the folder. A change to a `.gitignore` sets `resc
 files belong to the index may have changed anywhere below it.
 
 Changed files are judged by name and place only; reading them (`SourceRules.load`) applies
-the content checks (size, binary, UTF-8). This module never reads file contents, chunks or
+the content checks (size, binary, UTF-8, PDF text), and a changed file that fails them should
+leave the index like a deleted one. This module never reads file contents, chunks or
 stores anything.
 """
 
@@ -208,7 +209,8 @@ def watch_sources(
     Events are grouped until none has arrived for 50 ms, or for at most `debounce_ms`
     while they keep coming. Only batches holding something are reported; an exception
     raised by `on_change` ends the watch. A root may be a file (its own changes only, by
-    extension). The roots must exist when the watch starts.
+    extension). The roots must exist when the watch starts; changes made while it starts
+    (the roots' folders are listed first) may be missed, so scan once after starting.
     """
     _check_debounce(debounce_ms)
     batcher = _Batcher(roots, options)
