@@ -15,7 +15,7 @@ from lampstand.plugins.types import RerankRequest, RerankResult
 
 from .options import SentenceTransformersOptions
 
-__all__ = ["Task", "task_of", "load_cross_encoder", "score_pairs"]
+__all__ = ["Task", "load_cross_encoder", "score_pairs", "task_of"]
 
 Task = Literal["embeddings", "rerank"]
 RERANK_ARCHITECTURE_SUFFIX = "ForSequenceClassification"
