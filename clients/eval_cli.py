@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -36,6 +36,7 @@ from lampstand.indexer.evaluation.runner import MODES, NDCG_K
 from lampstand.plugins.errors import LampstandError
 
 from .evaluate import EvalClient
+from .options import DEFAULT_URL, JsonOption, KeyOption, UrlOption, fail
 
 __all__ = ["eval_app"]
 
@@ -44,15 +45,6 @@ eval_app = typer.Typer(help="Measure an index's retrieval and answers on questio
 
 NameArgument = Annotated[str, typer.Argument(help="index name")]
 QaOption = Annotated[Path, typer.Option("--qa", help="question file (JSON Lines)")]
-JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-UrlOption = Annotated[str, typer.Option(envvar="LAMPSTAND_URL", help="server to ask")]
-KeyOption = Annotated[Optional[str], typer.Option(envvar="LAMPSTAND_API_KEY", help="bearer key")]
-DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 @contextmanager
@@ -109,7 +101,7 @@ def retrieval(
         with EvalClient(url, api_key) as client, _progress(len(queries) * len(MODES)) as advance:
             report = evaluate_retrieval(queries, client.search(name), k=k, progress=advance)
     except LampstandError as exc:
-        _fail(exc.message)
+        fail(exc)
     if as_json:
         print(json.dumps(_retrieval_json(name, report), indent=2))
     else:
@@ -148,7 +140,7 @@ def answers(
                                  max_tokens=max_tokens, temperature=temperature, seed=seed)
             report = evaluate_answers(rows, ask, progress=advance)
     except LampstandError as exc:
-        _fail(exc.message)
+        fail(exc)
     if as_json:
         print(json.dumps({"index": name, **asdict(report)}, indent=2))
     else:
@@ -180,8 +172,10 @@ def corpus(
     try:
         info = build_stdlib_corpus(target, modules=modules or DEFAULT_MODULES, docs=docs,
                                    max_questions=max_questions, max_answers=max_answers, seed=seed)
-    except (LampstandError, OSError) as exc:
-        _fail(getattr(exc, "message", None) or str(exc))
+    except LampstandError as exc:
+        fail(exc)
+    except OSError as exc:
+        fail(str(exc))
     if as_json:
         print(json.dumps(asdict(info), indent=2, default=str))
     else:

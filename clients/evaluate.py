@@ -2,9 +2,10 @@
 
 `EvalClient.search(index)` is a `SearchFn` over `POST /v1/indexes/{index}/search` and
 `EvalClient.answers(index, ...)` an `AnswerFn` over `POST /v1/rag/query`. A 400 to a search
-that asked for reranking becomes `RerankerUnavailable` (the server answers 400 when it has
-no reranker; any other 400 would already have failed the modes without reranking, which
-run first), so the runner can skip that mode. Everything else becomes a `LampstandError`
+that asked for reranking, naming `rerank` as its `param` (or no param), becomes
+`RerankerUnavailable`: the server answers so when it has no reranker, and a 400 for any
+other reason would already have failed the modes without reranking, which run first. The
+runner then skips that mode. Everything else becomes a `LampstandError`
 with the server's message. Scoring lives in `lampstand.indexer.evaluation`.
 """
 
@@ -21,11 +22,15 @@ from lampstand.plugins.errors import LampstandError
 __all__ = ["EvalClient"]
 
 
-def _message(response: httpx.Response) -> str:
+def _error(response: httpx.Response) -> dict[str, Any]:
+    """The OpenAI error envelope's `error` object, or one made of the body's first bytes."""
     try:
-        return str(response.json()["error"]["message"])
+        error = response.json()["error"]
+        if isinstance(error, dict) and "message" in error:
+            return error
     except (ValueError, KeyError, TypeError):
-        return response.text[:200]
+        pass
+    return {"message": response.text[:200], "param": None}
 
 
 class EvalClient:
@@ -73,8 +78,9 @@ class EvalClient:
             response = self._http.post(path, json=body)
         except httpx.HTTPError as exc:
             raise LampstandError(f"cannot reach {self.url}: {exc}. Is `lampstand serve` running?") from exc
-        if response.status_code == 400 and rerank:
-            raise RerankerUnavailable(_message(response), param="rerank")
-        if response.status_code >= 400:
-            raise LampstandError(f"{response.status_code}: {_message(response)}")
-        return response.json()
+        if response.status_code < 400:
+            return response.json()
+        error = _error(response)
+        if response.status_code == 400 and rerank and error.get("param") in ("rerank", None):
+            raise RerankerUnavailable(str(error["message"]), param="rerank")
+        raise LampstandError(f"{response.status_code}: {error['message']}")

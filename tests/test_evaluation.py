@@ -44,7 +44,7 @@ from lampstand.indexer.evaluation import (
     reciprocal_rank,
     rouge_l_f1,
 )
-from lampstand.indexer.evaluation.docstrings import without_names
+from lampstand.indexer.evaluation.docstrings import reference_answer, without_names
 from lampstand.indexer.evaluation.runner import strip_citations
 from lampstand.indexer.evaluation.stdlib_corpus import stdlib_dir
 from lampstand.indexer.sources import file_type
@@ -281,6 +281,15 @@ def test_runner_scores_answers_and_citations() -> None:
 ])
 def test_harder_wording_drops_the_definition_names(question: str, names: tuple[str, ...], harder: str) -> None:
     assert without_names(question, names) == harder
+
+
+@pytest.mark.parametrize(("docstring", "reference"), [
+    ("Wrap text.\n\n    Lines are cut\n    at words.\n\n    More.", "Wrap text. Lines are cut at words."),
+    ("Wrap text. Lines are cut\n    at words.\n\n    More.", "Wrap text. Lines are cut at words."),
+    ("Wrap text.", "Wrap text."),
+])
+def test_reference_answer_is_the_explaining_paragraph(docstring: str, reference: str) -> None:
+    assert reference_answer(docstring) == reference
 
 
 def test_strip_citations() -> None:

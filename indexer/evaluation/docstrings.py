@@ -4,7 +4,8 @@
 methods (not nested in functions) that have a docstring. `summary_of` takes the first
 sentence of the docstring's first paragraph and returns None when it says too little to be
 a question: fewer than `MIN_WORDS` words, a signature line (`dumps(obj) -> str`), a doctest,
-or a stock phrase ("Return self...", "Same as...", "Deprecated..."). `without_names` makes
+or a stock phrase ("Return self...", "Same as...", "Deprecated..."). `reference_answer` is what an answer to the
+summary should say. `without_names` makes
 the harder wording: every token naming the definition or its classes removed (a paraphrase
 would need a language model). Pure functions of source text.
 """
@@ -22,6 +23,7 @@ __all__ = [
     "Definition",
     "definitions",
     "first_paragraph",
+    "reference_answer",
     "summary_of",
     "without_names",
 ]
@@ -64,6 +66,21 @@ def first_paragraph(docstring: str) -> str:
             break
         lines.append(line.strip())
     return " ".join(" ".join(lines).split())
+
+
+def _paragraphs(docstring: str) -> list[str]:
+    return [" ".join(block.split()) for block in re.split(r"\n\s*\n", docstring.strip()) if block.strip()]
+
+
+def reference_answer(docstring: str) -> str:
+    """The docstring's first paragraph, or its first two when the first is one sentence only.
+
+    PEP 257 puts a one-line summary first; the paragraph after it is what explains it.
+    """
+    paragraphs = _paragraphs(docstring)
+    if len(paragraphs) > 1 and _first_sentence(paragraphs[0]) == paragraphs[0]:
+        return f"{paragraphs[0]} {paragraphs[1]}"
+    return paragraphs[0] if paragraphs else ""
 
 
 def _first_sentence(paragraph: str) -> str:

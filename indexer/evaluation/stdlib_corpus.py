@@ -14,8 +14,9 @@ interpreter (`pydoc_data.topics`, when present) as one Markdown file per topic u
   search and measures whether retrieval works at all, not how well it paraphrases.
 - `qa_retrieval_hard.jsonl`: the same targets, the questions with the definition's own
   name and its classes' names removed.
-- `qa_answers.jsonl`: a smaller subset whose docstring's first paragraph says more than its
-  summary; the question is the summary, the reference answer that paragraph.
+- `qa_answers.jsonl`: a smaller subset whose docstring says more than its summary; the
+  question is the summary, the reference answer the docstring's first paragraph (the first
+  two when the first is the summary line alone, as PEP 257 writes them).
 - `corpus.json`: the interpreter version, modules and counts.
 
 The output is deterministic for a given interpreter: files and rows are sorted and sampling
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .docstrings import Definition, definitions, first_paragraph, summary_of, without_names
+from .docstrings import Definition, definitions, reference_answer, summary_of, without_names
 from .errors import CorpusError
 from .qa import write_jsonl
 
@@ -56,6 +57,7 @@ DEFAULT_MODULES: tuple[str, ...] = (
 DOCS_DIR = "pydoc_topics"
 _SKIPPED_DIRS = frozenset({"__pycache__", "test", "tests", "idle_test"})
 _MIN_EXTRA_WORDS = 5  # an answer's reference must say this much more than its question
+_MAX_ANSWER_WORDS = 120  # and not be a whole manual page
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,8 @@ class Question:
                 "end_line": self.definition.end_line, "symbol": self.definition.qualname}
 
     def answer_row(self) -> dict[str, Any]:
-        """A `qa_answers.jsonl` row: the reference is the docstring's first paragraph."""
-        return {"question": self.summary, "answer": first_paragraph(self.definition.docstring),
+        """A `qa_answers.jsonl` row: the reference is `docstrings.reference_answer`."""
+        return {"question": self.summary, "answer": reference_answer(self.definition.docstring),
                 "path": self.path, "start_line": self.definition.start_line,
                 "end_line": self.definition.end_line, "symbol": self.definition.qualname}
 
@@ -177,8 +179,8 @@ def _sample(questions: list[Question], n: int, rng: random.Random) -> list[Quest
 
 
 def _says_more(question: Question) -> bool:
-    extra = len(first_paragraph(question.definition.docstring).split()) - len(question.summary.split())
-    return extra >= _MIN_EXTRA_WORDS
+    reference = reference_answer(question.definition.docstring).split()
+    return _MIN_EXTRA_WORDS <= len(reference) - len(question.summary.split()) and len(reference) <= _MAX_ANSWER_WORDS
 
 
 def _prepare(target: Path) -> None:
