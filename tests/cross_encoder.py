@@ -18,7 +18,7 @@ from conftest import MINILM
 
 __all__ = ["build_cross_encoder"]
 
-LEARNING_RATE = 5e-5
+LEARNING_RATE = 1e-4
 
 
 def build_cross_encoder(target: Path, *, seed: int = 0, train: Sequence[tuple[str, str, float]] = (),

@@ -45,7 +45,7 @@ def training_rows() -> list[tuple[str, str, float]]:
         for template in TRAIN_TEMPLATES:
             other = pick.choice([w for w in TRAIN_WORDS if w != word])
             rows += [(word, template.format(word), 1.0), (word, template.format(other), 0.0)]
-    return rows  # 120 rows: 4 epochs of 8 batches are 32 optimiser steps
+    return rows  # 120 rows: 3 epochs of 8 batches are 24 optimiser steps
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def reranker_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def trained_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_cross_encoder(tmp_path_factory.mktemp("trained") / "model", seed=0,
-                               train=training_rows(), epochs=4, batch_size=16)
+                               train=training_rows(), epochs=3, batch_size=16)
 
 
 def config(reranker: Path, trained: Path) -> str:
