@@ -3,8 +3,10 @@ then scored with `lampstand eval retrieval` and `lampstand eval answers`, all th
 
 The main server has an embedder and a chat model but no reranker, so hybrid+rerank is reported
 as skipped; a second one serves a cross-encoder (built from the bundled MiniLM, untrained, so
-its order means nothing) to show the fourth column. The questions are docstring summaries that stand verbatim in the indexed text. On
-these 29 questions (CPython 3.11) every mode found every target within 5 hits, with MRR
+its order means nothing) to show the fourth column.
+
+The questions are docstring summaries that stand verbatim in the indexed text. On these 29
+questions (CPython 3.11) every mode found every target within 5 hits, with MRR
 0.90 dense, 0.97 lexical and 0.93 hybrid; the floors below leave room for another
 interpreter's slice and still catch a broken pipeline (wrong paths or line ranges score 0).
 The answer test only checks that answers are scored: the bundled 135M chat model rarely cites.
