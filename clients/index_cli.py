@@ -142,8 +142,9 @@ def watch(
     url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
 ) -> None:
     """Keep the index up to date as its files change (Ctrl-C stops)."""
+    from lampstand.indexer.pipeline import index_path
     from lampstand.indexer.sources import SourceOptions
-    from lampstand.indexer.watch import watch_sources
+    from lampstand.indexer.watch import ChangeBatch, watch_sources
 
     client = IndexClient(url, api_key)
     try:
@@ -155,9 +156,13 @@ def watch(
     options = SourceOptions(include=tuple(card["include"]), exclude=tuple(card["exclude"]))
     err.print(f"watching {', '.join(card['paths'])} (Ctrl-C stops)")
 
-    def changed(batch: Any) -> None:
+    def changed(batch: ChangeBatch) -> None:
+        roots = card["paths"]
+        paths = None if batch.rescan else (
+            [index_path(roots, str(batch.root), rel) for rel in (*batch.changed, *batch.deleted)]
+            + [index_path(roots, str(batch.root), rel) + "/" for rel in batch.deleted_folders])
         try:
-            client.update(name)
+            client.update(name, paths=paths)
             _report(client.follow(name, lambda card: None), False)
         except LampstandError as exc:
             err.print(f"update failed: {exc.message}")

@@ -41,9 +41,10 @@ class IndexClient(AdminClient):
                 **({"store": store} if store else {})}
         return self._request("POST", "/v1/indexes", body)
 
-    def update(self, name: str, rebuild: bool = False) -> dict[str, Any]:
-        """Start an update run (or join the one running)."""
-        return self._request("POST", f"/v1/indexes/{name}/update", {"rebuild": rebuild})
+    def update(self, name: str, rebuild: bool = False, paths: list[str] | None = None) -> dict[str, Any]:
+        """Start an update run (of `paths` only, when given), or join the one running."""
+        body: dict[str, Any] = {"rebuild": rebuild, **({"paths": paths} if paths is not None else {})}
+        return self._request("POST", f"/v1/indexes/{name}/update", body)
 
     def remove(self, name: str) -> dict[str, Any]:
         """Delete the index's files."""

@@ -27,10 +27,10 @@ from lampstand.plugins.errors import InvalidRequest
 from .chunking import TokenBudget, chunk_file
 from .chunks import Chunk
 from .library import IndexDefinition
-from .sources import SkipCounts, SourceFile, SourceOptions, iter_sources
+from .sources import SkipCounts, SkipReason, SourceFile, SourceOptions, SourceRules, iter_sources
 from .store import ChunkStore
 
-__all__ = ["Embedder", "IndexProgress", "chunk_passage", "document_paths", "update_index", "EMBED_BATCH"]
+__all__ = ["Embedder", "IndexProgress", "chunk_passage", "document_paths", "index_path", "update_index", "EMBED_BATCH"]
 
 EMBED_BATCH = 64  # chunks per embedding call: a query waits behind at most one of these
 CHUNK_BATCH = 512  # chunks grouped (whole files) and sorted by length before embedding
@@ -93,6 +93,20 @@ def document_paths(roots: Sequence[str]) -> Callable[[SourceFile], str]:
     return lambda source: f"{by_root[str(source.root)]}/{source.rel_path}"
 
 
+def index_path(roots: Sequence[str], root: str, rel_path: str) -> str:
+    """The index's name for `rel_path` under `root` (see `document_paths`)."""
+    return rel_path if len(roots) == 1 else f"{Path(root).name}/{rel_path}"
+
+
+def _locate(roots: Sequence[str], path: str) -> tuple[str, str] | None:
+    """(root, root-relative path) of an index path; None when no root can hold it."""
+    if len(roots) == 1:
+        return roots[0], path
+    head, _, rest = path.partition("/")
+    matches = [root for root in roots if Path(root).name == head]
+    return (matches[0], rest) if matches and rest else None
+
+
 def _file_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -125,6 +139,29 @@ def _plan(definition: IndexDefinition, options: SourceOptions, manifest: dict[st
     return _Plan(changed, sorted(set(manifest) - seen))
 
 
+def _plan_paths(definition: IndexDefinition, options: SourceOptions, manifest: dict[str, str],
+                only: Sequence[str], progress: IndexProgress) -> _Plan:
+    """Look at the named index paths only (a watcher's batch); a path ending in `/` stands for
+    everything indexed below it. A path that is gone, or no longer picked, leaves the index."""
+    wanted = {path for path in only if not path.endswith("/")}
+    for folder in (path for path in only if path.endswith("/")):
+        wanted.update(known for known in manifest if known.startswith(folder))
+    rules = {root: SourceRules(root, options) for root in definition.roots if Path(root).is_dir()}
+    changed, deleted = [], []
+    for path in sorted(wanted):
+        place = _locate(definition.roots, path)
+        loaded = rules[place[0]].load(Path(place[0]) / place[1]) if place and place[0] in rules else None
+        progress.files_seen += 1
+        if loaded is None or isinstance(loaded, SkipReason):
+            if path in manifest:
+                deleted.append(path)
+        elif manifest.get(path) == (digest := _file_hash(loaded.text)):
+            progress.files_unchanged += 1
+        else:
+            changed.append((path, loaded, digest))
+    return _Plan(changed, deleted)
+
+
 @dataclass
 class _Batch:
     files: list[tuple[str, str, list[Chunk]]]  # (index path, hash, chunks)
@@ -134,15 +171,15 @@ class _Batch:
         return [chunk for _, _, chunks in self.files for chunk in chunks]
 
 
-def _batches(changed: list[tuple[str, SourceFile, str]], budget: TokenBudget) -> Iterator[_Batch]:
-    """Whole files grouped until a batch holds at least `CHUNK_BATCH` chunks."""
+def _batches(changed: list[tuple[str, SourceFile, str]], budget: TokenBudget, size_limit: int) -> Iterator[_Batch]:
+    """Whole files grouped until a batch holds at least `size_limit` chunks."""
     batch = _Batch([])
     size = 0
     for path, source, digest in changed:
         chunks = chunk_file(path, source.text, source.language, source.kind, budget)
         batch.files.append((path, digest, chunks))
         size += len(chunks)
-        if size >= CHUNK_BATCH:
+        if size >= size_limit:
             yield batch
             batch, size = _Batch([]), 0
     if batch.files:
@@ -183,20 +220,27 @@ async def update_index(
     options: SourceOptions | None = None,
     budget: TokenBudget = INDEX_BUDGET,
     commit_every: int = 1024,
+    only: Sequence[str] | None = None,
     on_progress: Callable[[IndexProgress], None] = lambda progress: None,
 ) -> IndexProgress:
-    """Make `store` (opened for writing) match the definition's sources; returns the report."""
+    """Make `store` (opened for writing) match the definition's sources; returns the report.
+
+    With `only` (index paths, `folder/` for a whole folder), just those are looked at.
+    """
     progress = IndexProgress()
     options = options or SourceOptions(include=definition.include, exclude=definition.exclude)
     manifest = await asyncio.to_thread(store.files)
-    plan = await asyncio.to_thread(_plan, definition, options, manifest, progress)
+    if only is None:
+        plan = await asyncio.to_thread(_plan, definition, options, manifest, progress)
+    else:
+        plan = await asyncio.to_thread(_plan_paths, definition, options, manifest, only, progress)
     progress.phase, progress.files_total = "indexing", len(plan.changed)
     on_progress(progress)
     for path in plan.deleted:
         progress.chunks_removed += await asyncio.to_thread(store.delete_paths, [path])
     progress.files_deleted = len(plan.deleted)
     pending_chunks = 0
-    batches = _batches(plan.changed, budget)
+    batches = _batches(plan.changed, budget, min(CHUNK_BATCH, commit_every))
     upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
     while (batch := await upcoming) is not None:
         upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))  # chunk ahead

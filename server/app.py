@@ -31,7 +31,7 @@ from .middleware import (
 )
 from .model_pool import ModelPool
 from .openapi import install_openapi
-from .routes import audio, chat, completions, embeddings, health, metrics, models
+from .routes import audio, chat, completions, embeddings, health, indexes, metrics, models, rag, rerank
 from .routes.deps import ServerState
 
 __all__ = ["create_app", "build_state"]
@@ -57,10 +57,11 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
             yield
         finally:
             starting.cancel()
+            await state.indexes.close()
             await state.pool.close()
 
     app = FastAPI(title="lampstand", version=version("lampstand"), lifespan=lifespan)
-    for module in (models, chat, completions, embeddings, audio, health, metrics):
+    for module in (models, chat, completions, embeddings, rerank, audio, indexes, rag, health, metrics):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)
@@ -73,7 +74,7 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
     if server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=server.cors_origins,
                            allow_credentials=server.cors_allow_credentials,
-                           allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                            allow_headers=["authorization", "content-type", "x-request-id"])
     app.add_middleware(HostCheckMiddleware, allowed=allowed_host_names(server.host, server.allowed_hosts))
     app.add_middleware(HeaderLimitMiddleware, max_count=server.max_header_count, max_bytes=server.max_header_bytes)

@@ -101,6 +101,7 @@ class IndexSettings(BaseModel):
     store: Literal["faiss", "qdrant"] = "faiss"
     qdrant_url: str | None = Field(None, description="a Qdrant server for store = \"qdrant\" (default: embedded)")
     max_file_bytes: int = Field(2 * 1024 * 1024, gt=0, description="larger source files are skipped")
+    commit_every: int = Field(1024, ge=1, description="chunks between commits: where an interrupted run resumes")
     top_k: int = Field(5, ge=1, description="chunks a search or rag query returns by default")
     max_top_k: int = Field(100, ge=1)
     rerank_candidates: int = Field(30, ge=1, description="chunks the reranker rescores per query")

@@ -447,6 +447,8 @@ class IndexUpdateRequest(Request):
     """POST /v1/indexes/{name}/update."""
 
     rebuild: bool = Field(False, description="drop the vectors and embed everything again")
+    paths: list[Annotated[str, Field(min_length=1, max_length=4096)]] | None = Field(
+        None, max_length=100_000, description="look at these indexed paths only ('dir/' for a folder)")
     wait: bool = False
 
 

@@ -33,6 +33,7 @@ class IndexJob:
     status: str = "running"
     error: str | None = None
     started_at: int = field(default_factory=lambda: int(time.time()))
+    started: float = field(default_factory=time.monotonic)
     finished_at: int | None = None
     finished_seconds: float | None = None
     task: asyncio.Task[None] | None = None
@@ -49,7 +50,7 @@ class IndexJob:
             files_done=done.files_done, files_unchanged=done.files_unchanged, files_deleted=done.files_deleted,
             chunks_added=done.chunks_added, chunks_removed=done.chunks_removed,
             embeddings_per_second=round(done.embeddings_per_second, 2),
-            seconds=round((self.finished_seconds or done.seconds), 3), started_at=self.started_at,
+            seconds=round(self.finished_seconds or time.monotonic() - self.started, 3), started_at=self.started_at,
             finished_at=self.finished_at, error=self.error, skipped=done.skipped)
 
     async def wait(self) -> None:
@@ -60,7 +61,7 @@ class IndexJob:
     def _end(self, status: str, error: str | None = None) -> None:
         self.status, self.error = status, error
         self.finished_at = int(time.time())
-        self.finished_seconds = self.progress.seconds
+        self.finished_seconds = time.monotonic() - self.started
 
 
 class IndexJobs:

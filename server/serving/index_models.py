@@ -14,10 +14,10 @@ import numpy as np
 from lampstand.indexer.chunks import Chunk
 from lampstand.indexer.pipeline import chunk_passage
 from lampstand.plugins.contract import Capability
-from lampstand.plugins.types import RerankRequest
 
 from ..model_pool import HostedModel, ModelPool
 from .embeddings import EmbeddingBatcher
+from .rerank import rerank_documents
 
 __all__ = ["PoolEmbedder", "PoolReranker"]
 
@@ -49,10 +49,7 @@ class PoolReranker:
 
     async def rerank(self, query: str, chunks: Sequence[Chunk]) -> list[float]:
         """One score per chunk, in order; each chunk is read with its path and heading."""
-        request = RerankRequest(query=query, documents=tuple(chunk_passage(c) for c in chunks))
-        async with self.pool.admit(self.hosted) as lease:
-            worker = await lease.worker()
-            result = await worker.call("rerank", request, lease.deadline)
+        result = await rerank_documents(self.pool, self.hosted.id, query, [chunk_passage(c) for c in chunks])
         return list(result.scores)
 
     @classmethod

@@ -68,17 +68,23 @@ class IndexService:
     async def update(self, name: str, body: p.IndexUpdateRequest) -> p.IndexCard:
         """Bring `name` up to date (re-embedding everything with `rebuild`)."""
         definition = await asyncio.to_thread(self.library.get, name)
-        return await self._start(definition, rebuild=body.rebuild, wait=body.wait)
+        if body.rebuild and body.paths is not None:
+            raise InvalidRequest("rebuild re-embeds every file; it takes no paths", param="paths")
+        return await self._start(definition, rebuild=body.rebuild, wait=body.wait, only=body.paths)
 
-    async def _start(self, definition: IndexDefinition, *, rebuild: bool, wait: bool) -> p.IndexCard:
+    async def _start(self, definition: IndexDefinition, *, rebuild: bool, wait: bool,
+                     only: list[str] | None = None) -> p.IndexCard:
         embedder = self.embedder()  # 404/400 now, not inside the job
-        job = self.jobs.start(definition.name, lambda observe: self._build(definition, embedder, rebuild, observe))
+        if (running := self.jobs.running(definition.name)) is not None and wait:
+            await running.wait()  # a run that started earlier may not cover what this caller changed
+        job = self.jobs.start(definition.name,
+                              lambda observe: self._build(definition, embedder, rebuild, observe, only))
         if wait:
             await job.wait()
         return await self.card(definition.name)
 
     async def _build(self, definition: IndexDefinition, embedder: PoolEmbedder, rebuild: bool,
-                     observe: Callable[[IndexProgress], None]) -> IndexProgress:
+                     observe: Callable[[IndexProgress], None], only: list[str] | None) -> IndexProgress:
         dim = int((await embedder.embed(["dimension probe"])).shape[1])
         directory = self.library.store_dir(definition.name)
         if rebuild:
@@ -90,7 +96,8 @@ class IndexService:
         try:
             options = SourceOptions(include=definition.include, exclude=definition.exclude,
                                     max_bytes=self.settings.max_file_bytes)
-            return await update_index(definition, store, embedder, options=options, on_progress=observe)
+            return await update_index(definition, store, embedder, options=options, on_progress=observe,
+                                      commit_every=self.settings.commit_every, only=only)
         finally:
             await asyncio.to_thread(store.close)
 
