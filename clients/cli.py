@@ -20,6 +20,7 @@ from lampstand.plugins.errors import ConfigError, LampstandError
 
 from .admin import AdminClient
 from .chat import chat_in_process, chat_over_http
+from .eval_cli import eval_app
 from .index_cli import ask_command, index_app
 from .options import DEFAULT_URL, ConfigOption, JsonOption, KeyOption, UrlOption, fail, load_cli_settings
 
@@ -28,6 +29,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(help="lampstand: a local OpenAI-compatible server for LLMs, embeddings and more.",
                   no_args_is_help=True, add_completion=False)
 app.add_typer(index_app, name="index")
+app.add_typer(eval_app, name="eval")
 app.command("ask")(ask_command)
 
 _settings = load_cli_settings
