@@ -70,6 +70,8 @@ class IndexService:
         definition = await asyncio.to_thread(self.library.get, name)
         if body.rebuild and body.paths is not None:
             raise InvalidRequest("rebuild re-embeds every file; it takes no paths", param="paths")
+        for path in body.paths or ():
+            _check_index_path(path)
         return await self._start(definition, rebuild=body.rebuild, wait=body.wait, only=body.paths)
 
     async def _start(self, definition: IndexDefinition, *, rebuild: bool, wait: bool,
@@ -200,6 +202,14 @@ class IndexService:
         await self.jobs.close()
         for name in list(self._readers):
             self._close_reader(name)
+
+
+def _check_index_path(path: str) -> None:
+    """An indexed path as the index names it: relative, `/`-separated, no `.`, `..` or empty parts."""
+    parts = path.rstrip("/").split("/")
+    if "\0" in path or "\\" in path or path.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise InvalidRequest(f"invalid indexed path {path[:200]!r}: name it relative to the index, "
+                             "without '.', '..' or empty parts", param="paths")
 
 
 def _status(job: Any, fields: dict[str, Any]) -> str:
