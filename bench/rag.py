@@ -91,7 +91,7 @@ def passages_of(folder: Path) -> list[str]:
             for chunk in chunk_file(source.rel_path, source.text, source.language, source.kind, INDEX_BUDGET)]
 
 
-def training_rows(seed: int = 0) -> list[tuple[str, str, float]]:
+def training_rows(count: int, seed: int = 0) -> list[tuple[str, str, float]]:
     """(summary, definition, 1.0) and (summary, another definition, 0.0) from modules outside the slice."""
     pairs = []
     for module in TRAIN_MODULES:
@@ -103,14 +103,14 @@ def training_rows(seed: int = 0) -> list[tuple[str, str, float]]:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(node):
                 summary = ast.get_docstring(node).strip().split("\n")[0]
                 if len(summary.split()) >= 4:
-                    pairs.append((summary, ast.get_source_segment(source, node)[:1200]))
+                    pairs.append((summary, ast.get_source_segment(source, node)[:400]))
     rng = random.Random(seed)
     rows = []
     for summary, body in pairs:
         rows.append((summary, body, 1.0))
         rows.append((summary, rng.choice(pairs)[1], 0.0))
     rng.shuffle(rows)
-    return rows[:600]
+    return rows[:count]
 
 
 def post(client: httpx.Client, path: str, body: dict) -> dict:
@@ -214,9 +214,11 @@ def measure_update(client: httpx.Client, tmp: Path, files: int) -> None:
     started = time.perf_counter()
     card = post(client, "/v1/indexes", {"name": "many", "paths": [str(folder)], "wait": True})
     print(f"  built {card['files']} files / {card['chunks']} chunks in {time.perf_counter() - started:.0f} s")
-    target = folder / "d07" / "note03500.md"
+    middle = files // 2
+    rel = f"d{middle // 500:02}/note{middle:05}.md"
+    target = folder / rel
     for label, body in (("full update", {"wait": True}), ("targeted update", {"wait": True,
-                                                                              "paths": ["d07/note03500.md"]})):
+                                                                              "paths": [rel]})):
         times = []
         for round_ in range(3):
             target.write_text(f"# Note changed {label} {round_}\n\nzeppelin airship {round_}\n")
@@ -235,6 +237,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=60)
+    parser.add_argument("--train-rows", type=int, default=256, help="pairs that fine-tune the reranker's head")
     parser.add_argument("--skip", default="", help="comma-separated: build,quality,latency,update")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -246,7 +249,7 @@ def main() -> None:
         print(f"corpus: {len(info.modules)} stdlib modules ({' '.join(info.modules)}), {len(info.files)} files, "
               f"{len(questions)} questions")
         started = time.perf_counter()
-        reranker = build_cross_encoder(tmp / "reranker", train=training_rows(), epochs=2)
+        reranker = build_cross_encoder(tmp / "reranker", train=training_rows(args.train_rows))
         print(f"reranker head fine-tuned on disjoint modules in {time.perf_counter() - started:.0f} s")
         with running_server(config(tmp, reranker), timeout_s=180) as url, httpx.Client(base_url=url,
                                                                                         timeout=3600) as client:

@@ -297,6 +297,10 @@ def test_qdrant_store(http: httpx.Client, roots: Path) -> None:
     card = create(http, "qdrant-notes", [folder], store="qdrant")
     assert card["store"] == "qdrant"
     assert search(http, "qdrant-notes", "where are vectors kept", top_k=1)["data"][0]["path"] == "q.md"
+    (folder / "r.md").write_text("# R\n\nQdrant also keeps this one.\n")
+    job = http.post("/v1/indexes/qdrant-notes/update", json={"wait": True}).json()["job"]
+    assert job["status"] == "succeeded" and job["files_done"] == 1, job
+    assert {h["path"] for h in search(http, "qdrant-notes", "qdrant keeps", top_k=2)["data"]} == {"q.md", "r.md"}
 
 
 def test_cli_list_search_and_remove(server: RunningServer, http: httpx.Client, roots: Path) -> None:

@@ -89,8 +89,8 @@ class IndexService:
                      observe: Callable[[IndexProgress], None], only: list[str] | None) -> IndexProgress:
         dim = int((await embedder.embed(["dimension probe"])).shape[1])
         directory = self.library.store_dir(definition.name)
-        if rebuild:
-            self._close_reader(definition.name)
+        if rebuild or (definition.store == "qdrant" and not self.settings.qdrant_url):
+            self._close_reader(definition.name)  # local Qdrant storage admits one client at a time
             await asyncio.to_thread(shutil.rmtree, directory, True)
         store = await asyncio.to_thread(
             open_store, directory, kind=definition.store, embedding_model=embedder.model_id, dim=dim,
