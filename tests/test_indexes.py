@@ -232,6 +232,30 @@ def test_targeted_update_of_named_paths(http: httpx.Client, roots: Path) -> None
     assert card["job"]["files_deleted"] == 2 and card["files"] == 1
 
 
+def test_watch_cli_follows_changes(server: RunningServer, http: httpx.Client, roots: Path) -> None:
+    folder = write_tree(roots / "live", {"a.md": "# A\n\nalpha centauri\n"})
+    create(http, "live", [folder])
+    watcher = subprocess.Popen([sys.executable, "-m", "lampstand.clients", "index", "watch", "live",
+                                "--debounce-ms", "200", "--url", server.url],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def eventually(check: Any) -> None:
+        deadline = time.monotonic() + 90
+        while not check():
+            assert time.monotonic() < deadline and watcher.poll() is None, "the watcher did not catch up"
+            time.sleep(0.3)
+
+    try:
+        time.sleep(5)  # the watcher's first update and its file-system watch are set up
+        (folder / "b.md").write_text("# B\n\nthe walrus sings at dawn\n")
+        eventually(lambda: search(http, "live", "walrus sings", top_k=1)["data"][0]["path"] == "b.md")
+        (folder / "a.md").unlink()
+        eventually(lambda: http.get("/v1/indexes/live").json()["files"] == 1)
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=20)
+
+
 def test_killed_local_run_resumes(server: RunningServer, roots: Path, tmp_path: Path) -> None:
     """A --local run killed mid-way leaves a consistent index; the next run picks up from its commits."""
     from lampstand.indexer.store import open_store
@@ -299,7 +323,7 @@ def test_qdrant_store(http: httpx.Client, roots: Path) -> None:
     assert search(http, "qdrant-notes", "where are vectors kept", top_k=1)["data"][0]["path"] == "q.md"
     (folder / "r.md").write_text("# R\n\nQdrant also keeps this one.\n")
     job = http.post("/v1/indexes/qdrant-notes/update", json={"wait": True}).json()["job"]
-    assert job["status"] == "succeeded" and job["files_done"] == 1, job
+    assert job["status"] == "succeeded" and job["files_done"] == 1, json.dumps(job)
     assert {h["path"] for h in search(http, "qdrant-notes", "qdrant keeps", top_k=2)["data"]} == {"q.md", "r.md"}
 
 

@@ -9,7 +9,9 @@ served embeddings model; reranking the served cross-encoder.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +19,17 @@ from lampstand.indexer.library import IndexDefinition, IndexLibrary, check_index
 from lampstand.indexer.pipeline import IndexProgress, document_paths, update_index
 from lampstand.indexer.search import SearchQuery, search_index
 from lampstand.indexer.sources import SourceOptions
-from lampstand.indexer.store import ChunkStore, Filters, Hit, StoreNotFound, open_store
+from lampstand.indexer.store import (
+    ChunkStore,
+    EmbeddingModelMismatch,
+    Filters,
+    Hit,
+    StoreConflict,
+    StoreLocked,
+    StoreNotFound,
+    open_store,
+)
+from lampstand.indexer.store.catalog import Catalog
 from lampstand.plugins.contract import Capability
 from lampstand.plugins.errors import InvalidRequest
 from lampstand.plugins.paths import confine_absolute
@@ -39,7 +51,7 @@ class IndexService:
         self.settings, self.pool, self.batchers = settings, pool, batchers
         self.library = IndexLibrary(settings.dir)
         self.jobs = IndexJobs()
-        self._readers: dict[str, ChunkStore] = {}
+        self._readers: dict[str, tuple[ChunkStore, int]] = {}  # with the catalog file's inode
 
     # -- models --
 
@@ -77,7 +89,10 @@ class IndexService:
     async def _start(self, definition: IndexDefinition, *, rebuild: bool, wait: bool,
                      only: list[str] | None = None) -> p.IndexCard:
         embedder = self.embedder()  # 404/400 now, not inside the job
-        if (running := self.jobs.running(definition.name)) is not None and wait:
+        if (running := self.jobs.running(definition.name)) is not None:
+            if not wait and (rebuild or only is not None):
+                raise StoreConflict(f"index {definition.name!r} is being updated; ask again when its run ends, "
+                                    "or pass wait: true")
             await running.wait()  # a run that started earlier may not cover what this caller changed
         job = self.jobs.start(definition.name,
                               lambda observe: self._build(definition, embedder, rebuild, observe, only))
@@ -91,10 +106,16 @@ class IndexService:
         directory = self.library.store_dir(definition.name)
         if rebuild or (definition.store == "qdrant" and not self.settings.qdrant_url):
             self._close_reader(definition.name)  # local Qdrant storage admits one client at a time
+        if rebuild:
             await asyncio.to_thread(shutil.rmtree, directory, True)
-        store = await asyncio.to_thread(
-            open_store, directory, kind=definition.store, embedding_model=embedder.model_id, dim=dim,
-            writable=True, options=self._store_options(definition.store))
+        try:
+            store = await asyncio.to_thread(
+                open_store, directory, kind=definition.store, embedding_model=embedder.model_id, dim=dim,
+                writable=True, options=self._store_options(definition.store))
+        except EmbeddingModelMismatch as exc:
+            recorded = exc.message.split(". ")[0]  # "the index at ... was built with embedding model ..."
+            raise EmbeddingModelMismatch(
+                f"{recorded}; rebuild it: `lampstand index update {definition.name} --rebuild`") from None
         try:
             options = SourceOptions(include=definition.include, exclude=definition.exclude,
                                     max_bytes=self.settings.max_file_bytes)
@@ -128,17 +149,32 @@ class IndexService:
     # -- reading --
 
     def _reader(self, name: str) -> ChunkStore:
-        reader = self._readers.get(name)
-        if reader is None:
-            reader = open_store(self.library.store_dir(name), options=self._store_options(
-                self.library.get(name).store))
-            self._readers[name] = reader
+        """The cached reader, reopened when the store was replaced (a rebuild by another process)."""
+        directory = self.library.store_dir(name)
+        try:
+            inode = os.stat(directory / Catalog.FILE_NAME).st_ino
+        except FileNotFoundError:
+            self._close_reader(name)
+            raise StoreNotFound(f"no index data at {directory}") from None
+        cached = self._readers.get(name)
+        if cached is not None and cached[1] == inode:
+            return cached[0]
+        self._close_reader(name)
+        definition = self.library.get(name)
+        if definition.store == "qdrant" and not self.settings.qdrant_url and self.jobs.running(name):
+            raise StoreLocked(f"index {name!r} is being updated, and its embedded Qdrant storage admits one "
+                              "client at a time; search again when the run ends (or use a Qdrant server)")
+        try:
+            reader = open_store(directory, options=self._store_options(definition.store))
+        except sqlite3.OperationalError:  # a writer is creating the catalog right now
+            raise StoreNotFound(f"index {name!r} is being created") from None
+        self._readers[name] = (reader, inode)
         return reader
 
     def _close_reader(self, name: str) -> None:
-        reader = self._readers.pop(name, None)
-        if reader is not None:
-            reader.close()
+        cached = self._readers.pop(name, None)
+        if cached is not None:
+            cached[0].close()
 
     async def reader(self, name: str) -> ChunkStore:
         """A read-only handle on `name`'s store; 404 when it has no committed data yet."""
@@ -158,7 +194,7 @@ class IndexService:
             stats = (await self.reader(name)).stats()
             fields = {"embedding_model": stats.embedding_model, "chunks": stats.chunks, "files": stats.files,
                       "generation": stats.generation}
-        except StoreNotFound:
+        except (StoreNotFound, StoreLocked):  # no data yet, or embedded Qdrant busy with the run
             pass
         return p.IndexCard(
             id=name, created=definition.created, paths=list(definition.roots), include=list(definition.include),
