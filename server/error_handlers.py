@@ -53,7 +53,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     detail = exc.detail if isinstance(exc, HTTPException) else "error"
     return error_response(status, str(detail), HTTP_TYPES.get(status, "invalid_request_error"),
-                          headers=getattr(exc, "headers", None))
+                          headers=_allow(request) if status == 405 else getattr(exc, "headers", None))
+
+
+def _allow(request: Request) -> dict[str, str]:
+    """`Allow` with the methods of every route on this path (one path may have several routes)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if route.matches(request.scope)[0] != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return {"Allow": ", ".join(sorted(methods))}
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
