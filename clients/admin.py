@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from lampstand.plugins.errors import LampstandError
+from .wire import bearer, check, unreachable
 
 __all__ = ["AdminClient"]
 
@@ -16,7 +16,8 @@ class AdminClient:
 
     def __init__(self, url: str, api_key: str | None, timeout: float = 600.0) -> None:
         self.url = url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.api_key = api_key
+        self.headers = bearer(api_key)
         self.timeout = timeout
 
     def models(self) -> list[dict[str, Any]]:
@@ -36,11 +37,6 @@ class AdminClient:
         try:
             response = httpx.request(method, self.url + path, json=body, headers=self.headers, timeout=self.timeout)
         except httpx.HTTPError as exc:
-            raise LampstandError(f"cannot reach {self.url}: {exc}. Is `lampstand serve` running?") from exc
-        if response.status_code >= 400:
-            try:
-                message = response.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = response.text[:200]
-            raise LampstandError(f"{response.status_code}: {message}")
+            raise unreachable(self.url, exc) from exc
+        check(response)
         return response.json()

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from lampstand.plugins.errors import LampstandError
 
 from .admin import AdminClient
+from .wire import post_events
 
 __all__ = ["IndexClient", "run_locally"]
 
@@ -61,33 +61,11 @@ class IndexClient(AdminClient):
             on_card(card)
             if card["status"] != "indexing":
                 return card
-            import time
-
             time.sleep(POLL_SECONDS)
 
     def ask(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The streamed chunks of a rag answer."""
-        try:
-            with httpx.stream("POST", self.url + "/v1/rag/query", json=body | {"stream": True},
-                              headers=self.headers, timeout=httpx.Timeout(10.0, read=None)) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise LampstandError(f"{response.status_code}: {_message(response)}")
-                for line in response.iter_lines():
-                    if line.startswith("data: ") and line != "data: [DONE]":
-                        event = json.loads(line[6:])
-                        if "error" in event:
-                            raise LampstandError(event["error"]["message"])
-                        yield event
-        except httpx.HTTPError as exc:
-            raise LampstandError(f"cannot reach {self.url}: {exc}. Is `lampstand serve` running?") from exc
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        return response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return response.text[:200]
+        return post_events(self.url + "/v1/rag/query", body | {"stream": True}, self.api_key)
 
 
 def run_locally(settings: Any, action: Callable[[Any], Any], on_card: Callable[[dict[str, Any]], None],

@@ -8,8 +8,7 @@ drives the progress bar; verbose_json needs every segment field and is asked for
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,8 @@ import httpx
 
 from lampstand.plugins.errors import LampstandError
 from lampstand.plugins.types import TranscriptionInfo, TranscriptionRequest, TranscriptSegment
+
+from .wire import bearer, check, sse_events, unreachable
 
 __all__ = ["transcribe_over_http", "transcribe_in_process", "verbose_over_http", "Progress"]
 
@@ -31,34 +32,11 @@ def _segment(index: int, start: float, end: float, text: str) -> TranscriptSegme
 
 
 def _post(url: str, api_key: str | None, path: Path, fields: dict[str, Any], stream: bool) -> Any:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = bearer(api_key)
     data = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items() if v is not None}
     files = {"file": (path.name, path.read_bytes())}
     return httpx.stream("POST", url, data=data | {"stream": str(stream).lower()}, files=files,
                         headers=headers, timeout=httpx.Timeout(10.0, read=None))
-
-
-def _unreachable(url: str, exc: httpx.HTTPError) -> LampstandError:
-    return LampstandError(f"cannot reach {url}: {exc}. Is `lampstand serve` running?")
-
-
-def _check(response: httpx.Response) -> None:
-    if response.status_code >= 400:
-        response.read()
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:200]
-        raise LampstandError(f"{response.status_code}: {message}")
-
-
-def _events(response: httpx.Response) -> Iterator[dict[str, Any]]:
-    for line in response.iter_lines():
-        if line.startswith("data: ") and line != "data: [DONE]":
-            event = json.loads(line[6:])
-            if "error" in event:
-                raise LampstandError(event["error"]["message"])
-            yield event
 
 
 def transcribe_over_http(endpoint: str, api_key: str | None, path: Path, fields: dict[str, Any],
@@ -68,14 +46,14 @@ def transcribe_over_http(endpoint: str, api_key: str | None, path: Path, fields:
     duration = 0.0
     try:
         with _post(endpoint, api_key, path, fields, stream=True) as response:
-            _check(response)
-            for event in _events(response):
+            check(response)
+            for event in sse_events(response):
                 if event["type"] == "transcript.text.delta":
                     duration = event.get("duration") or duration
                     segments.append(_segment(len(segments), event["start"], event["end"], event["delta"]))
                     progress(event["end"], duration)
     except httpx.HTTPError as exc:
-        raise _unreachable(endpoint, exc) from exc
+        raise unreachable(endpoint, exc) from exc
     if segments:  # the first delta had its leading blank removed; the renderers strip it anyway
         segments[0] = _segment(0, segments[0].start, segments[0].end, " " + segments[0].text)
     return TranscriptionInfo(language="", language_probability=0.0, duration=duration,
@@ -86,10 +64,10 @@ def verbose_over_http(endpoint: str, api_key: str | None, path: Path, fields: di
     """The server's verbose_json body for `path`, asked for whole."""
     try:
         with _post(endpoint, api_key, path, fields | {"response_format": "verbose_json"}, stream=False) as response:
-            _check(response)
+            check(response)
             return response.read().decode("utf-8")
     except httpx.HTTPError as exc:
-        raise _unreachable(endpoint, exc) from exc
+        raise unreachable(endpoint, exc) from exc
 
 
 def transcribe_in_process(settings: Any, model: str, request: TranscriptionRequest,

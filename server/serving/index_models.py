@@ -14,6 +14,7 @@ import numpy as np
 from lampstand.indexer.chunks import Chunk
 from lampstand.indexer.pipeline import chunk_passage
 from lampstand.plugins.contract import Capability
+from lampstand.plugins.errors import InvalidRequest, ModelNotFound
 
 from ..model_pool import HostedModel, ModelPool
 from .embeddings import EmbeddingBatcher
@@ -55,8 +56,6 @@ class PoolReranker:
     @classmethod
     def configured(cls, pool: ModelPool, name: str | None) -> PoolReranker:
         """The reranker named in the config, else the first model that reranks (400 if none)."""
-        from lampstand.plugins.errors import InvalidRequest, ModelNotFound
-
         try:
             return cls(pool, pool.pick(name, Capability.RERANK, "rerank"))
         except ModelNotFound as exc:

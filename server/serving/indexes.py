@@ -15,6 +15,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from pathspec import GitIgnoreSpec
+
 from lampstand.indexer.library import IndexDefinition, IndexLibrary, check_index_name
 from lampstand.indexer.pipeline import IndexProgress, document_paths, update_index
 from lampstand.indexer.search import SearchQuery, search_index
@@ -129,8 +131,6 @@ class IndexService:
 
     @staticmethod
     def _check_globs(include: list[str], exclude: list[str]) -> None:
-        from pathspec import GitIgnoreSpec
-
         for param, globs in (("include", include), ("exclude", exclude)):
             try:
                 GitIgnoreSpec.from_lines(globs)
@@ -200,6 +200,14 @@ class IndexService:
             id=name, created=definition.created, paths=list(definition.roots), include=list(definition.include),
             exclude=list(definition.exclude), store=definition.store, status=_status(job, fields),
             job=job.card() if job else None, **fields)
+
+    async def definitions(self) -> list[tuple[IndexDefinition, bool]]:
+        """Every index's definition and whether it has committed data, without opening stores."""
+        def read() -> list[tuple[IndexDefinition, bool]]:
+            return [(self.library.get(name), (self.library.store_dir(name) / Catalog.FILE_NAME).exists())
+                    for name in self.library.names()]
+
+        return await asyncio.to_thread(read)
 
     async def list(self) -> p.IndexList:
         """Every index, by name."""

@@ -21,7 +21,7 @@ from lampstand.indexer.grounding import (
 )
 from lampstand.plugins.contract import Capability
 from lampstand.plugins.errors import InvalidRequest, LampstandError, ModelNotFound
-from lampstand.plugins.types import ChatRequest, GenerationChunk, Usage
+from lampstand.plugins.types import GenerationChunk, Usage
 
 from .. import protocol as p
 from ..routes.deps import ServerState
@@ -66,7 +66,7 @@ async def answer_query(state: ServerState, body: p.RagQueryRequest) -> p.RagAnsw
     sampling = {k: v for k, v in (("max_tokens", body.max_tokens), ("temperature", body.temperature),
                                   ("seed", body.seed)) if v is not None}
     chat = p.ChatCompletionRequest(model=model, messages=_messages(body.query, sources), **sampling)
-    request = _chat_request(state, chat)
+    request = chat_request(chat, state.settings.server, vision=False)
     hosted = state.pool.require(model, Capability.CHAT)
     chunks = await generate(state.pool, hosted, None, "chat", lambda: [request])
     if body.stream:
@@ -85,10 +85,6 @@ async def answer_query(state: ServerState, body: p.RagQueryRequest) -> p.RagAnsw
 def _messages(question: str, sources: Sequence[QuotedSource]) -> list[p.ChatMessageIn]:
     return [p.ChatMessageIn(role="system", content=GROUNDING_SYSTEM_PROMPT),
             p.ChatMessageIn(role="user", content=grounded_user_message(question, sources))]
-
-
-def _chat_request(state: ServerState, chat: p.ChatCompletionRequest) -> ChatRequest:
-    return chat_request(chat, state.settings.server, vision=False)
 
 
 async def _stream_answer(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str, index: str,
@@ -165,7 +161,7 @@ async def rag_model_cards(state: ServerState) -> list[p.ModelCard]:
         parent = _chat_model(state, None)
     except LampstandError:
         return []
-    listed = await state.indexes.list()
-    return [p.ModelCard(id=f"{RAG_PREFIX}{card.id}", created=card.created, owned_by="lampstand", parent=parent,
-                        capabilities=[Capability.CHAT.value], status="loaded" if card.chunks else "unloaded")
-            for card in listed.data]
+    return [p.ModelCard(id=f"{RAG_PREFIX}{definition.name}", created=definition.created, owned_by="lampstand",
+                        parent=parent, capabilities=[Capability.CHAT.value],
+                        status="loaded" if built else "unloaded")
+            for definition, built in await state.indexes.definitions()]
