@@ -19,7 +19,10 @@ from lampstand.plugins.sources import BUNDLED_MODELS, bundled_path
 
 from .memory import parse_duration, parse_size
 
-__all__ = ["ServerSettings", "MemorySettings", "IndexSettings", "ModelConfig", "Settings", "load_settings", "CONFIG_ENV"]
+__all__ = [
+    "ServerSettings", "MemorySettings", "IndexSettings", "AdapterSettings", "FineTuningSettings", "ModelConfig",
+    "Settings", "load_settings", "default_data_dir", "CONFIG_ENV",
+]
 
 CONFIG_ENV = "LAMPSTAND_CONFIG"
 MODEL_KEYS = {"id", "plugin", "path", "hf", "file", "aliases", "preload", "pinned", "keep_alive",
@@ -115,6 +118,39 @@ class IndexSettings(BaseModel):
         return self
 
 
+class AdapterSettings(BaseModel):
+    """`[adapters]`: where LoRA adapters live, and whether the API may load them at run time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: Path = Field(default_factory=lambda: default_data_dir() / "adapters",
+                      description="`lampstand train --out NAME` writes NAME here; loads are confined to it")
+    hot_load: bool = Field(False, description="serve /v1/load_lora_adapter and /v1/unload_lora_adapter")
+    max_loaded: int = Field(8, ge=1, description="adapters loaded at once per base model")
+
+    @model_validator(mode="after")
+    def _absolute(self) -> AdapterSettings:
+        self.dir = self.dir.expanduser().resolve()
+        return self
+
+
+class FineTuningSettings(BaseModel):
+    """`[fine_tuning]`: OpenAI's files and fine-tuning jobs API, which runs `lampstand train`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="serve /v1/files and /v1/fine_tuning/jobs")
+    dir: Path = Field(default_factory=lambda: default_data_dir() / "fine_tuning",
+                      description="uploaded files and job records")
+    max_file_bytes: int = Field(256 * 1024 * 1024, gt=0, description="413 for larger uploads")
+    max_running_jobs: int = Field(1, ge=1, description="jobs training at once; later ones queue")
+
+    @model_validator(mode="after")
+    def _absolute(self) -> FineTuningSettings:
+        self.dir = self.dir.expanduser().resolve()
+        return self
+
+
 class ModelConfig(BaseModel):
     """`[[models]]`: one served model. Keys beyond the common ones are plugin options."""
 
@@ -160,6 +196,8 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     memory: MemorySettings = MemorySettings()
     indexes: IndexSettings = Field(default_factory=IndexSettings)
+    adapters: AdapterSettings = Field(default_factory=AdapterSettings)
+    fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
     models: list[ModelConfig] = Field(default_factory=lambda: default_models())
 
     @classmethod
