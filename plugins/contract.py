@@ -22,6 +22,8 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from .types import (
+    AdapterInfo,
+    AdapterLoad,
     ChatRequest,
     CompletionRequest,
     EmbeddingResult,
@@ -44,6 +46,7 @@ __all__ = [
     "Embedder",
     "Reranker",
     "Transcriber",
+    "AdapterHost",
 ]
 
 
@@ -168,3 +171,22 @@ class Transcriber(ABC):
 
         Audio that cannot be decoded, and an unknown language, raise `InvalidRequest`.
         """
+
+
+class AdapterHost(ABC):
+    """A generation model that loads LoRA adapters at run time and applies one per request.
+
+    Requests name their adapter in `ChatRequest.adapter` / `CompletionRequest.adapter`; each
+    gets exactly its adapter's weights (or none), whatever ran before it.
+    """
+
+    @abstractmethod
+    def load_adapter(self, request: AdapterLoad) -> AdapterInfo:
+        """Load the adapter file; `InvalidRequest` when it does not fit this model.
+
+        May run while a generation is in progress (it must not touch that generation's state).
+        """
+
+    @abstractmethod
+    def unload_adapter(self, name: str) -> None:
+        """Free the adapter; requests that name it afterwards get a 404."""

@@ -44,6 +44,7 @@ __all__ = [
     "ModelNotFound",
     "PayloadTooLarge",
     "ModelUnavailable",
+    "FeatureDisabled",
     "Overloaded",
     "ConfigError",
 ]
@@ -142,6 +143,14 @@ class HeadersTooLarge(LampstandError):
     status_code = 431
     error_type = "invalid_request_error"
     code = "headers_too_large"
+
+
+class FeatureDisabled(LampstandError):
+    """The request needs a part of the server its configuration leaves off."""
+
+    status_code = 403
+    error_type = "permission_error"
+    code = "feature_disabled"
 
 
 class ModelUnavailable(LampstandError):

@@ -16,6 +16,9 @@ __all__ = [
     "ToolChoice",
     "ResponseFormat",
     "SamplingParams",
+    "AdapterRef",
+    "AdapterLoad",
+    "AdapterInfo",
     "ChatRequest",
     "CompletionRequest",
     "TopLogprob",
@@ -103,6 +106,31 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class AdapterRef:
+    """Which loaded LoRA adapter a generation runs with, and at what scale."""
+
+    name: str
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class AdapterLoad:
+    """Load the LoRA adapter file `path` into a running model under `name`."""
+
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """What a model reports about an adapter it loaded."""
+
+    name: str
+    bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class ChatRequest:
     """A chat generation: messages plus optional tools and output format."""
 
@@ -111,6 +139,7 @@ class ChatRequest:
     tools: tuple[FunctionTool, ...] = ()
     tool_choice: ToolChoice = ToolChoice()
     response_format: ResponseFormat = ResponseFormat()
+    adapter: AdapterRef | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +150,7 @@ class CompletionRequest:
     sampling: SamplingParams
     suffix: str | None = None
     echo: bool = False
+    adapter: AdapterRef | None = None
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from .middleware import (
 )
 from .model_pool import ModelPool
 from .openapi import install_openapi
-from .routes import audio, chat, completions, embeddings, health, indexes, metrics, models, rag, rerank
+from .routes import adapters, audio, chat, completions, embeddings, health, indexes, metrics, models, rag, rerank
 from .routes.deps import ServerState
 
 __all__ = ["create_app", "build_state"]
@@ -61,7 +61,7 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
             await state.pool.close()
 
     app = FastAPI(title="lampstand", version=version("lampstand"), lifespan=lifespan)
-    for module in (models, chat, completions, embeddings, rerank, audio, indexes, rag, health, metrics):
+    for module in (models, chat, completions, embeddings, rerank, audio, indexes, rag, adapters, health, metrics):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)

@@ -14,6 +14,8 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -25,6 +27,7 @@ from lampstand.plugins.contract import Capability, Footprint, Plugin
 from lampstand.plugins.errors import (
     CapabilityMissing,
     ConfigError,
+    InvalidRequest,
     LampstandError,
     MemoryBudgetExceeded,
     ModelNotFound,
@@ -32,8 +35,10 @@ from lampstand.plugins.errors import (
     ShuttingDown,
 )
 from lampstand.plugins.registry import PluginRegistry
+from lampstand.plugins.types import AdapterRef
 from lampstand.plugins.sources import fetch_from_hub, resolve_local
 
+from .adapters import AdapterRegistry
 from .config import MemorySettings, ModelConfig, ServerSettings
 from .leases import DEFAULT, Lease
 from .memory import Budget, format_size, parse_duration
@@ -134,6 +139,7 @@ class ModelPool:
         self.metrics = metrics or Metrics()
         self.models: dict[str, HostedModel] = {}
         self._names: dict[str, HostedModel] = {}
+        self.adapters = AdapterRegistry()
         self._residency = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
         self.draining = False
@@ -166,6 +172,11 @@ class ModelPool:
             for name in (hosted.id, *hosted.config.aliases):
                 self._names.pop(name, None)
 
+    @property
+    def names(self) -> Mapping[str, HostedModel]:
+        """Every model id and alias."""
+        return self._names
+
     def lookup(self, name: str) -> HostedModel:
         """The model called `name` (id or alias); 404 `model_not_found` otherwise."""
         hosted = self._names.get(name)
@@ -183,6 +194,27 @@ class ModelPool:
                 param="model",
             )
         return hosted
+
+    def target(self, name: str, capability: Capability,
+               lora_scale: float | None = None) -> tuple[HostedModel, AdapterRef | None]:
+        """The model a request's `model` names and the adapter to run it with, if it names one."""
+        if name not in self._names:
+            adapter = self.adapters.find(name, self._names)
+            if adapter is not None:
+                return self.require(adapter.base, capability), adapter.ref(lora_scale)
+        hosted = self.require(name, capability)
+        if lora_scale is not None:
+            raise InvalidRequest("lora_scale applies only when model names a LoRA adapter", param="lora_scale")
+        return hosted, None
+
+    @asynccontextmanager
+    async def using(self, hosted: HostedModel) -> AsyncIterator[WorkerHandle]:
+        """The model's loaded worker for an admin call (an adapter load), kept from eviction meanwhile."""
+        hosted.admitted += 1
+        try:
+            yield await self.ensure_loaded(hosted)
+        finally:
+            hosted.admitted -= 1
 
     def pick(self, configured: str | None, capability: Capability, purpose: str) -> HostedModel:
         """The configured model for `purpose`, else the first model with `capability`."""
@@ -247,7 +279,7 @@ class ModelPool:
         if hosted.estimate is None:
             hosted.estimate = self.estimate(hosted, path)
         return WorkerSpec(config.id, hosted.plugin_cls, path, hosted.options, self.server.log_level,
-                          self.server.log_format)
+                          self.server.log_format, adapters=self.adapters.loads_for(config.id))
 
     def estimate(self, hosted: HostedModel, path: Path | None = None) -> Footprint:
         """The plugin's footprint estimate; reads the model file's header (blocking)."""

@@ -147,6 +147,8 @@ class SamplingFields(Request):
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repeat_penalty: float | None = Field(None, gt=0.0)
     keep_alive: str | float | None = Field(None, description='how long the model stays loaded after this request ("5m", seconds, 0, -1)')
+    lora_scale: float | None = Field(None, ge=-16.0, le=16.0,
+                                     description="scale of the LoRA adapter `model` names (default: its load scale)")
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -621,6 +623,39 @@ class ModelCard(Response):
     waiting: int = 0
     worker_pid: int | None = None
 
+
+
+# -- LoRA adapters: vLLM's routes ------------------------------------------------------------
+
+class LoadLoraAdapterRequest(Request):
+    """POST /v1/load_lora_adapter."""
+
+    lora_name: str = Field(min_length=1, max_length=128, description="the model name requests will use")
+    lora_path: str = Field(min_length=1, max_length=4096,
+                           description="an adapter folder or .gguf file inside [adapters] dir (relative or absolute)")
+    base_model: str | None = Field(None, max_length=256,
+                                   description="the model it runs on (default: its manifest's base, or the only one)")
+    scale: float = Field(1.0, ge=-16.0, le=16.0, description="scale when a request gives no lora_scale")
+
+
+class UnloadLoraAdapterRequest(Request):
+    """POST /v1/unload_lora_adapter."""
+
+    lora_name: str = Field(min_length=1, max_length=128)
+    lora_int_id: int | None = Field(None, description="accepted for vLLM clients; unused")
+
+
+class LoraAdapterCard(Response):
+    """A loaded adapter."""
+
+    object: Literal["lora_adapter"] = "lora_adapter"
+    id: str
+    parent: str
+    root: str = Field(description="the lora_path it was loaded from")
+    scale: float
+    created: int
+    bytes: int | None = None
+    load_seconds: float | None = None
 
 class ModelList(Response):
     object: Literal["list"] = "list"

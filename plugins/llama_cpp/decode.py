@@ -8,7 +8,7 @@ caller holds the model exclusively while iterating (the `Llama` object is not re
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 import numpy as np
@@ -83,11 +83,15 @@ def decode_stream(
     sampling: SamplingParams,
     options: LlamaCppOptions,
     grammar: Any = None,
+    cache_key: Hashable = None,
 ) -> Iterator[GenerationChunk]:
-    """Generate from `prompt_tokens`; the last chunk carries finish_reason and usage."""
+    """Generate from `prompt_tokens`; the last chunk carries finish_reason and usage.
+
+    `cache_key` names what the KV depends on besides the tokens (the adapter set on the context).
+    """
     import llama_cpp
 
-    cache.evaluate(llm, prompt_tokens)  # generate() then samples at once from these logits
+    cache.evaluate(llm, prompt_tokens, cache_key)  # generate() then samples at once from these logits
 
     llm.set_seed(sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
     stops = StopMatcher(sampling.stop)

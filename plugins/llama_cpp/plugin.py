@@ -15,6 +15,7 @@ from typing import Any
 from lampstand.plugins.chat_prompt import render_chat
 from lampstand.plugins.chat_template import ChatTemplate
 from lampstand.plugins.contract import (
+    AdapterHost,
     Capability,
     ChatModel,
     CompletionModel,
@@ -31,6 +32,8 @@ from lampstand.plugins.errors import (
 )
 from lampstand.plugins.tool_calls import ToolCallParser, with_tool_calls
 from lampstand.plugins.types import (
+    AdapterInfo,
+    AdapterLoad,
     ChatRequest,
     CompletionRequest,
     EmbeddingResult,
@@ -38,6 +41,7 @@ from lampstand.plugins.types import (
     SamplingParams,
 )
 
+from .adapters import LoraAdapters
 from .decode import decode_stream
 from .gguf_info import GgufInfo, read_gguf_info
 from .grammar import grammar_for_chat, is_forced_tool_call
@@ -50,8 +54,8 @@ __all__ = ["LlamaCppPlugin"]
 POOLING = {"mean": 1, "cls": 2, "last": 3}  # llama_cpp.LLAMA_POOLING_TYPE_*
 
 
-class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder):
-    """One GGUF model in one llama.cpp context."""
+class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
+    """One GGUF model in one llama.cpp context, with the LoRA adapters loaded into it."""
 
     name = "llama_cpp"
     Options = LlamaCppOptions
@@ -64,6 +68,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder):
         self._template: ChatTemplate | None = None
         self._vocab: Vocab | None = None
         self._cache = PromptCache(self.options.cache_chunk)
+        self._adapters = LoraAdapters(self.path)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -131,6 +136,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder):
 
     def unload(self) -> None:
         if self._llm is not None:
+            self._adapters.free_all(self._llm)
             self._llm.close()
         self._llm = None
         self._template = None
@@ -188,7 +194,9 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder):
         self._require_generation()
         prompt = self.chat_prompt_tokens(request)
         sampling = self._budget(prompt, request.sampling)
-        chunks = decode_stream(self._llm, self._vocab, self._cache, prompt, sampling, self.options, grammar_for_chat(request))
+        key = self._adapters.apply(self._llm, request.adapter)
+        chunks = decode_stream(self._llm, self._vocab, self._cache, prompt, sampling, self.options,
+                               grammar_for_chat(request), key)
         if request.tools and request.tool_choice.mode != "none":
             chunks = with_tool_calls(chunks, ToolCallParser(forced=is_forced_tool_call(request)))
         return chunks
@@ -197,11 +205,21 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder):
         self._require_generation()
         prompt = self._completion_prompt(request)
         sampling = self._budget(prompt, request.sampling)
-        chunks = decode_stream(self._llm, self._vocab, self._cache, prompt, sampling, self.options)
+        key = self._adapters.apply(self._llm, request.adapter)
+        chunks = decode_stream(self._llm, self._vocab, self._cache, prompt, sampling, self.options, cache_key=key)
         if not request.echo:
             return chunks
         echoed = request.prompt if isinstance(request.prompt, str) else self._vocab.text(request.prompt)
         return _prepend(GenerationChunk(text=echoed), chunks)
+
+    # -- adapters --------------------------------------------------------------------
+
+    def load_adapter(self, request: AdapterLoad) -> AdapterInfo:
+        self._require_generation()
+        return self._adapters.load(self._llm, request)
+
+    def unload_adapter(self, name: str) -> None:
+        self._adapters.unload(self._llm, name)
 
     def _completion_prompt(self, request: CompletionRequest) -> list[int]:
         if isinstance(request.prompt, str):

@@ -18,6 +18,7 @@ from .. import protocol as p
 from ..config import ModelConfig
 from ..leases import keep_alive_of
 from ..model_pool import HostedModel, ModelPool
+from ..serving.adapters import adapter_model_cards
 from ..serving.rag import rag_model_cards
 from .deps import ServerState, get_state
 from .responses import ERROR_RESPONSES, json_or_stream
@@ -64,8 +65,8 @@ def model_card(hosted: HostedModel) -> p.ModelCard:
 
 @router.get("/v1/models", response_model=p.ModelList, responses=ERROR_RESPONSES)
 async def list_models(state: Annotated[ServerState, Depends(get_state)]) -> Response:
-    """Every configured model, with its residency, and one `rag:NAME` chat model per index."""
-    cards = [model_card(h) for h in state.pool.models.values()]
+    """Every configured model with its residency, its loaded LoRA adapters, and one `rag:NAME` per index."""
+    cards = [model_card(h) for h in state.pool.models.values()] + adapter_model_cards(state.pool)
     return json_or_stream(p.ModelList(data=cards + await rag_model_cards(state)))
 
 
@@ -95,7 +96,10 @@ async def unload_model(model_id: str, state: Annotated[ServerState, Depends(get_
 
 @router.get("/v1/models/{model_id:path}", response_model=p.ModelCard, responses=ERROR_RESPONSES)
 async def get_model(model_id: str, state: Annotated[ServerState, Depends(get_state)]) -> Response:
-    """One model, by id or alias."""
+    """One model, by id or alias, or a loaded LoRA adapter."""
+    adapter = next((c for c in adapter_model_cards(state.pool) if c.id == model_id), None)
+    if adapter is not None and model_id not in state.pool.names:
+        return json_or_stream(adapter)
     return json_or_stream(model_card(state.pool.lookup(model_id)))
 
 

@@ -89,11 +89,11 @@ async def create_chat_completion(pool: ModelPool, settings: ServerSettings, body
     With `extras` (a rag: model), `extras.chat_model` writes the answer, which is still
     reported under `body.model`, and carries the sources and their footer.
     """
-    hosted = pool.require(extras.chat_model if extras else body.model, Capability.CHAT)
+    hosted, adapter = pool.target(extras.chat_model if extras else body.model, Capability.CHAT, body.lora_scale)
 
     def build() -> list[ChatRequest]:
         base = chat_request(body, settings, vision=Capability.VISION in hosted.capabilities)
-        return [replace(base, sampling=seeded(base.sampling, i)) for i in range(body.n)]
+        return [replace(base, sampling=seeded(base.sampling, i), adapter=adapter) for i in range(body.n)]
 
     chunks = await generate(pool, hosted, body.keep_alive, "chat", build)
     extra: dict[str, Any] = {}

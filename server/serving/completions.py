@@ -44,7 +44,7 @@ def _legacy_logprobs(items: list[TokenLogprob], offset: int) -> p.CompletionLogp
 async def create_completion(pool: ModelPool, settings: ServerSettings,
                             body: p.CompletionRequest) -> p.Completion | AsyncIterator[str]:
     """A whole `text_completion`, or the SSE frames of its chunks when `stream` is set."""
-    hosted = pool.require(body.model, Capability.COMPLETIONS)
+    hosted, adapter = pool.target(body.model, Capability.COMPLETIONS, body.lora_scale)
     if body.best_of not in (None, body.n):
         raise InvalidRequest("best_of is not supported unless equal to n", param="best_of")
     if body.echo and body.logprobs is not None:
@@ -56,7 +56,8 @@ async def create_completion(pool: ModelPool, settings: ServerSettings,
     def build() -> list[CompletionRequest]:
         sampling = sampling_params(body, settings, max_tokens=body.max_tokens,
                                    logprobs=body.logprobs is not None, top_logprobs=body.logprobs or 0)
-        return [CompletionRequest(prompt=prompt, sampling=seeded(sampling, i), suffix=body.suffix, echo=body.echo)
+        return [CompletionRequest(prompt=prompt, sampling=seeded(sampling, i), suffix=body.suffix, echo=body.echo,
+                                  adapter=adapter)
                 for prompt in prompts for i in range(body.n)]
 
     chunks = await generate(pool, hosted, body.keep_alive, "complete", build)

@@ -10,6 +10,7 @@ extension field and a short list at the end of the text.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 from lampstand.indexer.grounding import (
     GROUNDING_SYSTEM_PROMPT,
@@ -53,7 +54,12 @@ async def _sources(state: ServerState, index: str, query: str, *, top_k: int | N
 
 
 def _chat_model(state: ServerState, name: str | None) -> str:
-    return state.pool.pick(name or state.settings.indexes.chat_model, Capability.CHAT, "a rag answer").id
+    """The chat model (or LoRA adapter) that writes rag answers: named, configured, or the first."""
+    name = name or state.settings.indexes.chat_model
+    if name:
+        state.pool.target(name, Capability.CHAT)  # 404 now for an unknown name
+        return name
+    return state.pool.pick(None, Capability.CHAT, "a rag answer").id
 
 
 # -- /v1/rag/query ---------------------------------------------------------------------------
@@ -66,8 +72,8 @@ async def answer_query(state: ServerState, body: p.RagQueryRequest) -> p.RagAnsw
     sampling = {k: v for k, v in (("max_tokens", body.max_tokens), ("temperature", body.temperature),
                                   ("seed", body.seed)) if v is not None}
     chat = p.ChatCompletionRequest(model=model, messages=_messages(body.query, sources), **sampling)
-    request = chat_request(chat, state.settings.server, vision=False)
-    hosted = state.pool.require(model, Capability.CHAT)
+    hosted, adapter = state.pool.target(model, Capability.CHAT)
+    request = replace(chat_request(chat, state.settings.server, vision=False), adapter=adapter)
     chunks = await generate(state.pool, hosted, None, "chat", lambda: [request])
     if body.stream:
         return sse_frames(_stream_answer(chunks, model, body.index, sources))

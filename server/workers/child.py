@@ -6,7 +6,8 @@ frames (frames.py): `("loaded", LoadedInfo)` or
 `("load_failed", error)` once, then per call any number of `("item", id, value)` followed
 by `("end", id)`, or one `("result", id, value)`, or one `("error", id, error)`.
 
-Each call runs in its own thread; one engine lock keeps the plugin to one call at a time.
+Each call runs in its own thread; one engine lock keeps the plugin to one call at a time
+(except `CONCURRENT_METHODS`, such as loading an adapter, which run beside it).
 A cancelled call stops after the item being produced (one decode step) and its generator
 is closed, so the engine frees its work. When the parent goes away the pipe closes and the
 process exits.
@@ -20,6 +21,7 @@ import signal
 import threading
 import traceback
 from collections.abc import Iterator
+from contextlib import nullcontext
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -31,7 +33,7 @@ from lampstand.plugins.errors import LampstandError
 
 from ..logs import configure_logging
 from .frames import write_frame
-from .messages import CALLABLE_METHODS, LoadedInfo, WorkerSpec
+from .messages import CALLABLE_METHODS, CONCURRENT_METHODS, LoadedInfo, WorkerSpec
 
 __all__ = ["worker_main"]
 
@@ -93,7 +95,8 @@ class _Server:
         try:
             if method not in CALLABLE_METHODS:
                 raise LampstandError(f"worker has no method {method!r}")
-            with self.engine_lock:
+            engine = nullcontext() if method in CONCURRENT_METHODS else self.engine_lock
+            with engine:
                 if stop.is_set():
                     return
                 result = getattr(self.plugin, method)(argument)
@@ -128,6 +131,15 @@ def _measured(plugin: Plugin, rss_before: int) -> Footprint:
     return Footprint(ram_bytes=max(rss - rss_before, 0), vram_bytes=reported.vram_bytes if reported else 0)
 
 
+def _load_adapters(plugin: Plugin, spec: WorkerSpec) -> None:
+    """Reload the adapters the server had loaded into this model (a restart loses them)."""
+    for adapter in spec.adapters:
+        try:
+            plugin.load_adapter(adapter)  # type: ignore[attr-defined]
+        except Exception as exc:  # the model still serves; requests naming the adapter get a 404
+            log.error("adapter %s could not be reloaded: %s", adapter.name, exc)
+
+
 def worker_main(commands: Connection, results: Connection, spec: WorkerSpec) -> None:
     """Entry point of the worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
@@ -138,6 +150,7 @@ def worker_main(commands: Connection, results: Connection, spec: WorkerSpec) -> 
     try:
         plugin = spec.plugin_cls(spec.model_id, spec.path, spec.options)
         plugin.load()
+        _load_adapters(plugin, spec)
         info = LoadedInfo(pid=os.getpid(), context_length=plugin.context_length(),
                           measured=_measured(plugin, rss_before))
     except BaseException as exc:  # reported to the parent, which marks the model failed

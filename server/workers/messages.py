@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from lampstand.plugins.contract import Footprint, Plugin
+from lampstand.plugins.types import AdapterLoad
 
-__all__ = ["WorkerSpec", "LoadedInfo", "CALLABLE_METHODS"]
+__all__ = ["WorkerSpec", "LoadedInfo", "CALLABLE_METHODS", "CONCURRENT_METHODS"]
 
-# Plugin methods a worker runs on request: one per capability interface, plus health.
-CALLABLE_METHODS = frozenset({"chat", "complete", "embed", "rerank", "transcribe", "health"})
+# Plugin methods a worker runs on request: one per capability interface, plus health and adapters.
+CALLABLE_METHODS = frozenset({"chat", "complete", "embed", "rerank", "transcribe", "health",
+                              "load_adapter", "unload_adapter"})
+# Those that run beside the call holding the engine (loading an adapter reads only the model).
+CONCURRENT_METHODS = frozenset({"load_adapter"})
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class WorkerSpec:
     options: Any
     log_level: str = "info"
     log_format: str = "json"
+    adapters: tuple[AdapterLoad, ...] = ()  # loaded right after the model, e.g. after a restart
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,165 @@
+"""Loading and unloading LoRA adapters in the running server (vLLM's two routes).
+
+A load names a folder (or a `.gguf` file) inside `[adapters] dir`. The adapter's manifest,
+when it has one, names the base it was trained on; a base file with another sha256 is
+refused. The base worker checks the file against the model (architecture, tensors, shapes)
+before llama.cpp reads it, and loads it beside the request it may be serving: the base
+never stops and is never reloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from lampstand.plugins.contract import AdapterHost, Capability
+from lampstand.plugins.errors import FeatureDisabled, InvalidRequest, ModelNotFound
+from lampstand.plugins.paths import confine, confine_absolute
+from lampstand.plugins.sources import resolve_local
+from lampstand.plugins.types import AdapterInfo, AdapterLoad
+from lampstand.training.manifest import AdapterManifest, file_sha256, read_manifest
+
+from .. import protocol as p
+from ..adapters import LoadedAdapter
+from ..config import AdapterSettings
+from ..model_pool import HostedModel, ModelPool
+
+__all__ = ["load_adapter", "unload_adapter", "adapter_card", "adapter_model_cards", "resolve_adapter_file"]
+
+GGUF_NAME = "adapter.gguf"
+
+
+def _require_hot_load(settings: AdapterSettings) -> None:
+    if not settings.hot_load:
+        raise FeatureDisabled("loading LoRA adapters at run time is off; set hot_load = true under [adapters]")
+
+
+def resolve_adapter_file(lora_path: str, root: Path) -> tuple[Path, AdapterManifest | None]:
+    """The GGUF LoRA file `lora_path` names inside `root`, and its folder's manifest if any."""
+    if os.path.isabs(lora_path) or lora_path.startswith("~"):
+        found = confine_absolute(lora_path, [root], "adapters dir")
+    else:
+        found = confine(lora_path, [root], allow_dirs=True)
+    folder = found if found.is_dir() else found.parent
+    manifest = read_manifest(folder) if (folder / "manifest.json").is_file() else None
+    if found.is_dir():
+        candidates = [folder / manifest.files.gguf] if manifest and manifest.files.gguf else []
+        candidates += [folder / GGUF_NAME, *sorted(folder.glob("*.gguf"))]
+        gguf = next((c for c in candidates if c.is_file()), None)
+        if gguf is None:
+            if (folder / "adapter_model.safetensors").is_file():
+                raise InvalidRequest(f"{lora_path!r} holds a PEFT adapter but no GGUF LoRA; convert it with "
+                                     f"`lampstand adapters convert {lora_path}`", param="lora_path")
+            raise InvalidRequest(f"{lora_path!r} holds no .gguf adapter", param="lora_path")
+        found = confine_absolute(str(gguf), [root], "adapters dir")
+    elif found.suffix.lower() != ".gguf":
+        raise InvalidRequest(f"{lora_path!r}: adapters are loaded as GGUF LoRA files (.gguf); convert a PEFT "
+                             "adapter with `lampstand adapters convert`", param="lora_path")
+    return found, manifest
+
+
+@lru_cache(maxsize=16)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def base_sha256(path: Path) -> str:
+    """The base model file's sha256, computed once per file version."""
+    info = path.stat()
+    return _sha256(path, info.st_size, info.st_mtime_ns)
+
+
+def _base_model(pool: ModelPool, body: p.LoadLoraAdapterRequest, manifest: AdapterManifest | None) -> HostedModel:
+    name = body.base_model or (manifest.base.id if manifest and manifest.base.id in pool.names else None)
+    if name:
+        hosted = pool.lookup(name)
+    else:
+        hosts = [h for h in pool.models.values() if issubclass(h.plugin_cls, AdapterHost)
+                 and Capability.COMPLETIONS in h.capabilities]
+        if len(hosts) != 1:
+            raise InvalidRequest("name the model the adapter runs on in base_model "
+                                 f"({len(hosts)} models take adapters)", param="base_model")
+        hosted = hosts[0]
+    if not issubclass(hosted.plugin_cls, AdapterHost) or Capability.COMPLETIONS not in hosted.capabilities:
+        raise InvalidRequest(f"model {hosted.id!r} (plugin {hosted.plugin_cls.name}) does not take LoRA adapters",
+                             param="base_model")
+    return hosted
+
+
+async def _check_base(hosted: HostedModel, manifest: AdapterManifest | None, lora_name: str) -> None:
+    """400 when the manifest says the adapter was trained on another base file."""
+    if manifest is None or not manifest.base.sha256 or hosted.config.path is None:
+        return
+    path = resolve_local(hosted.config.path, hosted.id)
+    served = await asyncio.to_thread(base_sha256, path)
+    if served != manifest.base.sha256:
+        raise InvalidRequest(
+            f"adapter {lora_name!r} was trained on a base file with sha256 {manifest.base.sha256[:12]}..., "
+            f"but model {hosted.id!r} is {served[:12]}...: train it on this model or load it onto its own base",
+            param="base_model")
+
+
+async def load_adapter(pool: ModelPool, settings: AdapterSettings, body: p.LoadLoraAdapterRequest,
+                       *, check_enabled: bool = True) -> p.LoraAdapterCard:
+    """Load the adapter into its base model's worker and serve it under `lora_name`."""
+    if check_enabled:
+        _require_hot_load(settings)
+    path, manifest = await asyncio.to_thread(resolve_adapter_file, body.lora_path, settings.dir)
+    hosted = _base_model(pool, body, manifest)
+    await _check_base(hosted, manifest, body.lora_name)
+    adapter = LoadedAdapter(body.lora_name, hosted.id, path, body.scale, source=body.lora_path)
+    pool.adapters.reserve(adapter, pool.names, settings.max_loaded)
+    try:
+        async with pool.using(hosted) as worker:
+            info: AdapterInfo = await worker.call("load_adapter", AdapterLoad(adapter.name, str(path)))
+    except BaseException:
+        pool.adapters.remove(adapter.name)
+        raise
+    adapter.status = "loaded"
+    return adapter_card(adapter, info)
+
+
+async def unload_adapter(pool: ModelPool, settings: AdapterSettings, body: p.UnloadLoraAdapterRequest,
+                         *, check_enabled: bool = True) -> p.LoraAdapterCard:
+    """Stop serving the adapter once the requests using it finish, and free it."""
+    if check_enabled:
+        _require_hot_load(settings)
+    adapter = pool.adapters.get(body.lora_name)
+    if adapter is None or adapter.status != "loaded":
+        raise ModelNotFound(f"the lora adapter {body.lora_name!r} is not loaded", param="lora_name")
+    hosted = pool.lookup(adapter.base)
+    adapter.status = "loading"  # no new load under this name meanwhile
+    try:
+        if hosted.worker is not None and hosted.worker.alive:
+            async with pool.using(hosted) as worker:
+                await worker.call("unload_adapter", adapter.name)
+    except ModelNotFound:
+        pass  # the worker restarted without it
+    except BaseException:
+        adapter.status = "loaded"
+        raise
+    pool.adapters.remove(adapter.name)
+    return adapter_card(adapter)
+
+
+def adapter_card(adapter: LoadedAdapter, info: AdapterInfo | None = None) -> p.LoraAdapterCard:
+    """The answer to a load or unload."""
+    return p.LoraAdapterCard(id=adapter.name, parent=adapter.base, root=adapter.source, scale=adapter.scale,
+                             created=adapter.created, bytes=info.bytes if info else None,
+                             load_seconds=round(info.seconds, 4) if info else None)
+
+
+def adapter_model_cards(pool: ModelPool) -> list[p.ModelCard]:
+    """One `/v1/models` entry per loaded adapter, with `parent` = its base."""
+    cards = []
+    for adapter in pool.adapters:
+        if adapter.status != "loaded":
+            continue
+        base = pool.lookup(adapter.base)
+        cards.append(p.ModelCard(
+            id=adapter.name, created=adapter.created, owned_by="lampstand", parent=base.id,
+            capabilities=sorted(c.value for c in base.capabilities if c in (Capability.CHAT, Capability.COMPLETIONS)),
+            status=base.status.value, plugin=base.plugin_cls.name))
+    return cards
