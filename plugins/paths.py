@@ -32,16 +32,16 @@ _KINDS = {
 }
 
 
-def confine(user_path: str, roots: Sequence[Path], *, allow_dirs: bool = False) -> Path:
+def confine(user_path: str, roots: Sequence[Path], *, allow_dirs: bool = False, what: str = "model roots") -> Path:
     """The resolved absolute path `user_path` names under the first root where it exists.
 
     Raises `PathNotAllowed` (400) for a path of a refused form, one that leads out of its
     root, one found under no root, or one that is not a regular file (nor, with
-    `allow_dirs`, a directory).
+    `allow_dirs`, a directory). `what` names the roots in messages.
     """
     if not roots:
-        raise PathNotAllowed(f"path {_quote(user_path)} is not allowed: no model roots are configured")
-    relative = _relative(user_path)
+        raise PathNotAllowed(f"path {_quote(user_path)} is not allowed: no {what} are configured")
+    relative = _relative(user_path, what)
     for root in roots:
         try:
             base = Path(root).resolve(strict=True)
@@ -49,12 +49,12 @@ def confine(user_path: str, roots: Sequence[Path], *, allow_dirs: bool = False) 
         except (OSError, RuntimeError):  # missing, a file on the way, unreadable, a symlink loop
             continue
         if not found.is_relative_to(base):
-            raise PathNotAllowed(f"path {_quote(user_path)} leads outside the model roots")
+            raise PathNotAllowed(f"path {_quote(user_path)} leads outside the {what}")
         if found == base:
-            raise PathNotAllowed(f"path {_quote(user_path)} names a model root itself, not a path inside it")
-        _require_kind(user_path, found, allow_dirs)
+            raise PathNotAllowed(f"path {_quote(user_path)} names one of the {what} itself, not a path inside it")
+        _require_kind(user_path, found, allow_dirs, what)
         return found
-    raise PathNotAllowed(f"path {_quote(user_path)} was not found under the model roots")
+    raise PathNotAllowed(f"path {_quote(user_path)} was not found under the {what}")
 
 
 def confine_absolute(user_path: str, roots: Sequence[Path], what: str = "source roots") -> Path:
@@ -77,7 +77,7 @@ def confine_absolute(user_path: str, roots: Sequence[Path], what: str = "source 
         raise PathNotAllowed(f"path {_quote(user_path)} is outside the configured {what}")
     if not found.exists():
         raise PathNotAllowed(f"path {_quote(user_path)} was not found")
-    _require_kind(user_path, found, allow_dirs=True)
+    _require_kind(user_path, found, allow_dirs=True, what=what)
     return found
 
 
@@ -88,7 +88,7 @@ def _quote(user_path: str) -> str:
     return repr(user_path[:_QUOTE_CHARS]) + "..."
 
 
-def _relative(user_path: str) -> PurePath:
+def _relative(user_path: str, what: str) -> PurePath:
     """`user_path` as a path relative to a root; the forms never accepted are refused here."""
     if not user_path:
         raise PathNotAllowed("an empty path names no file")
@@ -96,21 +96,21 @@ def _relative(user_path: str) -> PurePath:
         raise PathNotAllowed(f"path {_quote(user_path)} contains a NUL byte")
     path = PurePath(user_path)
     if path.is_absolute():  # not quoted: the request's absolute path is no business of the reply
-        raise PathNotAllowed("absolute paths are not allowed; name a path relative to a model root")
+        raise PathNotAllowed(f"absolute paths are not allowed; name a path relative to the {what}")
     if user_path.startswith("~"):
         raise PathNotAllowed(f"path {_quote(user_path)} starts with '~', which is not expanded; "
-                             "name a path relative to a model root")
+                             f"name a path relative to the {what}")
     if ".." in path.parts:
-        raise PathNotAllowed(f"path {_quote(user_path)} contains '..'; name a path inside a model root")
+        raise PathNotAllowed(f"path {_quote(user_path)} contains '..'; name a path inside the {what}")
     return path
 
 
-def _require_kind(user_path: str, found: Path, allow_dirs: bool) -> None:
+def _require_kind(user_path: str, found: Path, allow_dirs: bool, what: str = "roots") -> None:
     """Refuse anything but a regular file (or a directory, if allowed), without opening it."""
     try:
         mode = os.stat(found).st_mode
     except OSError:  # gone since it was resolved
-        raise PathNotAllowed(f"path {_quote(user_path)} was not found under the model roots") from None
+        raise PathNotAllowed(f"path {_quote(user_path)} was not found under the {what}") from None
     if stat.S_ISREG(mode) or (allow_dirs and stat.S_ISDIR(mode)):
         return
     kind = _KINDS.get(stat.S_IFMT(mode), "a special file")

@@ -48,7 +48,7 @@ REFUSED = {
     "symlink out of the root": ("outside", "leads outside the model roots"),
     "through a symlinked dir": ("outside-dir/secret.gguf", "leads outside the model roots"),
     "symlink to /dev/zero": ("zero", "leads outside the model roots"),
-    "the root itself": (".", "names a model root itself"),
+    "the root itself": (".", "names one of the model roots itself"),
     "fifo": ("fifo", "is a FIFO, not a regular file"),
     "socket": ("sock", "is a socket, not a regular file"),
     "directory": ("sub", "is a directory, not a regular file"),

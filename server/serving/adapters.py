@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from lampstand.plugins.contract import AdapterHost, Capability
-from lampstand.plugins.errors import FeatureDisabled, InvalidRequest, ModelNotFound
+from lampstand.plugins.errors import FeatureDisabled, InvalidRequest, ModelNotFound, PathNotAllowed
 from lampstand.plugins.paths import confine, confine_absolute
 from lampstand.plugins.sources import resolve_local
 from lampstand.plugins.types import AdapterInfo, AdapterLoad
@@ -38,10 +38,14 @@ def _require_hot_load(settings: AdapterSettings) -> None:
 
 def resolve_adapter_file(lora_path: str, root: Path) -> tuple[Path, AdapterManifest | None]:
     """The GGUF LoRA file `lora_path` names inside `root`, and its folder's manifest if any."""
-    if os.path.isabs(lora_path) or lora_path.startswith("~"):
-        found = confine_absolute(lora_path, [root], "adapters dir")
-    else:
-        found = confine(lora_path, [root], allow_dirs=True)
+    try:
+        if os.path.isabs(lora_path) or lora_path.startswith("~"):
+            found = confine_absolute(lora_path, [root], "adapters dir")
+        else:
+            found = confine(lora_path, [root], allow_dirs=True, what="adapters dir")
+    except PathNotAllowed as exc:
+        exc.param = "lora_path"
+        raise
     folder = found if found.is_dir() else found.parent
     manifest = read_manifest(folder) if (folder / "manifest.json").is_file() else None
     if found.is_dir():
@@ -74,7 +78,11 @@ def base_sha256(path: Path) -> str:
 def _base_model(pool: ModelPool, body: p.LoadLoraAdapterRequest, manifest: AdapterManifest | None) -> HostedModel:
     name = body.base_model or (manifest.base.id if manifest and manifest.base.id in pool.names else None)
     if name:
-        hosted = pool.lookup(name)
+        try:
+            hosted = pool.lookup(name)
+        except ModelNotFound as exc:
+            exc.param = "base_model"
+            raise
     else:
         hosts = [h for h in pool.models.values() if issubclass(h.plugin_cls, AdapterHost)
                  and Capability.COMPLETIONS in h.capabilities]
