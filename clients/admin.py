@@ -1,4 +1,4 @@
-"""The admin side of the HTTP API, for `lampstand ps`, `load` and `unload`."""
+"""The admin side of the HTTP API, for `lampstand ps`, `load`, `unload` and `adapters`."""
 
 from __future__ import annotations
 
@@ -32,6 +32,17 @@ class AdminClient:
     def unload(self, model: str) -> dict[str, Any]:
         """Unload `model` once idle; its card afterwards."""
         return self._request("POST", f"/v1/models/{model}/unload")
+
+    def load_adapter(self, name: str, path: str, base: str | None = None, scale: float = 1.0) -> dict[str, Any]:
+        """Load a LoRA adapter into its running base model; its card afterwards."""
+        body: dict[str, Any] = {"lora_name": name, "lora_path": path, "scale": scale}
+        if base is not None:
+            body["base_model"] = base
+        return self._request("POST", "/v1/load_lora_adapter", body)
+
+    def unload_adapter(self, name: str) -> dict[str, Any]:
+        """Stop serving a LoRA adapter."""
+        return self._request("POST", "/v1/unload_lora_adapter", {"lora_name": name})
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:

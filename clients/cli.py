@@ -18,6 +18,7 @@ from rich.table import Table
 
 from lampstand.plugins.errors import ConfigError, LampstandError
 
+from .adapters_cli import adapters_app
 from .admin import AdminClient
 from .chat import chat_in_process, chat_over_http
 from .eval_cli import eval_app
@@ -30,6 +31,7 @@ app = typer.Typer(help="lampstand: a local OpenAI-compatible server for LLMs, em
                   no_args_is_help=True, add_completion=False)
 app.add_typer(index_app, name="index")
 app.add_typer(eval_app, name="eval")
+app.add_typer(adapters_app, name="adapters")
 app.command("ask")(ask_command)
 
 _settings = load_cli_settings
