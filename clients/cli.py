@@ -24,6 +24,7 @@ from .chat import chat_in_process, chat_over_http
 from .eval_cli import eval_app
 from .index_cli import ask_command, index_app
 from .options import DEFAULT_URL, ConfigOption, JsonOption, KeyOption, UrlOption, fail, load_cli_settings
+from .train_cli import train_command
 
 __all__ = ["app", "main"]
 
@@ -33,6 +34,7 @@ app.add_typer(index_app, name="index")
 app.add_typer(eval_app, name="eval")
 app.add_typer(adapters_app, name="adapters")
 app.command("ask")(ask_command)
+app.command("train")(train_command)
 
 _settings = load_cli_settings
 _fail = fail

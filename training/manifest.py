@@ -1,0 +1,134 @@
+"""The adapter manifest: what an adapter folder holds and what it was trained from.
+
+`<adapter>/manifest.json` sits next to peft's `adapter_model.safetensors` and
+`adapter_config.json` (and `adapter.gguf` when the base was a GGUF). It names the base model
+by its served id, path and sha256, so the server can refuse to attach an adapter to a base it
+was not trained on. Standard library only: the server reads manifests without torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lampstand.plugins.errors import InvalidRequest
+
+__all__ = ["MANIFEST_FORMAT", "MANIFEST_FILE", "AdapterManifest", "BaseInfo", "DataInfo", "AdapterFiles",
+           "file_sha256", "write_manifest", "read_manifest"]
+
+MANIFEST_FORMAT = "lampstand-adapter/1"
+MANIFEST_FILE = "manifest.json"
+_CHUNK = 1024 * 1024
+
+
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class BaseInfo:
+    """The model the adapter was trained on."""
+
+    id: str | None  # served id, when the base is a configured model
+    source: str  # what --base said
+    path: str
+    sha256: str
+    architecture: str
+
+
+@dataclass
+class DataInfo:
+    """The training data, by content."""
+
+    train_sha256: str
+    eval_sha256: str | None
+    train_rows: int
+    eval_rows: int
+
+
+@dataclass
+class AdapterFiles:
+    """The adapter's weight files, relative to its folder."""
+
+    peft: str = "adapter_model.safetensors"
+    gguf: str | None = None
+
+
+@dataclass
+class AdapterManifest:
+    """Everything `manifest.json` records about one trained adapter."""
+
+    name: str
+    created: int
+    base: BaseInfo
+    data: DataInfo
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    files: AdapterFiles = field(default_factory=AdapterFiles)
+    format: str = MANIFEST_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, `format` first."""
+        body = asdict(self)
+        return {"format": body.pop("format"), **body}
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> AdapterManifest:
+        """Parse a manifest object; KeyError/TypeError/ValueError when it is malformed."""
+        if body.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"format is {body.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+        return cls(
+            name=str(body["name"]),
+            created=int(body["created"]),
+            base=BaseInfo(**body["base"]),
+            data=DataInfo(**body["data"]),
+            hyperparameters=dict(body.get("hyperparameters") or {}),
+            metrics=dict(body.get("metrics") or {}),
+            files=AdapterFiles(**(body.get("files") or {})),
+        )
+
+
+def write_manifest(directory: Path, manifest: AdapterManifest) -> Path:
+    """Write `<directory>/manifest.json` atomically (temp file, then rename)."""
+    directory = Path(directory)
+    text = json.dumps(manifest.to_dict(), indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, directory / MANIFEST_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return directory / MANIFEST_FILE
+
+
+def read_manifest(directory: Path) -> AdapterManifest | None:
+    """The manifest in `directory`; None when there is none, InvalidRequest when it is malformed."""
+    path = Path(directory) / MANIFEST_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        body = json.loads(text)
+        if not isinstance(body, dict):
+            raise ValueError("not a JSON object")
+        return AdapterManifest.from_dict(body)
+    except (ValueError, KeyError, TypeError) as exc:
+        detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise InvalidRequest(f"malformed adapter manifest {path}: {detail}") from exc
