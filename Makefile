@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python bench/embed_overhead.py
 	$(BIN)/python bench/residency.py
 	$(BIN)/python bench/speech.py
+	$(BIN)/python bench/rag.py
 
 install: $(VENV)/.installed
 
