@@ -14,9 +14,8 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 
 from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
-
 from lampstand.plugins.registry import PluginRegistry, discover_plugins
+from starlette.middleware.cors import CORSMiddleware
 
 from .config import Settings
 from .error_handlers import install_error_handlers
@@ -31,8 +30,23 @@ from .middleware import (
 )
 from .model_pool import ModelPool
 from .openapi import install_openapi
-from .routes import adapters, audio, chat, completions, embeddings, health, indexes, metrics, models, rag, rerank
+from .routes import (
+    adapters,
+    audio,
+    chat,
+    completions,
+    embeddings,
+    files,
+    fine_tuning,
+    health,
+    indexes,
+    metrics,
+    models,
+    rag,
+    rerank,
+)
 from .routes.deps import ServerState
+from .serving.files import FORM_OVERHEAD
 
 __all__ = ["create_app", "build_state"]
 
@@ -51,17 +65,20 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.lampstand = state
+        await state.fine_tuning.start()  # before the preloads: trained adapters load with their base
         starting = asyncio.create_task(state.pool.start())
         starting.add_done_callback(lambda _: setattr(state, "ready", True))
         try:
             yield
         finally:
             starting.cancel()
+            await state.fine_tuning.close()
             await state.indexes.close()
             await state.pool.close()
 
     app = FastAPI(title="lampstand", version=version("lampstand"), lifespan=lifespan)
-    for module in (models, chat, completions, embeddings, rerank, audio, indexes, rag, adapters, health, metrics):
+    for module in (models, chat, completions, embeddings, rerank, audio, indexes, rag, adapters, files, fine_tuning,
+                   health, metrics):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)
@@ -69,7 +86,8 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
     # Added innermost first: a request meets them in the reverse order.
     app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in server.api_keys])
     app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes,
-                       limits_by_prefix={"/v1/audio/": server.max_audio_bytes})
+                       limits_by_prefix={"/v1/audio/": server.max_audio_bytes,
+                                         "/v1/files": settings.fine_tuning.max_file_bytes + FORM_OVERHEAD})
     app.add_middleware(DrainMiddleware, is_draining=lambda: state.pool.draining)
     if server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=server.cors_origins,

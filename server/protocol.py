@@ -671,3 +671,171 @@ class ErrorDetail(Response):
 
 class ErrorResponse(Response):
     error: ErrorDetail
+
+
+# -- files and fine-tuning jobs: OpenAI's API ------------------------------------------------
+
+__all__ += [
+    "FileObject", "FileList", "FileDeleted", "FineTuningHyperparametersIn", "FineTuningMethodIn",
+    "FineTuningJobCreateRequest", "FineTuningHyperparameters", "FineTuningMethod", "FineTuningJobError",
+    "FineTuningJob", "FineTuningJobList", "FineTuningJobEvent", "FineTuningJobEventList",
+    "FineTuningCheckpointMetrics", "FineTuningJobCheckpoint", "FineTuningJobCheckpointList",
+]
+
+
+class FileObject(Response):
+    """An uploaded file (`POST /v1/files`); only `fine-tune` files are accepted."""
+
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    expires_at: int | None = None
+    filename: str
+    purpose: str
+    status: Literal["uploaded", "processed", "error"] = "processed"
+    status_details: str | None = None
+
+
+class FileList(Response):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class FileDeleted(Response):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool
+
+
+class FineTuningHyperparametersIn(Request):
+    """Each value may be "auto": the trainer's default."""
+
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=256)] | None = None
+    learning_rate_multiplier: Literal["auto"] | Annotated[float, Field(gt=0, le=10)] | None = None
+    n_epochs: Literal["auto"] | Annotated[int, Field(ge=1, le=50)] | None = None
+
+
+class SupervisedMethodIn(Request):
+    hyperparameters: FineTuningHyperparametersIn | None = None
+
+
+class FineTuningMethodIn(Request):
+    """Only supervised fine-tuning is offered."""
+
+    type: Literal["supervised"]
+    supervised: SupervisedMethodIn | None = None
+
+
+MetadataValue = Annotated[str, Field(max_length=512)]
+
+
+class FineTuningJobCreateRequest(Request):
+    """POST /v1/fine_tuning/jobs."""
+
+    model: str = Field(min_length=1, max_length=256, description="a served model that takes LoRA adapters")
+    training_file: str = Field(min_length=1, max_length=128)
+    hyperparameters: FineTuningHyperparametersIn | None = Field(None, description="deprecated: use method")
+    integrations: list[dict[str, Any]] | None = Field(None, max_length=0, description="not supported")
+    metadata: dict[Annotated[str, Field(max_length=64)], MetadataValue] | None = Field(None, max_length=16)
+    method: FineTuningMethodIn | None = None
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    suffix: str | None = Field(None, max_length=64, description="added to the fine-tuned model's name")
+    validation_file: str | None = Field(None, min_length=1, max_length=128)
+
+
+class FineTuningHyperparameters(Response):
+    batch_size: Literal["auto"] | int
+    learning_rate_multiplier: Literal["auto"] | float
+    n_epochs: Literal["auto"] | int
+
+
+class SupervisedMethod(Response):
+    hyperparameters: FineTuningHyperparameters
+
+
+class FineTuningMethod(Response):
+    type: Literal["supervised"] = "supervised"
+    supervised: SupervisedMethod
+
+
+class FineTuningJobError(Response):
+    code: str
+    message: str
+    param: str | None
+
+
+FineTuningStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class FineTuningJob(Response):
+    """A fine-tuning job; the optional fields are always sent, `null` until known."""
+
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    error: FineTuningJobError | None = None
+    fine_tuned_model: str | None = None
+    finished_at: int | None = None
+    hyperparameters: FineTuningHyperparameters
+    model: str
+    organization_id: str = "lampstand"
+    result_files: list[str] = []
+    seed: int
+    status: FineTuningStatus
+    trained_tokens: int | None = None
+    training_file: str
+    validation_file: str | None = None
+    integrations: list[dict[str, Any]] = []
+    method: FineTuningMethod
+    metadata: dict[str, str] | None = None
+    estimated_finish: int | None = None
+
+
+class FineTuningJobList(Response):
+    object: Literal["list"] = "list"
+    data: list[FineTuningJob]
+    has_more: bool = False
+
+
+class FineTuningJobEvent(Response):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: Literal["info", "warn", "error"] = "info"
+    message: str
+    data: dict[str, Any] | None = None
+    type: Literal["message", "metrics"] = "message"
+
+
+class FineTuningJobEventList(Response):
+    object: Literal["list"] = "list"
+    data: list[FineTuningJobEvent]
+    has_more: bool = False
+
+
+class FineTuningCheckpointMetrics(Response):
+    step: float | None = None
+    train_loss: float | None = None
+    valid_loss: float | None = None
+
+
+class FineTuningJobCheckpoint(Response):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: FineTuningCheckpointMetrics
+    step_number: int
+
+
+class FineTuningJobCheckpointList(Response):
+    object: Literal["list"] = "list"
+    data: list[FineTuningJobCheckpoint]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False

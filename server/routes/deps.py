@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fastapi import Request
-
 from lampstand.plugins.registry import PluginRegistry
 
 from ..config import Settings
 from ..model_pool import ModelPool
 from ..serving.embeddings import EmbeddingBatcher
+from ..serving.fine_tuning import FineTuningService
 from ..serving.indexes import IndexService
 
-__all__ = ["ServerState", "get_state"]
+__all__ = ["ServerState", "get_state", "enabled_fine_tuning"]
 
 
 @dataclass
@@ -25,12 +25,19 @@ class ServerState:
     pool: ModelPool
     batchers: dict[str, EmbeddingBatcher] = field(default_factory=dict)  # by model id
     indexes: IndexService = field(init=False)
+    fine_tuning: FineTuningService = field(init=False)
     ready: bool = False
 
     def __post_init__(self) -> None:
         self.indexes = IndexService(self.settings.indexes, self.pool, self.batchers)
+        self.fine_tuning = FineTuningService(self.settings.fine_tuning, self.settings.adapters, self.pool)
 
 
 def get_state(request: Request) -> ServerState:
     """FastAPI dependency: the running server's state."""
     return request.app.state.lampstand
+
+
+def enabled_fine_tuning(request: Request) -> FineTuningService:
+    """FastAPI dependency: the files and fine-tuning service; 403 when it is off."""
+    return get_state(request).fine_tuning.require_enabled()

@@ -1,0 +1,63 @@
+"""/v1/files: upload, list, describe, download and delete files for fine-tuning."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, Response
+
+from .. import protocol as p
+from ..serving.files import create_file, list_files
+from ..serving.fine_tuning import FineTuningService
+from .deps import enabled_fine_tuning
+from .responses import ERROR_RESPONSES, json_or_stream
+
+router = APIRouter(tags=["files"])
+Service = Annotated[FineTuningService, Depends(enabled_fine_tuning)]
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES, 403: {"model": p.ErrorResponse, "description": "[fine_tuning] enabled is off"}}
+_MULTIPART_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file", "purpose"],
+            "properties": {"file": {"type": "string", "format": "binary"},
+                           "purpose": {"type": "string", "enum": ["fine-tune"]}},
+        }}},
+    }
+}
+
+
+@router.post("/v1/files", response_model=p.FileObject, responses=RESPONSES, openapi_extra=_MULTIPART_BODY)
+async def upload_file(request: Request, service: Service) -> Response:
+    """Upload a JSONL file of training data (`purpose` = `fine-tune`)."""
+    return json_or_stream(await create_file(request, service.files, service.settings.max_file_bytes))
+
+
+@router.get("/v1/files", response_model=p.FileList, responses=RESPONSES)
+async def get_files(service: Service, purpose: str | None = None,
+                    order: Literal["asc", "desc"] = "desc", after: str | None = None,
+                    limit: Annotated[int, Query(ge=1, le=10000)] = 10000) -> Response:
+    """The uploaded files, newest first by default."""
+    return json_or_stream(await list_files(service.files, purpose, order, after, limit))
+
+
+@router.get("/v1/files/{file_id}", response_model=p.FileObject, responses=RESPONSES)
+async def get_file(file_id: str, service: Service) -> Response:
+    """One file's metadata."""
+    return json_or_stream(service.files.get(file_id))
+
+
+@router.get("/v1/files/{file_id}/content", response_class=FileResponse, responses={
+    **RESPONSES, 200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                       "description": "The file's bytes"}})
+async def get_file_content(file_id: str, service: Service) -> FileResponse:
+    """The file's bytes, as uploaded."""
+    return FileResponse(service.files.path(file_id), media_type="application/octet-stream")
+
+
+@router.delete("/v1/files/{file_id}", response_model=p.FileDeleted, responses=RESPONSES)
+async def delete_file(file_id: str, service: Service) -> Response:
+    """Delete the file (jobs created from it keep their copy)."""
+    return json_or_stream(service.files.delete(file_id))
