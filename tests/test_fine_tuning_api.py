@@ -21,7 +21,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import MINILM, SMOLLM, RunningServer, start_server, stop_server
+from conftest import MINILM, SMOLLM, start_server, stop_server
 
 DATA = Path(__file__).parent / "data"
 MAX_FILE_BYTES = 64 * 1024
@@ -93,15 +93,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
 @pytest.fixture(scope="module")
 def uploads(live: Live) -> dict[str, str]:
-    """File ids: four good rows, twenty good rows, and a file with bad lines 2 and 3."""
+    """File ids: one, four and twenty good rows, and a file with bad lines 2 and 3."""
     rows = (DATA / "fact_train.jsonl").read_text().splitlines()
     bad = "\n".join([rows[0], "{not json", json.dumps({"messages": [{"role": "user", "content": "hi"}]})]) + "\n"
-    files = {"four": "\n".join(rows[:4]) + "\n", "all": "\n".join(rows) + "\n", "bad": bad}
+    files = {"one": rows[4] + "\n", "four": "\n".join(rows[:4]) + "\n", "all": "\n".join(rows) + "\n", "bad": bad}
     return {name: live.client.files.create(file=(f"{name}.jsonl", text.encode()), purpose="fine-tune").id
             for name, text in files.items()}
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 150, what: str = "condition") -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 600, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
@@ -111,9 +111,13 @@ def wait_for(check: Callable[[], Any], timeout: float = 150, what: str = "condit
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def finished(client: openai.OpenAI, job_id: str, timeout: float = 150) -> Any:
+def finished(client: openai.OpenAI, job_id: str, timeout: float = 600) -> Any:
     return wait_for(lambda: (job := client.fine_tuning.jobs.retrieve(job_id)).status in FINISHED and job,
                     timeout, f"job {job_id} to finish")
+
+
+def started(client: openai.OpenAI, job_id: str) -> None:
+    wait_for(lambda: client.fine_tuning.jobs.retrieve(job_id).status == "running", what=f"{job_id} to start")
 
 
 def first_step(client: openai.OpenAI, job_id: str) -> None:
@@ -248,7 +252,7 @@ def test_a_failing_trainer_fails_the_job_with_its_error(live: Live, uploads: dic
 def test_a_job_trains_and_its_model_answers(live: Live, uploads: dict[str, str]) -> None:
     client = live.client
     job = client.fine_tuning.jobs.create(model="smollm2", training_file=uploads["four"],
-                                         validation_file=uploads["four"], suffix="tiny fact!", seed=7,
+                                         validation_file=uploads["one"], suffix="tiny fact!", seed=7,
                                          metadata={"team": "docs"},
                                          method={"type": "supervised", "supervised": {"hyperparameters": {
                                              "n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 2}}})
@@ -260,7 +264,7 @@ def test_a_job_trains_and_its_model_answers(live: Live, uploads: dict[str, str])
     done = finished(client, job.id)
     assert done.status == "succeeded", done.error
     assert done.fine_tuned_model == f"ft:{BASE_ID}:tiny-fact" and done.finished_at >= done.created_at
-    assert done.trained_tokens and done.trained_tokens > 0 and done.estimated_finish is None
+    assert done.estimated_finish is None and (done.trained_tokens is None or done.trained_tokens > 0)
 
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=2))  # the SDK follows `after`
     assert [e.message for e in events][:2] == ["The job has successfully completed",
@@ -282,7 +286,7 @@ def test_a_job_trains_and_its_model_answers(live: Live, uploads: dict[str, str])
 
 def test_cancel_a_queued_and_a_running_job(live: Live, uploads: dict[str, str]) -> None:
     client = live.client
-    long = {"n_epochs": 50, "batch_size": 2}
+    long = {"n_epochs": 50, "batch_size": 1}
     running = client.fine_tuning.jobs.create(model="smollm2", training_file=uploads["all"], hyperparameters=long)
     queued = client.fine_tuning.jobs.create(model="smollm2", training_file=uploads["all"], hyperparameters=long)
     first_step(client, running.id)
@@ -291,10 +295,14 @@ def test_cancel_a_queued_and_a_running_job(live: Live, uploads: dict[str, str]) 
     cancelled = client.fine_tuning.jobs.cancel(queued.id)
     assert cancelled.status == "cancelled" and cancelled.finished_at is not None
     stopped = client.fine_tuning.jobs.cancel(running.id)
-    assert stopped.status == "cancelled" and stopped.fine_tuned_model is None
-    assert client.fine_tuning.jobs.list_events(running.id).data[0].message == "Fine-tuning job cancelled"
-    assert client.fine_tuning.jobs.checkpoints.list(running.id).data  # the trainer saved one as it stopped
-    assert f"ft:{BASE_ID}:{running.id[-8:]}" not in {m.id for m in client.models.list().data}
+    assert stopped.status == "cancelled" and stopped.fine_tuned_model is None and stopped.finished_at is not None
+    # The trainer finishes its step, saves a checkpoint and exits.
+    saved = wait_for(lambda: client.fine_tuning.jobs.checkpoints.list(running.id).data, what="the checkpoint")
+    assert saved[0].step_number >= 1 and saved[0].metrics.train_loss is not None
+    events = [e.message for e in client.fine_tuning.jobs.list_events(running.id, limit=100)]
+    assert "Fine-tuning job cancelled" in events and f"Checkpoint created at step {saved[0].step_number}" in events
+    assert client.fine_tuning.jobs.retrieve(running.id).status == "cancelled"
+    assert not any(m.id.startswith("ft:") and m.id != "ft:" + BASE_ID + ":tiny-fact" for m in client.models.list())
 
 
 def test_a_killed_server_fails_its_running_job_and_serves_trained_models_again(
@@ -302,7 +310,7 @@ def test_a_killed_server_fails_its_running_job_and_serves_trained_models_again(
     client = live.client
     job = client.fine_tuning.jobs.create(model="smollm2", training_file=uploads["all"],
                                          hyperparameters={"n_epochs": 50})
-    first_step(client, job.id)
+    started(client, job.id)
     record = json.loads((live.tmp / "ft" / "jobs" / job.id / "job.json").read_text())
     trainer = record["pid"]
 
@@ -324,7 +332,7 @@ def test_shutdown_fails_the_running_job(live: Live, uploads: dict[str, str]) -> 
     client = live.client
     job = client.fine_tuning.jobs.create(model="smollm2", training_file=uploads["all"],
                                          hyperparameters={"n_epochs": 50})
-    first_step(client, job.id)
+    started(client, job.id)
     live.restart()
     after = live.client.fine_tuning.jobs.retrieve(job.id)
     assert after.status == "failed" and after.error is not None and after.error.message == SERVER_STOPPED

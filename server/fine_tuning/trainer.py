@@ -89,10 +89,19 @@ class TrainerProcess:
                 self._kill_timer.cancel()
 
     def stop(self, grace: float) -> None:
-        """SIGTERM now, SIGKILL after `grace` seconds if it is still running."""
-        self._signal(signal.SIGTERM)
+        """SIGTERM, then SIGKILL after `grace` seconds; asked again, the earlier deadline holds.
+
+        SIGTERM goes once: the trainer takes a second one as "stop now, without a checkpoint".
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         if self._kill_timer is None:
-            self._kill_timer = asyncio.get_running_loop().call_later(grace, self.kill)
+            self._signal(signal.SIGTERM)
+        elif self._kill_timer.when() <= deadline:
+            return
+        else:
+            self._kill_timer.cancel()
+        self._kill_timer = loop.call_at(deadline, self.kill)
 
     def kill(self) -> None:
         self._signal(signal.SIGKILL)

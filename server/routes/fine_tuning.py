@@ -56,5 +56,5 @@ async def list_checkpoints(fine_tuning_job_id: str, service: Service, after: str
 @router.post("/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel", response_model=p.FineTuningJob,
              responses=RESPONSES)
 async def cancel_job(fine_tuning_job_id: str, service: Service) -> Response:
-    """Cancel a queued job, or stop a running one (its trainer saves a checkpoint first)."""
-    return json_or_stream(await service.cancel_job(fine_tuning_job_id))
+    """Cancel a queued or running job (a running trainer saves a checkpoint as it stops)."""
+    return json_or_stream(service.cancel_job(fine_tuning_job_id))

@@ -2,7 +2,8 @@
 
 `FineTuningService` owns the uploaded files, the job records, the FIFO queue and the running
 trainers. At most `[fine_tuning] max_running_jobs` trainers run at once, each in its own
-process; its metrics become the job's events. A job that trains is loaded into this server
+process; its metrics become the job's events. A cancelled job is `cancelled` at once; its
+trainer saves a checkpoint and exits (it holds its place until then). A job that trains is loaded into this server
 as the model `ft:BASE:SUFFIX` and only then `succeeded`.
 
 Start and stop: `start()` (before the pool preloads) marks the jobs a stopped server was
@@ -16,22 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 from lampstand.plugins.contract import AdapterHost, Capability
-from lampstand.plugins.errors import (
-    CapabilityMissing,
-    FeatureDisabled,
-    InvalidRequest,
-    LampstandError,
-)
+from lampstand.plugins.errors import CapabilityMissing, FeatureDisabled, InvalidRequest, LampstandError
 from lampstand.plugins.sources import fetch_from_hub, resolve_local
-from lampstand.training.config import TrainConfig
 from lampstand.training.data import DataError, load_training_file
 
 from .. import protocol as p
@@ -46,6 +41,7 @@ from ..fine_tuning import (
     last_error_line,
     metrics_event,
     paginate,
+    plan_job,
     short_id,
     stop_orphan,
     trained_tokens,
@@ -58,7 +54,7 @@ __all__ = ["FineTuningService", "SERVER_STOPPED"]
 
 log = logging.getLogger(__name__)
 SERVER_STOPPED = "the server stopped while this job was running"
-CANCEL_GRACE = 30.0  # seconds a cancelled trainer gets to save its checkpoint
+CANCEL_GRACE = 120.0  # seconds a cancelled trainer gets to finish its step and save a checkpoint
 SHUTDOWN_GRACE = 10.0
 MAX_NAME = 128  # the longest adapter name the server accepts
 StopReason = Literal["cancel", "shutdown"]
@@ -71,7 +67,6 @@ class _Run:
     trainer: TrainerProcess
     task: asyncio.Task[None] | None = None
     stop: StopReason | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class FineTuningService:
@@ -111,9 +106,9 @@ class FineTuningService:
 
     def _recover(self, record: JobRecord) -> None:
         status = record.job.status
+        if record.pid is not None and status != "succeeded" and stop_orphan(record.pid, record.adapter_dir):
+            log.warning("stopped an orphaned trainer", extra={"job": record.id, "pid": record.pid})
         if status in ("running", "validating_files"):
-            if record.pid is not None and stop_orphan(record.pid, record.adapter_dir):
-                log.warning("stopped an orphaned trainer", extra={"job": record.id, "pid": record.pid})
             self._finish(record, "failed", error=("server_stopped", SERVER_STOPPED))
         elif status == "queued":
             self._queue.append(record.id)
@@ -163,14 +158,17 @@ class FineTuningService:
         base = await asyncio.to_thread(_base_file, hosted)
         job_id, folder = await asyncio.to_thread(self.store.new_folder)
         try:
-            record = await asyncio.to_thread(self._new_record, job_id, folder, hosted, base, body)
+            record = await asyncio.to_thread(plan_job, body, job_id, folder, hosted.id, base, self.files,
+                                             self.adapter_settings.dir)
+            await asyncio.to_thread(self.store.save, record)
         except BaseException:
             await asyncio.to_thread(self.store.discard, job_id)
             raise
         self._jobs[job_id] = record
         self.store.add_event(job_id, f"Created fine-tuning job: {job_id}")
-        for file_id in filter(None, (body.training_file, body.validation_file)):
-            self.store.add_event(job_id, f"Validating training file: {file_id}")
+        self.store.add_event(job_id, f"Validating training file: {body.training_file}")
+        if body.validation_file:
+            self.store.add_event(job_id, f"Validating validation file: {body.validation_file}")
         self.store.add_event(job_id, "Files validated, moving job to queued state")
         self._queue.append(job_id)
         self._pump()
@@ -190,36 +188,6 @@ class FineTuningService:
             raise InvalidRequest(f"invalid {param}: no uploaded file has the id {file_id[:100]!r}",
                                  param=param) from None
 
-    def _new_record(self, job_id: str, folder: Path, hosted: HostedModel, base: Path,
-                    body: p.FineTuningJobCreateRequest) -> JobRecord:
-        """Link the data into the job's folder and write its first record (blocking)."""
-        data = self.files.link_into(body.training_file, folder / "training.jsonl", "training_file")
-        eval_data = (self.files.link_into(body.validation_file, folder / "validation.jsonl", "validation_file")
-                     if body.validation_file else None)
-        out = self.adapter_settings.dir / job_id
-        config = TrainConfig(base=str(base), data=data, out=str(out), eval_data=eval_data,
-                             seed=body.seed if body.seed is not None else secrets.randbelow(2**31))
-        hyper = _hyperparameters(body)
-        multiplier = 1.0 if hyper.learning_rate_multiplier in (None, "auto") else hyper.learning_rate_multiplier
-        config.epochs = config.epochs if hyper.n_epochs in (None, "auto") else hyper.n_epochs
-        config.batch_size = config.batch_size if hyper.batch_size in (None, "auto") else hyper.batch_size
-        config.lr *= multiplier
-        config.validate()
-        resolved = p.FineTuningHyperparameters(batch_size=config.batch_size, learning_rate_multiplier=multiplier,
-                                               n_epochs=config.epochs)
-        job = p.FineTuningJob(
-            id=job_id, created_at=int(time.time()), error=None, fine_tuned_model=None, finished_at=None,
-            hyperparameters=resolved, model=hosted.id, seed=config.seed, status="queued", trained_tokens=None,
-            training_file=body.training_file, validation_file=body.validation_file,
-            method=p.FineTuningMethod(supervised=p.SupervisedMethod(hyperparameters=resolved)),
-            metadata=body.metadata, estimated_finish=None)
-        stat = base.stat()
-        record = JobRecord(job=job, suffix=_clean_suffix(body.suffix), base_path=str(base),
-                           base_stat=(stat.st_size, stat.st_mtime_ns), adapter_dir=str(out),
-                           command=config.cli_args())
-        self.store.save(record)
-        return record
-
     # -- running jobs --
 
     def _pump(self) -> None:
@@ -233,33 +201,36 @@ class FineTuningService:
                                       Path(record.adapter_dir) / "metrics.jsonl"))
             self._running[record.id] = run
             run.task = asyncio.create_task(self._run(record, run))
-            run.task.add_done_callback(lambda _, job_id=record.id: self._ran(job_id))
+            run.task.add_done_callback(partial(self._ran, record.id))
 
-    def _ran(self, job_id: str) -> None:
-        run = self._running.pop(job_id, None)
-        if run is not None:
-            run.done.set()
+    def _ran(self, job_id: str, _: asyncio.Task[None]) -> None:
+        self._running.pop(job_id, None)
         self._pump()
 
     async def _run(self, record: JobRecord, run: _Run) -> None:
         try:
-            try:
-                record.pid = run.trainer.start()
-            except OSError as exc:
-                self._finish(record, "failed", error=("training_failed", f"could not start the trainer: {exc}"))
-                return
-            self._update(record, status="running")
-            self.store.add_event(record.id, "Fine-tuning job started")
-            code = await run.trainer.follow(lambda metrics: self._on_metrics(record, metrics))
+            code = await self._train(record, run) if run.stop is None else None
             await self._settle(record, run, code)
         except asyncio.CancelledError:
             run.trainer.kill()
-            self._finish(record, "failed", error=("server_stopped", SERVER_STOPPED))
+            if not record.finished:
+                self._finish(record, "failed", error=("server_stopped", SERVER_STOPPED))
             raise
         except Exception as exc:  # a bug here must not leave the job `running` forever
             log.exception("fine-tuning job failed", extra={"job": record.id})
             run.trainer.kill()
             self._finish(record, "failed", error=("internal_error", f"{type(exc).__name__}: {exc}"))
+
+    async def _train(self, record: JobRecord, run: _Run) -> int | None:
+        """The trainer's exit code; None when it could not start (the job has failed then)."""
+        try:
+            record.pid = run.trainer.start()
+        except OSError as exc:
+            self._finish(record, "failed", error=("training_failed", f"could not start the trainer: {exc}"))
+            return None
+        self._update(record, status="running")
+        self.store.add_event(record.id, "Fine-tuning job started")
+        return await run.trainer.follow(lambda metrics: self._on_metrics(record, metrics))
 
     def _on_metrics(self, record: JobRecord, metrics: dict[str, object]) -> None:
         kind, step = metrics.get("type"), metrics.get("step")
@@ -276,6 +247,10 @@ class FineTuningService:
         elif kind == "done":
             tokens = metrics.get("trained_tokens", metrics.get("tokens"))
             record.job.trained_tokens = tokens if isinstance(tokens, int) else record.job.trained_tokens
+            if isinstance(step, int):  # the finished adapter is the last checkpoint
+                record.checkpoints.append(CheckpointRecord(
+                    step=step, path=record.adapter_dir, created_at=int(time.time()),
+                    train_loss=_float(metrics.get("train_loss")), valid_loss=_float(metrics.get("eval_loss"))))
         if kind != "step":  # a step changes only the estimate: not worth a write per step
             self.store.save(record)
         event = metrics_event(metrics)
@@ -284,11 +259,16 @@ class FineTuningService:
             data = {k: v for k, v in data.items() if v is not None} if data else None
             self.store.add_event(record.id, message, data=data)
 
-    async def _settle(self, record: JobRecord, run: _Run, code: int) -> None:
+    async def _settle(self, record: JobRecord, run: _Run, code: int | None) -> None:
+        if record.finished:  # cancelled while it ran, or it never started
+            return
         if run.stop == "cancel":
             self._finish(record, "cancelled")
         elif run.stop == "shutdown":
-            self._finish(record, "failed", error=("server_stopped", SERVER_STOPPED))
+            if record.job.status == "running":  # one that never started stays queued for the next start
+                self._finish(record, "failed", error=("server_stopped", SERVER_STOPPED))
+        elif code is None:
+            return
         elif code != 0:
             message = await asyncio.to_thread(last_error_line, self.store.folder(record.id) / "train.log", code)
             self._finish(record, "failed", error=("training_failed", message))
@@ -301,7 +281,8 @@ class FineTuningService:
         """Serve the trained adapter as `ft:BASE:SUFFIX`; the job succeeds only once it is loaded."""
         name = self._model_name(record)
         if not self._closing:  # closing: registered at the next start instead
-            body = p.LoadLoraAdapterRequest(lora_name=name, lora_path=record.adapter_dir, base_model=record.job.model)
+            body = p.LoadLoraAdapterRequest(lora_name=name, lora_path=record.adapter_dir, base_model=record.job.model,
+                                            scale=1.0)
             try:
                 await load_adapter(self.pool, self.adapter_settings, body, check_enabled=False)
             except LampstandError as exc:
@@ -360,7 +341,7 @@ class FineTuningService:
     def list_checkpoints(self, job_id: str, after: str | None, limit: int) -> p.FineTuningJobCheckpointList:
         """The trainer's checkpoints still on disk, newest first."""
         record = self._record(job_id)
-        model = f"ft:{record.job.model}:{record.suffix or short_id(record.id)}"
+        model = record.job.fine_tuned_model or f"ft:{record.job.model}:{record.suffix or short_id(record.id)}"
         found = [p.FineTuningJobCheckpoint(
             id=f"ftckpt-{record.id.removeprefix('ftjob-')}-{c.step}", created_at=c.created_at,
             fine_tuned_model_checkpoint=f"{model}:ckpt-step-{c.step}", fine_tuning_job_id=record.id,
@@ -370,35 +351,21 @@ class FineTuningService:
         return p.FineTuningJobCheckpointList(data=page, first_id=page[0].id if page else None,
                                              last_id=page[-1].id if page else None, has_more=more)
 
-    async def cancel_job(self, job_id: str) -> p.FineTuningJob:
-        """Queued: cancelled now. Running: SIGTERM, and cancelled once the trainer has exited."""
+    def cancel_job(self, job_id: str) -> p.FineTuningJob:
+        """Cancelled now. A running trainer gets SIGTERM: it saves a checkpoint at the end of its
+        step and exits (SIGKILL after `CANCEL_GRACE`); the next job starts once it has."""
         record = self._record(job_id)
         if record.finished:
             raise InvalidRequest(f"job {job_id} has already {record.job.status}; only queued or running jobs "
                                  "can be cancelled", param="fine_tuning_job_id")
         run = self._running.get(job_id)
-        if run is None:
-            if job_id in self._queue:
-                self._queue.remove(job_id)
-            self._finish(record, "cancelled")
-        else:
+        if run is not None:
             run.stop = run.stop or "cancel"
             run.trainer.stop(CANCEL_GRACE)
-            await run.done.wait()
+        elif job_id in self._queue:
+            self._queue.remove(job_id)
+        self._finish(record, "cancelled")
         return record.job.model_copy(deep=True)
-
-
-def _hyperparameters(body: p.FineTuningJobCreateRequest) -> p.FineTuningHyperparametersIn:
-    """`method.supervised.hyperparameters`, else the deprecated top-level `hyperparameters`."""
-    if body.method is not None and body.method.supervised is not None and body.method.supervised.hyperparameters:
-        return body.method.supervised.hyperparameters
-    return body.hyperparameters or p.FineTuningHyperparametersIn()
-
-
-def _clean_suffix(suffix: str | None) -> str | None:
-    """Letters, digits, `.`, `_` and `-` only (runs of anything else become one `-`)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", suffix or "").strip("-._")
-    return cleaned or None
 
 
 async def _validate_data(path: Path, param: str) -> None:
