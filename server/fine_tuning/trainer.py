@@ -24,6 +24,7 @@ from lampstand.training.checkpoint import latest_checkpoint
 __all__ = ["TrainerProcess", "MetricsReader", "last_error_line", "metrics_event", "stop_orphan", "trained_tokens"]
 
 POLL_SECONDS = 0.5
+TRAINER_NICENESS = 10  # requests on the same CPUs come first: training yields to them
 TAIL_BYTES = 16 * 1024
 MAX_ERROR_CHARS = 2000
 
@@ -66,11 +67,15 @@ class TrainerProcess:
         self._kill_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> int:
-        """Start the trainer; its pid."""
+        """Start the trainer, below the server's priority; its pid."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "lampstand.clients", *self.args],
                                             cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
+        try:  # before it starts its compute threads, which inherit the niceness
+            os.setpriority(os.PRIO_PROCESS, self.process.pid, TRAINER_NICENESS)
+        except OSError:
+            pass  # gone already, or no such call here
         return self.process.pid
 
     async def follow(self, on_record: Callable[[dict[str, Any]], None]) -> int:

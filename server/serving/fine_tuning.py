@@ -230,6 +230,7 @@ class FineTuningService:
             return None
         self._update(record, status="running")
         self.store.add_event(record.id, "Fine-tuning job started")
+        log.info("fine-tuning job started", extra={"job": record.id, "pid": record.pid})
         return await run.trainer.follow(lambda metrics: self._on_metrics(record, metrics))
 
     def _on_metrics(self, record: JobRecord, metrics: dict[str, object]) -> None:
@@ -310,6 +311,8 @@ class FineTuningService:
                 error: tuple[str, str] | None = None) -> None:
         job_error = p.FineTuningJobError(code=error[0], message=error[1], param=None) if error else None
         self._update(record, status=status, finished_at=int(time.time()), estimated_finish=None, error=job_error)
+        log.info("fine-tuning job finished", extra={"job": record.id, "status": status,
+                                                    "reason": error[1] if error else None})
         messages = {"succeeded": "The job has successfully completed", "cancelled": "Fine-tuning job cancelled",
                     "failed": f"Fine-tuning job failed: {error[1] if error else 'unknown error'}"}
         self.store.add_event(record.id, messages[status], level="error" if status == "failed" else "info")
