@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import gguf
     import numpy as np
 
-__all__ = ["LoraExportError", "export_gguf_lora", "BASE_SHA256_KEY", "SOURCE_KEY"]
+__all__ = ["BASE_SHA256_KEY", "SOURCE_KEY", "LoraExportError", "export_gguf_lora"]
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -183,21 +183,33 @@ def read_lora_settings(path: Path) -> LoraSettings:
             "original base; save it with path_initial_model_for_weight_conversion first"
         )
     return LoraSettings(
-        r=_positive(config.get("r"), "r", int),
-        lora_alpha=_positive(config.get("lora_alpha"), "lora_alpha", float),
+        r=_positive_int(config.get("r"), "r"),
+        lora_alpha=_positive_float(config.get("lora_alpha"), "lora_alpha"),
         use_rslora=bool(config.get("use_rslora", False)),
-        rank_pattern={str(k): _positive(v, f"rank_pattern[{k!r}]", int)
-                      for k, v in (config.get("rank_pattern") or {}).items()},
-        alpha_pattern={str(k): _positive(v, f"alpha_pattern[{k!r}]", float)
-                       for k, v in (config.get("alpha_pattern") or {}).items()},
+        rank_pattern={str(k): _positive_int(v, f"rank_pattern[{k!r}]")
+                      for k, v in _mapping(config, "rank_pattern").items()},
+        alpha_pattern={str(k): _positive_float(v, f"alpha_pattern[{k!r}]")
+                       for k, v in _mapping(config, "alpha_pattern").items()},
     )
 
 
-def _positive(value: object, name: str, kind: type[int] | type[float]) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-            or (kind is int and value != int(value)):
-        raise LoraExportError(f"{name} is {value!r}; it must be a positive {kind.__name__}")
-    return kind(value)
+def _positive_float(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise LoraExportError(f"{name} is {value!r}; it must be a positive number")
+    return float(value)
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise LoraExportError(f"{name} is {value!r}; it must be a positive integer")
+    return value
+
+
+def _mapping(config: dict[str, Any], key: str) -> dict[str, Any]:
+    value = config.get(key) or {}
+    if not isinstance(value, dict):
+        raise LoraExportError(f"{key} is {value!r}, not a mapping of module patterns")
+    return value
 
 
 def _pattern_key(patterns: dict[str, Any], module: str) -> str | None:

@@ -27,7 +27,7 @@ from lampstand.plugins.errors import InvalidModelFile, InvalidRequest
 
 from .gguf_check import GgufArray, GgufHeader, TensorInfo, scan_gguf
 
-__all__ = ["AdapterMismatch", "BASE_SHA256_KEY", "LoraInfo", "check_lora"]
+__all__ = ["BASE_SHA256_KEY", "AdapterMismatch", "LoraInfo", "check_lora"]
 
 BASE_SHA256_KEY = "lampstand.base.sha256"  # hex sha256 of the base the adapter was exported for
 ALPHA_KEY = "adapter.lora.alpha"
