@@ -76,7 +76,7 @@ def peft(tmp_path_factory: pytest.TempPathFactory) -> PeftSetup:
     _randomize(model, "qk", QK_B_SCALE, seed=1)
     model.eval()
     folder = tmp_path_factory.mktemp("peft")
-    model.save_pretrained(folder)
+    model.save_pretrained(str(folder))
     return PeftSetup(model, folder)
 
 

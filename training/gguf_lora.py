@@ -215,8 +215,11 @@ def _mapping(config: dict[str, Any], key: str) -> dict[str, Any]:
 def _pattern_key(patterns: dict[str, Any], module: str) -> str | None:
     """The first pattern key peft would match against `module` (a suffix match on whole names)."""
     for key in patterns:
-        if re.match(rf"(.*\.)?({key})$", module):
-            return key
+        try:
+            if re.match(rf"(.*\.)?({key})$", module):
+                return key
+        except re.error as exc:
+            raise LoraExportError(f"pattern {key!r} in the adapter config is not a valid regex: {exc}") from None
     return None
 
 

@@ -90,7 +90,7 @@ def check_lora(lora: Path, base: Path) -> LoraInfo:
     return LoraInfo(
         architecture=architecture,
         alpha=alpha,
-        rank=max(pair.a.shape[1] for pair in pairs),
+        rank=max(pair.b.shape[0] for pair in pairs),  # llama.cpp reads the rank from lora_b
         tensor_count=2 * len(pairs),
         base_sha256=sha if isinstance(sha, str) else None,
     )
