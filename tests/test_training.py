@@ -11,7 +11,7 @@ import pytest
 from lampstand.plugins.errors import InvalidRequest
 from lampstand.training.data import MAX_REPORTED_ERRORS, DataError, Example, Message, load_training_file
 
-from .conftest import SMOLLM
+from conftest import SMOLLM
 
 DATA = Path(__file__).parent / "data"
 

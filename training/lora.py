@@ -8,6 +8,7 @@ of failing deep inside peft. QLoRA (bitsandbytes 4-bit) needs CUDA.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,4 +144,6 @@ def apply_lora(model: Any, targets: list[str], rank: int, alpha: float, dropout:
     model.config.use_cache = False
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
                         bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft still asks transformers the deprecated way
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)

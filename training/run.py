@@ -181,13 +181,13 @@ def _setup(config: TrainConfig, settings: Settings, reporter: Reporter) -> _Setu
     precision = choose_precision(config.precision, config.qlora)
     base_config = load_base_config(source)
     architecture = str(getattr(base_config, "model_type", "unknown"))
-    tokenizer = load_tokenizer(source)
-    sequences, report = encode_dataset(tokenizer, train_data, config.max_seq_len, config.packing)
-    eval_sequences = encode_dataset(tokenizer, eval_data, config.max_seq_len, config.packing)[0] if eval_data else []
     skeleton = skeleton_model(base_config)
     layers = linear_layers(skeleton)
     targets = list(config.target_modules or default_targets(architecture, layers))
     check_targets(targets, layers, architecture)
+    tokenizer = load_tokenizer(source)
+    sequences, report = encode_dataset(tokenizer, train_data, config.max_seq_len, config.packing)
+    eval_sequences = encode_dataset(tokenizer, eval_data, config.max_seq_len, config.packing)[0] if eval_data else []
     seq_len = min(config.max_seq_len, max(len(s.input_ids) for s in sequences))
     parameters = sum(p.numel() for p in skeleton.parameters())
     estimate = _memory(config, base_config, layers, targets, precision, seq_len, parameters)
