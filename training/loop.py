@@ -257,12 +257,24 @@ def _checkpoint(run: _Run, state: TrainState) -> Path:
     return path
 
 
-def _epoch_end(run: _Run, state: TrainState, outcome: LoopOutcome) -> None:
+def _held_out_eval(run: _Run, state: TrainState, outcome: LoopOutcome) -> None:
     if run.eval:
         outcome.eval_loss, outcome.perplexity = evaluate(run.model, run.eval, run.settings)
         outcome.evals.append(run.metrics.write("eval", step=state.step, epoch=state.epoch + 1,
                                                eval_loss=round(outcome.eval_loss, 5),
                                                perplexity=round(outcome.perplexity, 4)))
+
+
+def _step(run: _Run, state: TrainState, clock: _Clock, group: list[list[int]]) -> None:
+    """One optimizer step over `group`, then the state, the metrics line and the progress report."""
+    loss, tokens, lr = _optimizer_step(run, group)
+    state.step, state.batch_in_epoch = state.step + 1, state.batch_in_epoch + len(group)
+    state.tokens += tokens
+    state.recent_losses = (state.recent_losses + [loss])[-RECENT:]
+    rate, eta = clock.tick(state.step, tokens)
+    run.metrics.write("step", step=state.step, epoch=state.epoch + 1, loss=round(loss, 5), lr=lr,
+                      tokens_per_s=round(rate, 1), eta_s=round(eta, 1), tokens=state.tokens)
+    run.on_step(StepReport(state.step, run.settings.total_steps, state.epoch + 1, loss, lr, rate, eta))
 
 
 def train_loop(model: Any, train: list[Sequence], eval_sequences: list[Sequence], settings: LoopSettings,
@@ -282,26 +294,18 @@ def train_loop(model: Any, train: list[Sequence], eval_sequences: list[Sequence]
             if stop.signum is not None:
                 outcome.stopped_by, outcome.checkpoint = stop.signum, _checkpoint(run, state)
                 return outcome
-            group = batches[state.batch_in_epoch:state.batch_in_epoch + settings.grad_accum]
-            loss, tokens, lr = _optimizer_step(run, group)
-            state.step, state.batch_in_epoch, state.tokens = state.step + 1, state.batch_in_epoch + len(group), \
-                state.tokens + tokens
-            state.recent_losses = (state.recent_losses + [loss])[-RECENT:]
-            rate, eta = clock.tick(state.step, tokens)
-            metrics.write("step", step=state.step, epoch=state.epoch + 1, loss=round(loss, 5), lr=lr,
-                          tokens_per_s=round(rate, 1), eta_s=round(eta, 1))
-            on_step(StepReport(state.step, settings.total_steps, state.epoch + 1, loss, lr, rate, eta))
+            _step(run, state, clock, batches[state.batch_in_epoch:state.batch_in_epoch + settings.grad_accum])
             epoch_done = state.batch_in_epoch >= len(batches)
             if settings.save_every and state.step % settings.save_every == 0 and not epoch_done \
                     and state.step < settings.total_steps:
                 _checkpoint(run, state)
         if state.batch_in_epoch >= len(batches):
-            _epoch_end(run, state, outcome)
+            _held_out_eval(run, state, outcome)
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             if state.step < settings.total_steps:
                 _checkpoint(run, state)
         elif run.eval:  # --max-steps ended mid-epoch
-            _epoch_end(run, state, outcome)
+            _held_out_eval(run, state, outcome)
     _clock_in(run, state)
     outcome.train_loss = _mean(state.recent_losses)
     return outcome

@@ -1,9 +1,11 @@
 """`<out>/metrics.jsonl`: one JSON object per line, appended as training goes (and on resume).
 
-    {"type": "step", "step", "epoch", "loss", "lr", "tokens_per_s", "eta_s", "time"}
+    {"type": "step", "step", "epoch", "loss", "lr", "tokens_per_s", "eta_s", "tokens", "time"}
     {"type": "eval", "step", "epoch", "eval_loss", "perplexity", "time"}
     {"type": "checkpoint", "step", "path", "time"}
-    {"type": "done", "step", "train_loss", "eval_loss", "perplexity", "adapter", "gguf", "time"}
+    {"type": "done", "step", "train_loss", "eval_loss", "perplexity", "adapter", "gguf", "trained_tokens", "time"}
+
+`tokens` and `trained_tokens` count the input tokens trained on so far (padding excluded).
 """
 
 from __future__ import annotations

@@ -314,7 +314,8 @@ def train(config: TrainConfig, settings: Settings, reporter: Reporter | None = N
     manifest, gguf, warnings = _save(config, setup, model, outcome)
     MetricsLog(setup.out / METRICS_FILE, fresh=False).write(
         "done", step=outcome.state.step, train_loss=outcome.train_loss, eval_loss=outcome.eval_loss,
-        perplexity=outcome.perplexity, adapter=str(setup.out), gguf=str(gguf) if gguf else None)
+        perplexity=outcome.perplexity, adapter=str(setup.out), gguf=str(gguf) if gguf else None,
+        trained_tokens=outcome.state.tokens)
     for warning in warnings:
         reporter.info(f"warning: {warning}")
     return TrainResult(setup.name, setup.out, manifest, outcome.state.step, outcome.state.seconds,
