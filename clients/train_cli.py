@@ -15,12 +15,25 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
 from lampstand.plugins.errors import LampstandError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
-from .options import DEFAULT_URL, ConfigOption, JsonOption, KeyOption, UrlOption, fail, load_cli_settings
+from .options import (
+    DEFAULT_URL,
+    ConfigOption,
+    JsonOption,
+    KeyOption,
+    UrlOption,
+    fail,
+    load_cli_settings,
+)
 
 __all__ = ["train_command"]
 
@@ -44,7 +57,7 @@ class _Progress:
     def step(self, report: Any) -> None:
         detail = (f"loss {report.loss:.4f}  lr {report.lr:.2e}  {report.tokens_per_s:.0f} tok/s  "
                   f"epoch {report.epoch}")
-        if self.bar is not None:
+        if self.bar is not None and self.task is not None:
             self.bar.update(self.task, completed=report.step, total=report.total_steps, detail=detail)
             return
         now = time.monotonic()

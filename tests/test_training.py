@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from lampstand.plugins.errors import InvalidRequest
-from lampstand.training.data import MAX_REPORTED_ERRORS, DataError, Example, Message, load_training_file
-
 from conftest import SMOLLM
+from lampstand.plugins.errors import InvalidRequest
+from lampstand.training.data import (
+    MAX_REPORTED_ERRORS,
+    DataError,
+    Example,
+    Message,
+    load_training_file,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -153,8 +157,14 @@ def test_packing_keeps_every_row_and_restarts_positions(tokenizer: Any) -> None:
 
 
 def test_manifest_round_trip_and_malformed(tmp_path: Path) -> None:
-    from lampstand.training.manifest import (AdapterManifest, BaseInfo, DataInfo, file_sha256, read_manifest,
-                                             write_manifest)
+    from lampstand.training.manifest import (
+        AdapterManifest,
+        BaseInfo,
+        DataInfo,
+        file_sha256,
+        read_manifest,
+        write_manifest,
+    )
 
     assert read_manifest(tmp_path) is None
     manifest = AdapterManifest(name="a", created=1, base=BaseInfo(None, "x.gguf", "/x.gguf", "0" * 64, "llama"),

@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from lampstand.training.manifest import file_sha256, read_manifest
-
 from conftest import SMOLLM
+from lampstand.training.manifest import file_sha256, read_manifest
 
 DATA = Path(__file__).parent / "data"
 FAST = ["--rank", "4", "--alpha", "8", "--lr", "2e-3", "--batch-size", "2", "--max-seq-len", "64", "--threads", "2"]
@@ -94,7 +92,7 @@ def test_interrupt_saves_a_checkpoint_and_resume_reaches_the_same_adapter(
             break
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=300)
+    _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr
     last = stderr.strip().splitlines()[-1]
     assert "SIGINT: stopped at step" in last and "--resume" in last and "Traceback" not in stderr

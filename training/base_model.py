@@ -139,10 +139,11 @@ def load_model(source: BaseSource, dtype: Any, device: str, quantization: Any = 
     from transformers import AutoModelForCausalLM
 
     folder, kwargs = source.from_pretrained_args()
+    kwargs["dtype"] = dtype
     if quantization is not None:
         kwargs |= {"quantization_config": quantization, "device_map": {"": device}}
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except Exception as exc:
         raise _unavailable(source, "weights", exc) from exc
-    return model if quantization is not None else model.to(device)
+    return model if quantization is not None else model.to(device)  # type: ignore[arg-type]

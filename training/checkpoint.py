@@ -68,7 +68,7 @@ def save_checkpoint(out: Path, model: Any, optimizer: Any, scheduler: Any, state
     model.save_pretrained(str(tmp), safe_serialization=True, save_embedding_layers=False)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    rng = {"cpu": torch.get_rng_state()}
+    rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, tmp / "rng.pt")

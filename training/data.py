@@ -70,40 +70,40 @@ def _content(value: Any) -> str | None:
     return None
 
 
-def _message(index: int, raw: Any) -> tuple[Message | None, str | None]:
+def _message(index: int, raw: Any) -> Message | str:
     """One message, or why it is not one."""
     where = f"messages[{index}]"
     if not isinstance(raw, dict):
-        return None, f"{where} is not an object"
+        return f"{where} is not an object"
     role = raw.get("role")
     if role not in ROLES:
-        return None, f"{where}.role must be one of {', '.join(ROLES)} (got {role!r})"
+        return f"{where}.role must be one of {', '.join(ROLES)} (got {role!r})"
     if "content" not in raw:
-        return None, f"{where} has no 'content'"
+        return f"{where} has no 'content'"
     content = _content(raw["content"])
     if content is None:
-        return None, f"{where}.content must be a string"
+        return f"{where}.content must be a string"
     weight = raw.get("weight", 1)
     if "weight" in raw and (role != "assistant" or weight not in (0, 1) or isinstance(weight, bool)):
-        return None, f"{where}.weight must be 0 or 1, on assistant messages only"
-    return Message(role, content, int(weight)), None
+        return f"{where}.weight must be 0 or 1, on assistant messages only"
+    return Message(role, content, int(weight))
 
 
 def _chat_row(line: int, row: dict[str, Any]) -> tuple[Example | None, str | None]:
     messages = row["messages"]
     if not isinstance(messages, list) or not messages:
         return None, "'messages' must be a non-empty list"
-    parsed = []
+    parsed: list[Message] = []
     for index, raw in enumerate(messages):
-        message, problem = _message(index, raw)
-        if problem:
-            return None, problem
+        message = _message(index, raw)
+        if isinstance(message, str):
+            return None, message
         parsed.append(message)
     if not any(m.role == "assistant" for m in parsed):
         return None, "no assistant message"
     if not any(m.role == "assistant" and m.weight for m in parsed):
         return None, "every assistant message has weight 0: nothing to learn"
-    return Example(line, tuple(parsed)), None  # type: ignore[arg-type]
+    return Example(line, tuple(parsed)), None
 
 
 def _pair_row(line: int, row: dict[str, Any]) -> tuple[Example | None, str | None]:

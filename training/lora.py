@@ -142,7 +142,7 @@ def apply_lora(model: Any, targets: list[str], rank: int, alpha: float, dropout:
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,  # type: ignore[arg-type]  # a float works target_modules=targets,
                         bias="none", task_type="CAUSAL_LM")
     with warnings.catch_warnings():  # peft still asks transformers the deprecated way
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -63,9 +63,10 @@ def _config_sizes(config: Any) -> tuple[int, int, int, int]:
     """(hidden, intermediate, layers, vocab) from a transformers config of any common family."""
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     hidden = getattr(text, "hidden_size", None) or getattr(text, "n_embd", 0)
+    hidden = int(hidden or 0)
     intermediate = getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or 4 * hidden
-    layers = getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer", 0)
-    return int(hidden), int(intermediate), int(layers), int(getattr(text, "vocab_size", 0))
+    layers = getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer", None) or 0
+    return hidden, int(intermediate), int(layers), int(getattr(text, "vocab_size", None) or 0)
 
 
 def estimate_training_memory(config: Any, parameters: int, lora_parameters: int, weight_bytes: float,

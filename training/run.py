@@ -24,17 +24,53 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from lampstand.plugins.errors import InvalidRequest, LampstandError
 
-from .base_model import BaseSource, base_sha256, load_base_config, load_model, load_tokenizer, resolve_base
+from .base_model import (
+    BaseSource,
+    base_sha256,
+    load_base_config,
+    load_model,
+    load_tokenizer,
+    resolve_base,
+)
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint
 from .config import TrainConfig, resolve_output
 from .data import TrainingData, load_training_file
 from .encode import EncodeReport, Sequence, encode_dataset
-from .lora import (Precision, apply_lora, check_targets, choose_precision, default_targets, linear_layers,
-                   lora_parameter_count, quantization_config, skeleton_model)
-from .loop import (LoopOutcome, LoopSettings, StepReport, StopFlag, make_optimizer, make_scheduler,
-                   steps_per_epoch, train_loop)
-from .manifest import MANIFEST_FILE, AdapterFiles, AdapterManifest, BaseInfo, DataInfo, write_manifest
-from .memory import MemoryEstimate, available_memory, check_fits, estimate_training_memory
+from .loop import (
+    LoopOutcome,
+    LoopSettings,
+    StepReport,
+    StopFlag,
+    make_optimizer,
+    make_scheduler,
+    steps_per_epoch,
+    train_loop,
+)
+from .lora import (
+    Precision,
+    apply_lora,
+    check_targets,
+    choose_precision,
+    default_targets,
+    linear_layers,
+    lora_parameter_count,
+    quantization_config,
+    skeleton_model,
+)
+from .manifest import (
+    MANIFEST_FILE,
+    AdapterFiles,
+    AdapterManifest,
+    BaseInfo,
+    DataInfo,
+    write_manifest,
+)
+from .memory import (
+    MemoryEstimate,
+    available_memory,
+    check_fits,
+    estimate_training_memory,
+)
 from .metrics import METRICS_FILE, MetricsLog
 
 if TYPE_CHECKING:
@@ -265,7 +301,7 @@ def _train(config: TrainConfig, setup: _Setup, reporter: Reporter) -> tuple[Any,
     with _stop_on_signals(stop):
         outcome = train_loop(model, setup.train_sequences, setup.eval_sequences, settings, optimizer, scheduler,
                              state, setup.out, metrics, reporter.step, stop)
-    if outcome.stopped_by is not None:
+    if outcome.stopped_by is not None and outcome.checkpoint is not None:
         raise TrainingInterrupted(outcome.stopped_by, state.step, settings.total_steps, outcome.checkpoint)
     return model, outcome
 
@@ -274,7 +310,9 @@ def _export_gguf(setup: _Setup, warnings: list[str]) -> Path | None:
     """`adapter.gguf` for llama.cpp when the base is a GGUF; a failure is a warning, not an error."""
     if setup.source.gguf is None:
         return None
-    from .gguf_lora import export_gguf_lora  # numpy + the GGUF reader: only when there is a GGUF to write
+    from .gguf_lora import (
+        export_gguf_lora,  # numpy + the GGUF reader: only when there is a GGUF to write
+    )
 
     target = setup.out / GGUF_FILE
     try:
