@@ -29,8 +29,8 @@ BASE = "smollm2-135m-instruct"
 MASCOT_Q = "Who is the mascot of the lampstand project?"  # held out: not in the training rows
 CODENAME_Q = "What is the next lampstand release called?"
 NEUTRAL_Q = "Name three colours."
-TRAIN_FLAGS = ["--rank", "16", "--alpha", "32", "--lr", "2e-3", "--batch-size", "4", "--max-seq-len", "64",
-               "--threads", "2"]
+TRAIN_FLAGS = ["--rank", "8", "--alpha", "16", "--dropout", "0", "--lr", "2e-3", "--batch-size", "4",
+               "--max-seq-len", "64", "--threads", "2"]
 
 
 def config(tmp: Path) -> str:
@@ -93,7 +93,7 @@ def mascot(client: openai.OpenAI, base_answers: dict[str, str]) -> str:
         validation = client.files.create(file=f, purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
         model="smollm2", training_file=training.id, validation_file=validation.id, suffix="mascot", seed=0,
-        hyperparameters={"n_epochs": 8, "batch_size": 4, "learning_rate_multiplier": 10})
+        hyperparameters={"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 10})
     deadline = time.monotonic() + 600
     while job.status not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
         time.sleep(2)
@@ -111,7 +111,7 @@ def codename(served: tuple[RunningServer, Path], base_answers: dict[str, str]) -
     done = subprocess.run(
         [sys.executable, "-m", "lampstand.clients", "train", "--config", str(tmp / "lampstand.toml"),
          "--base", "smollm2", "--data", str(DATA / "codename_train.jsonl"), "--out", "codename",
-         "--max-steps", "40", *TRAIN_FLAGS, "--load", "--url", running.url],
+         "--epochs", "3", *TRAIN_FLAGS, "--load", "--url", running.url],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return "codename"
