@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python bench/residency.py
 	$(BIN)/python bench/speech.py
 	$(BIN)/python bench/rag.py
+	$(BIN)/python bench/adapters.py
 
 install: $(VENV)/.installed
 

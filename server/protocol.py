@@ -607,6 +607,7 @@ class ModelCard(Response):
     owned_by: str
     # -- lampstand extensions --
     parent: str | None = None
+    root: str | None = Field(None, description="for a LoRA adapter: the lora_path it was loaded from")
     capabilities: list[str] = []
     status: Literal["unloaded", "loading", "loaded", "failed"] = "unloaded"
     plugin: str | None = None

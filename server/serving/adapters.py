@@ -167,7 +167,7 @@ def adapter_model_cards(pool: ModelPool) -> list[p.ModelCard]:
             continue
         base = pool.lookup(adapter.base)
         cards.append(p.ModelCard(
-            id=adapter.name, created=adapter.created, owned_by="lampstand", parent=base.id,
+            id=adapter.name, created=adapter.created, owned_by="lampstand", parent=base.id, root=adapter.source,
             capabilities=sorted(c.value for c in base.capabilities if c in (Capability.CHAT, Capability.COMPLETIONS)),
             status=base.status.value, plugin=base.plugin_cls.name))
     return cards
