@@ -244,3 +244,30 @@ def test_hot_load_is_off_by_default(server: RunningServer) -> None:
     answer = httpx.post(server.url + "/v1/load_lora_adapter", json={"lora_name": "a", "lora_path": "a"})
     assert answer.status_code == 403
     assert "hot_load" in answer.json()["error"]["message"]
+
+
+def test_cli_converts_lists_loads_and_unloads(served: tuple[RunningServer, Path], client: openai.OpenAI,
+                                              codename: str) -> None:
+    running, tmp = served
+    peft = tmp / "adapters" / "converted"
+    peft.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(tmp / "adapters" / "codename" / name, peft)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lampstand.clients", "adapters", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    config = ["--config", str(tmp / "lampstand.toml")]
+    converted = cli("convert", str(peft), "--base", "smollm2", *config)
+    assert converted.returncode == 0, converted.stderr
+    assert (peft / "adapter.gguf").is_file()
+    loaded = cli("load", "converted", "converted", "--base", "smollm2", "--url", running.url)
+    assert loaded.returncode == 0 and "loaded converted on smollm2-135m-instruct" in loaded.stdout, loaded.stderr
+    assert "Marigold" in ask(client, "converted", CODENAME_Q)
+    listed = json.loads(cli("list", "--json", "--url", running.url, *config).stdout)
+    assert {"codename", "converted"} <= {row["name"] for row in listed["local"]}
+    assert "converted" in {m["id"] for m in listed["loaded"]}
+    assert cli("unload", "converted", "--url", running.url).returncode == 0
+    refused = cli("convert", str(tmp / "adapters" / "nope"), "--base", "smollm2", *config)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
