@@ -13,16 +13,17 @@ from .deps import ServerState, get_state
 from .responses import ERROR_RESPONSES, json_or_stream
 
 router = APIRouter(tags=["adapters"])
+RESPONSES = {**ERROR_RESPONSES, 403: {"model": p.ErrorResponse, "description": "[adapters] hot_load is off"}}
 
 
-@router.post("/v1/load_lora_adapter", response_model=p.LoraAdapterCard, responses=ERROR_RESPONSES)
+@router.post("/v1/load_lora_adapter", response_model=p.LoraAdapterCard, responses=RESPONSES)
 async def load_lora_adapter(body: p.LoadLoraAdapterRequest,
                             state: Annotated[ServerState, Depends(get_state)]) -> Response:
     """Load a GGUF LoRA adapter into its running base model; requests then name it as `model`."""
     return json_or_stream(await load_adapter(state.pool, state.settings.adapters, body))
 
 
-@router.post("/v1/unload_lora_adapter", response_model=p.LoraAdapterCard, responses=ERROR_RESPONSES)
+@router.post("/v1/unload_lora_adapter", response_model=p.LoraAdapterCard, responses=RESPONSES)
 async def unload_lora_adapter(body: p.UnloadLoraAdapterRequest,
                               state: Annotated[ServerState, Depends(get_state)]) -> Response:
     """Stop serving an adapter once the requests using it finish."""
