@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -46,7 +46,7 @@ class AdapterRegistry:
     def __init__(self) -> None:
         self._by_name: dict[str, LoadedAdapter] = {}
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[LoadedAdapter]:
         return iter(list(self._by_name.values()))
 
     def get(self, name: str) -> LoadedAdapter | None:

@@ -5,7 +5,9 @@ into its own worker process on first use (or at start with `preload`). Before a 
 plugin's footprint estimate is checked against the budget of each device; idle models are
 evicted least recently used first, and never one with requests admitted or one `pinned`.
 Idle models are unloaded when their keep-alive runs out. A request reaches a model through
-a `Lease` (see `leases.py`), which is where queueing and overload are decided.
+a `Lease` (see `leases.py`), which is where queueing and overload are decided. LoRA adapters
+loaded into a model are named in `adapters` (see `adapters.py`); a request naming one runs on
+its base model's worker.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from lampstand.plugins.errors import (
     ShuttingDown,
 )
 from lampstand.plugins.registry import PluginRegistry
-from lampstand.plugins.types import AdapterRef
 from lampstand.plugins.sources import fetch_from_hub, resolve_local
+from lampstand.plugins.types import AdapterRef
 
 from .adapters import AdapterRegistry
 from .config import MemorySettings, ModelConfig, ServerSettings
