@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from lampstand.plugins.errors import InvalidModelFile, InvalidRequest
@@ -76,7 +77,7 @@ def check_lora(lora: Path, base: Path) -> LoraInfo:
     architecture = _adapter_architecture(lora, adapter)
     alpha = _alpha(lora, adapter)
     pairs = _pairs(lora.name, adapter.tensors)
-    model = scan_gguf(base)
+    model = _base_header(base)
     base_architecture = model.metadata.get("general.architecture")
     if base_architecture != architecture:
         raise AdapterMismatch(
@@ -94,6 +95,20 @@ def check_lora(lora: Path, base: Path) -> LoraInfo:
         tensor_count=2 * len(pairs),
         base_sha256=sha if isinstance(sha, str) else None,
     )
+
+
+def _base_header(base: Path) -> GgufHeader:
+    """The base model's GGUF header, scanned once per file version (tens of ms for a big vocabulary)."""
+    try:
+        info = base.stat()
+    except OSError:
+        return scan_gguf(base)  # which says what is wrong with it
+    return _scan_cached(base.resolve(), info.st_size, info.st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _scan_cached(path: Path, size: int, mtime_ns: int) -> GgufHeader:
+    return scan_gguf(path)
 
 
 # -- the adapter alone ------------------------------------------------------------------------
