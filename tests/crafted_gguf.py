@@ -1,4 +1,5 @@
-"""Small GGUF files for tests: one valid file written by `gguf.GGUFWriter`, and hostile variants.
+"""Small GGUF files for tests: one valid file written by `gguf.GGUFWriter`, hostile variants,
+and LoRA adapter files holding given tensors.
 
 Each hostile variant is the valid file's bytes with one field patched or the file cut short, so
 it is a few kilobytes and fails for exactly one reason. Field positions come from
@@ -14,7 +15,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-__all__ = ["HOSTILE_VARIANTS", "write_crafted_ggufs", "write_valid_gguf"]
+__all__ = ["HOSTILE_VARIANTS", "write_crafted_ggufs", "write_valid_gguf", "write_lora"]
 
 N_VOCAB = 100  # over the 64 items a scanner keeps, so the token list is skipped, not stored
 N_EMBD = 8
@@ -105,3 +106,25 @@ def write_crafted_ggufs(directory: Path) -> dict[str, Path]:
         paths[name] = directory / f"{name}.gguf"
         paths[name].write_bytes(derive(data, layout))
     return paths
+
+
+def write_lora(target: Path, tensors: dict[str, np.ndarray], *, architecture: str = "llama",
+               alpha: float | Callable[[gguf.GGUFWriter], None] = 16.0) -> Path:
+    """A GGUF LoRA file holding `tensors`, with the metadata llama.cpp's adapter loader reads.
+
+    `alpha` is written as float32, or by the given call (to write it with another type).
+    """
+    writer = gguf.GGUFWriter(target, architecture)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    if callable(alpha):
+        alpha(writer)
+    else:
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
+    for name, array in tensors.items():
+        writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return target

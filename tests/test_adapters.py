@@ -25,6 +25,7 @@ import openai
 import pytest
 
 from conftest import SMOLLM, RunningServer, start_server, stop_server
+from crafted_gguf import write_lora
 
 DATA = Path(__file__).parent / "data"
 BASE = "smollm2-135m-instruct"
@@ -200,21 +201,6 @@ def _foreign_base_copy(tmp: Path, codename_dir: Path) -> Path:
     return copy
 
 
-def _gguf_lora(folder: Path, tensors: dict[str, np.ndarray], architecture: str = "llama") -> None:
-    """A GGUF LoRA file holding `tensors`, as llama.cpp's adapter loader reads them."""
-    folder.mkdir(exist_ok=True)
-    writer = gguf.GGUFWriter(folder / "adapter.gguf", architecture)
-    writer.add_type(gguf.GGUFType.ADAPTER)
-    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 16.0)
-    for name, array in tensors.items():
-        writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
 def test_bad_loads_get_a_clear_400_and_the_server_keeps_serving(served: tuple[RunningServer, Path],
                                                                 client: openai.OpenAI, codename: str) -> None:
     url, tmp = served[0].url, served[1]
@@ -229,10 +215,14 @@ def test_bad_loads_get_a_clear_400_and_the_server_keeps_serving(served: tuple[Ru
     shutil.copy(adapters / "codename" / "adapter_model.safetensors", adapters / "peft-only")
     (adapters / "notes.txt").write_text("not an adapter")
     trained = {t.name: np.array(t.data) for t in gguf.GGUFReader(adapters / "codename" / "adapter.gguf").tensors}
-    _gguf_lora(adapters / "qwen2", {k: v for k, v in trained.items() if k.startswith("blk.0.attn_q.")}, "qwen2")
-    _gguf_lora(adapters / "missing-tensor", {k.replace("blk.3.", "blk.77."): v for k, v in trained.items()})
-    _gguf_lora(adapters / "wrong-shape", {k: (v[:, :-1] if k.endswith("attn_v.weight.lora_a") else v)
-                                          for k, v in trained.items()})
+    for name in ("qwen2", "missing-tensor", "wrong-shape"):
+        (adapters / name).mkdir(exist_ok=True)
+    write_lora(adapters / "qwen2" / "adapter.gguf",
+               {k: v for k, v in trained.items() if k.startswith("blk.0.attn_q.")}, architecture="qwen2")
+    write_lora(adapters / "missing-tensor" / "adapter.gguf",
+               {k.replace("blk.3.", "blk.77."): v for k, v in trained.items()})
+    write_lora(adapters / "wrong-shape" / "adapter.gguf",
+               {k: (v[:, :-1] if k.endswith("attn_v.weight.lora_a") else v) for k, v in trained.items()})
     cases = {
         "other base": ({"lora_name": "x1", "lora_path": "other-base"}, 400, "trained on a base file"),
         "other architecture": ({"lora_name": "x12", "lora_path": "qwen2"}, 400, "qwen2"),

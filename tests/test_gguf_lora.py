@@ -30,6 +30,8 @@ from lampstand.plugins.llama_cpp.lora_check import AdapterMismatch, LoraInfo, ch
 from lampstand.plugins.sources import BUNDLED_MODELS, bundled_path
 from lampstand.training.gguf_lora import LoraExportError, export_gguf_lora
 
+from crafted_gguf import write_lora
+
 SMOLLM = bundled_path(BUNDLED_MODELS[0])
 N_LAYER, N_EMBD, N_HEAD, N_HEAD_KV, N_VOCAB = 30, 576, 9, 3, 49152  # SmolLM2-135M
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -246,25 +248,10 @@ Tensors = dict[str, np.ndarray]
 
 
 def rewrite_lora(source: Path, target: Path, *, edit: Callable[[Tensors], Tensors] = lambda t: t,
-                 architecture: str = "llama", alpha: Callable[[gguf.GGUFWriter], None] | None = None) -> Path:
+                 architecture: str = "llama", alpha: float | Callable[[gguf.GGUFWriter], None] = ALPHA) -> Path:
     """Copy a GGUF LoRA's tensors through `edit` into a new adapter file."""
     tensors = {tensor.name: np.array(tensor.data) for tensor in gguf.GGUFReader(source).tensors}
     return write_lora(target, edit(tensors), architecture=architecture, alpha=alpha)
-
-
-def write_lora(target: Path, tensors: Tensors, *, architecture: str = "llama",
-               alpha: Callable[[gguf.GGUFWriter], None] | None = None) -> Path:
-    writer = gguf.GGUFWriter(target, architecture)
-    writer.add_type(gguf.GGUFType.ADAPTER)
-    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    (alpha or (lambda w: w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(ALPHA))))(writer)
-    for name, array in tensors.items():
-        writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return target
 
 
 def _undo_rope_permutation(tensors: Tensors) -> Tensors:
@@ -304,7 +291,7 @@ def _truncated(export: Path, tmp: Path) -> Path:
 def _other_architecture(export: Path, tmp: Path) -> Path:
     pair = {"blk.0.attn_q.weight.lora_a": np.zeros((RANK, 64), np.float32),
             "blk.0.attn_q.weight.lora_b": np.zeros((64, RANK), np.float32)}
-    return write_lora(tmp / "qwen2.gguf", pair, architecture="qwen2")
+    return write_lora(tmp / "qwen2.gguf", pair, architecture="qwen2", alpha=ALPHA)
 
 
 def _rewritten(edit: Callable[[Tensors], Tensors], **options: Any) -> Callable[[Path, Path], Path]:

@@ -12,6 +12,7 @@ from starlette.datastructures import FormData, UploadFile
 from lampstand.plugins.errors import InvalidRequest
 
 from .. import protocol as p
+from ..serving.multipart import open_form
 from ..serving.transcriptions import Task, create_transcription
 from .deps import ServerState, get_state
 from .responses import ERROR_RESPONSES, answer
@@ -25,12 +26,8 @@ _GRANULARITIES = ("timestamp_granularities[]", "timestamp_granularities")
 
 async def read_audio_form(request: Request) -> tuple[p.AudioForm, bytes]:
     """The validated fields and the uploaded file's bytes; 400 for anything else."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequest("audio requests must be sent as multipart/form-data with a `file` part")
-    try:
-        form = await request.form(max_files=1, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES)
-    except Exception as exc:  # malformed multipart, too many parts: Starlette's own 400s
-        raise InvalidRequest(f"could not read the multipart form: {getattr(exc, 'detail', exc)}") from None
+    form = await open_form(request, sender="audio requests", parts="a `file` part", max_fields=MAX_FIELDS,
+                           max_field_bytes=MAX_FIELD_BYTES)
     try:
         return _validated(form), await _file_bytes(form)
     finally:

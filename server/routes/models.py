@@ -97,9 +97,10 @@ async def unload_model(model_id: str, state: Annotated[ServerState, Depends(get_
 @router.get("/v1/models/{model_id:path}", response_model=p.ModelCard, responses=ERROR_RESPONSES)
 async def get_model(model_id: str, state: Annotated[ServerState, Depends(get_state)]) -> Response:
     """One model, by id or alias, or a loaded LoRA adapter."""
-    adapter = next((c for c in adapter_model_cards(state.pool) if c.id == model_id), None)
-    if adapter is not None and model_id not in state.pool.names:
-        return json_or_stream(adapter)
+    if model_id not in state.pool.names:
+        adapter = next((c for c in adapter_model_cards(state.pool) if c.id == model_id), None)
+        if adapter is not None:
+            return json_or_stream(adapter)
     return json_or_stream(model_card(state.pool.lookup(model_id)))
 
 

@@ -75,6 +75,10 @@ def base_sha256(path: Path) -> str:
     return _sha256(path, info.st_size, info.st_mtime_ns)
 
 
+def _takes_adapters(hosted: HostedModel) -> bool:
+    return issubclass(hosted.plugin_cls, AdapterHost) and Capability.COMPLETIONS in hosted.capabilities
+
+
 def _base_model(pool: ModelPool, body: p.LoadLoraAdapterRequest, manifest: AdapterManifest | None) -> HostedModel:
     name = body.base_model or (manifest.base.id if manifest and manifest.base.id in pool.names else None)
     if name:
@@ -84,13 +88,12 @@ def _base_model(pool: ModelPool, body: p.LoadLoraAdapterRequest, manifest: Adapt
             exc.param = "base_model"
             raise
     else:
-        hosts = [h for h in pool.models.values() if issubclass(h.plugin_cls, AdapterHost)
-                 and Capability.COMPLETIONS in h.capabilities]
+        hosts = [h for h in pool.models.values() if _takes_adapters(h)]
         if len(hosts) != 1:
             raise InvalidRequest("name the model the adapter runs on in base_model "
                                  f"({len(hosts)} models take adapters)", param="base_model")
         hosted = hosts[0]
-    if not issubclass(hosted.plugin_cls, AdapterHost) or Capability.COMPLETIONS not in hosted.capabilities:
+    if not _takes_adapters(hosted):
         raise InvalidRequest(f"model {hosted.id!r} (plugin {hosted.plugin_cls.name}) does not take LoRA adapters",
                              param="base_model")
     return hosted

@@ -11,11 +11,13 @@ import asyncio
 from typing import Literal
 
 from fastapi import Request
-from lampstand.plugins.errors import InvalidRequest, PayloadTooLarge
 from starlette.datastructures import FormData, UploadFile
+
+from lampstand.plugins.errors import InvalidRequest, PayloadTooLarge
 
 from .. import protocol as p
 from ..fine_tuning import FileStore, paginate
+from .multipart import open_form
 
 __all__ = ["create_file", "list_files", "PURPOSES", "FORM_OVERHEAD"]
 
@@ -27,12 +29,8 @@ MAX_FIELD_BYTES = 16 * 1024
 
 async def create_file(request: Request, files: FileStore, max_bytes: int) -> p.FileObject:
     """Store the form's `file` part for `purpose`; 400 for a bad form, 413 beyond `max_bytes`."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequest("uploads must be sent as multipart/form-data with `file` and `purpose` parts")
-    try:
-        form = await request.form(max_files=1, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES)
-    except Exception as exc:  # malformed multipart, too many parts: Starlette's own 400s
-        raise InvalidRequest(f"could not read the multipart form: {getattr(exc, 'detail', exc)}") from None
+    form = await open_form(request, sender="uploads", parts="`file` and `purpose` parts", max_fields=MAX_FIELDS,
+                           max_field_bytes=MAX_FIELD_BYTES)
     try:
         upload, purpose = _fields(form)
         if upload.size is not None and upload.size > max_bytes:
