@@ -27,7 +27,10 @@ from .types import (
     ChatRequest,
     CompletionRequest,
     EmbeddingResult,
+    GeneratedImage,
     GenerationChunk,
+    ImageGenerationRequest,
+    ImageProgress,
     RerankRequest,
     RerankResult,
     TranscriptionInfo,
@@ -46,6 +49,7 @@ __all__ = [
     "Embedder",
     "Reranker",
     "Transcriber",
+    "ImageGenerator",
     "AdapterHost",
 ]
 
@@ -131,7 +135,11 @@ class Plugin(ABC):
 
 
 class ChatModel(ABC):
-    """Capability `chat`: generate an assistant turn from a conversation."""
+    """Capability `chat`: generate an assistant turn from a conversation.
+
+    A model that also declares `vision` reads the `images` of its messages; the server sends
+    images to no other model.
+    """
 
     @abstractmethod
     def chat(self, request: ChatRequest) -> Iterator[GenerationChunk]:
@@ -170,6 +178,19 @@ class Transcriber(ABC):
         """Yield one `TranscriptionInfo`, then the segments as they are decoded.
 
         Audio that cannot be decoded, and an unknown language, raise `InvalidRequest`.
+        """
+
+
+class ImageGenerator(ABC):
+    """Capability `image_generation`: text to images (a diffusion pipeline)."""
+
+    @abstractmethod
+    def generate_images(self, request: ImageGenerationRequest) -> Iterator[ImageProgress | GeneratedImage]:
+        """Yield an `ImageProgress` after each denoising step and a `GeneratedImage` per image.
+
+        Closing the iterator early stops the generation within one step and frees its work.
+        A size, step count, LoRA file or scheduler setting the model cannot take raises
+        `InvalidRequest`.
         """
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "ImageInput",
     "ChatMessage",
     "ToolCall",
     "FunctionTool",
@@ -34,6 +35,10 @@ __all__ = [
     "TranscriptionInfo",
     "TranscriptWord",
     "TranscriptSegment",
+    "StyleLora",
+    "ImageGenerationRequest",
+    "ImageProgress",
+    "GeneratedImage",
 ]
 
 FinishReason = Literal["stop", "length", "tool_calls"]
@@ -49,14 +54,32 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class ImageInput:
+    """An image a chat message carries: its encoded file (PNG, JPEG, WebP, GIF, BMP), which the
+    server has already decoded once within its limits, and what that decoding found."""
+
+    data: bytes
+    mime: str  # "image/png", ...
+    width: int
+    height: int
+    detail: Literal["auto", "low", "high"] = "auto"
+
+
+@dataclass(frozen=True)
 class ChatMessage:
-    """One conversation turn; `content` is already flattened to text."""
+    """One conversation turn; `content` is already flattened to text.
+
+    `images` are the message's `image_url` parts in order; a vision model reads them before
+    the message's text (LLaVA's convention). Only a model with the vision capability ever
+    receives a message with images.
+    """
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str | None
     name: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    images: tuple[ImageInput, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -292,3 +315,53 @@ class TranscriptSegment:
     compression_ratio: float
     no_speech_prob: float
     words: tuple[TranscriptWord, ...] = ()
+
+
+@dataclass(frozen=True)
+class StyleLora:
+    """A style LoRA (`.safetensors`) applied to one image generation: its resolved path and scale."""
+
+    path: str
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class ImageGenerationRequest:
+    """Text to images: `n` images of `width` x `height`, image i made with seed `seed + i`.
+
+    `steps` and `guidance_scale` are None for the model's configured defaults; `seed` is
+    always set (the server draws one when the request names none), so every image can be
+    made again.
+    """
+
+    prompt: str
+    width: int
+    height: int
+    seed: int
+    n: int = 1
+    negative_prompt: str | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    loras: tuple[StyleLora, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageProgress:
+    """Image `index` of a request has finished denoising step `step` of `steps`."""
+
+    index: int
+    step: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One finished image: a PNG file whose text chunks record how it was made."""
+
+    index: int
+    png: bytes
+    seed: int
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
