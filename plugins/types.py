@@ -329,15 +329,15 @@ class StyleLora:
 class ImageGenerationRequest:
     """Text to images: `n` images of `width` x `height`, image i made with seed `seed + i`.
 
-    `steps` and `guidance_scale` are None for the model's configured defaults; `seed` is
-    always set (the server draws one when the request names none), so every image can be
-    made again.
+    `width`/`height`, `steps` and `guidance_scale` are None for the model's configured
+    defaults; `seed` is always set (the server draws one when the request names none), so
+    every image can be made again.
     """
 
     prompt: str
-    width: int
-    height: int
     seed: int
+    width: int | None = None
+    height: int | None = None
     n: int = 1
     negative_prompt: str | None = None
     steps: int | None = None
