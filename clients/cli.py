@@ -262,6 +262,59 @@ def transcribe(
         _fail(exc)
 
 
+@app.command()
+def imagine(
+    prompt: Annotated[str, typer.Argument(help="what to draw")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write; more images go to OUT-2.png, ...")
+                   ] = Path("image.png"),
+    steps: Annotated[Optional[int], typer.Option(help="denoising steps (default: the model's)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="same seed, same image (default: random)")] = None,
+    size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT, e.g. 512x512 (default: the model's)")] = None,
+    negative: Annotated[Optional[str], typer.Option("--negative", help="what the image should not show")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="guidance scale (default: the model's)")] = None,
+    lora: Annotated[Optional[list[str]], typer.Option(
+        help="style LoRA file in the lora_dir of the images config, NAME or NAME:SCALE; repeatable")] = None,
+    n: Annotated[int, typer.Option("-n", help="how many images")] = 1,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="model id (default: the first image model)")
+                     ] = None,
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
+) -> None:
+    """Draw PROMPT with the server's image model and write PNG files (parameters in their metadata)."""
+    from rich.progress import Progress
+
+    from .imagine import imagine_over_http, output_paths
+
+    body: dict[str, object] = {"prompt": prompt, "n": n, "model": model, "steps": steps, "seed": seed,
+                               "size": size, "negative_prompt": negative, "guidance_scale": guidance,
+                               "lora": [_lora_arg(item) for item in lora or ()]}
+    try:
+        with Progress(transient=True, console=Console(stderr=True)) as bar:
+            jobs: dict[int, object] = {}
+
+            def progress(index: int, step: int, steps_total: int) -> None:
+                if index not in jobs:
+                    jobs[index] = bar.add_task(f"image {index + 1}/{n}", total=steps_total)
+                bar.update(jobs[index], completed=step)  # type: ignore[arg-type]
+
+            images = imagine_over_http(url, api_key, {k: v for k, v in body.items() if v is not None}, progress)
+    except LampstandError as exc:
+        _fail(exc)
+    for path, (png, image_seed) in zip(output_paths(out, len(images)), images):
+        path.write_bytes(png)
+        typer.echo(f"{path} (seed {image_seed})", err=True)
+
+
+def _lora_arg(item: str) -> dict[str, object]:
+    name, colon, scale = item.rpartition(":")
+    if colon and name:
+        try:
+            return {"name": name, "scale": float(scale)}
+        except ValueError:
+            pass
+    return {"name": item, "scale": 1.0}
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -12,6 +12,7 @@ into the OpenAI error envelope in one handler. Nothing decides on an error by it
     │   └── PathNotAllowed              400 code=path_not_allowed
     ├── AuthenticationFailed            401 authentication_error
     ├── ModelNotFound                   404 code=model_not_found
+    ├── NotFound                        404 code=not_found (a file, job or image by id)
     ├── PayloadTooLarge                 413 code=payload_too_large
     ├── HeadersTooLarge                 431 code=headers_too_large
     ├── ModelUnavailable                424 code=model_unavailable (load failed; will repeat)
@@ -42,6 +43,7 @@ __all__ = [
     "RequestTimeout",
     "AuthenticationFailed",
     "ModelNotFound",
+    "NotFound",
     "PayloadTooLarge",
     "ModelUnavailable",
     "FeatureDisabled",
@@ -127,6 +129,14 @@ class ModelNotFound(LampstandError):
     status_code = 404
     error_type = "invalid_request_error"
     code = "model_not_found"
+
+
+class NotFound(LampstandError):
+    """No file, job, checkpoint or generated image has this id."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
 
 
 class PayloadTooLarge(LampstandError):

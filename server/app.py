@@ -39,6 +39,7 @@ from .routes import (
     files,
     fine_tuning,
     health,
+    images,
     indexes,
     metrics,
     models,
@@ -77,8 +78,8 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
             await state.pool.close()
 
     app = FastAPI(title="lampstand", version=version("lampstand"), lifespan=lifespan)
-    for module in (models, chat, completions, embeddings, rerank, audio, indexes, rag, adapters, files, fine_tuning,
-                   health, metrics):
+    for module in (models, chat, completions, embeddings, rerank, audio, images, indexes, rag, adapters, files,
+                   fine_tuning, health, metrics):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)

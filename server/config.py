@@ -20,7 +20,8 @@ from lampstand.plugins.sources import BUNDLED_MODELS, bundled_path
 from .memory import parse_duration, parse_size
 
 __all__ = [
-    "ServerSettings", "MemorySettings", "IndexSettings", "AdapterSettings", "FineTuningSettings", "ModelConfig",
+    "ServerSettings", "MemorySettings", "IndexSettings", "AdapterSettings", "FineTuningSettings", "ImageSettings",
+    "ModelConfig",
     "Settings", "load_settings", "default_data_dir", "CONFIG_ENV",
 ]
 
@@ -151,6 +152,42 @@ class FineTuningSettings(BaseModel):
         return self
 
 
+class ImageSettings(BaseModel):
+    """`[images]`: the images chat requests may send, and the images the server generates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_roots: list[Path] = Field([], description="folders whose files an image_url may name (file:// URLs)")
+    allow_remote: bool = Field(False, description="fetch http(s) image URLs (public addresses only, no redirects)")
+    allowed_networks: list[str] = Field(
+        [], description='private networks remote fetches may reach anyway, as CIDRs ("192.168.1.0/24")')
+    fetch_timeout: float = Field(10.0, gt=0, description="seconds a remote image may take to arrive")
+    max_input_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest image file a request may send")
+    max_input_pixels: int = Field(40_000_000, gt=0, description="largest decoded image, in pixels")
+    max_input_side: int = Field(16384, gt=0, description="largest decoded image side, in pixels")
+    max_images_per_request: int = Field(16, ge=1)
+    output_dir: Path = Field(default_factory=lambda: default_data_dir() / "images",
+                             description='generated images served to response_format "url"')
+    url_ttl: float = Field(3600.0, gt=0, description="seconds an image URL stays valid")
+    lora_dir: Path = Field(default_factory=lambda: default_data_dir() / "image_loras",
+                           description="style LoRA .safetensors files a request's `lora` may name")
+    max_n: int = Field(4, ge=1, le=10, description="images per request")
+    max_side: int = Field(2048, ge=64, description="largest generated width or height")
+    max_steps: int = Field(150, ge=1, description="most denoising steps a request may ask for")
+    max_prompt_chars: int = Field(4000, gt=0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> ImageSettings:
+        import ipaddress
+
+        for network in self.allowed_networks:
+            ipaddress.ip_network(network, strict=False)
+        self.input_roots = [root.expanduser().resolve() for root in self.input_roots]
+        self.output_dir = self.output_dir.expanduser().resolve()
+        self.lora_dir = self.lora_dir.expanduser().resolve()
+        return self
+
+
 class ModelConfig(BaseModel):
     """`[[models]]`: one served model. Keys beyond the common ones are plugin options."""
 
@@ -198,6 +235,7 @@ class Settings(BaseSettings):
     indexes: IndexSettings = Field(default_factory=IndexSettings)
     adapters: AdapterSettings = Field(default_factory=AdapterSettings)
     fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
     models: list[ModelConfig] = Field(default_factory=lambda: default_models())
 
     @classmethod

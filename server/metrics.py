@@ -80,6 +80,13 @@ class Metrics:
         self.generation_tokens = Counter(PREFIX + "generation_tokens", "Tokens generated.", model, registry=r)
         self.audio_seconds = Counter(PREFIX + "audio_seconds", "Seconds of audio transcribed or translated.",
                                      model, registry=r)
+        self.image_steps = Counter(PREFIX + "image_steps", "Denoising steps run for image generation.",
+                                   model, registry=r)
+        self.image_step_seconds = Histogram(PREFIX + "image_step_seconds", "Time per denoising step.", model,
+                                            buckets=_ITL_BUCKETS + (5.0, 10.0, 30.0), registry=r)
+        self.images_generated = Counter(PREFIX + "images_generated", "Images generated.", model, registry=r)
+        self.image_generations_cancelled = Counter(
+            PREFIX + "image_generations_cancelled", "Image requests stopped before they finished.", model, registry=r)
         self.loads = Counter(PREFIX + "model_loads", "Model loads, by outcome.", model + ["outcome"], registry=r)
         self.load_seconds = Histogram(PREFIX + "model_load_seconds", "Time to load a model into its worker.",
                                       model, buckets=_LOAD_BUCKETS, registry=r)

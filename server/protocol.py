@@ -22,6 +22,8 @@ __all__ = [
     "IndexFilters", "IndexCreateRequest", "IndexUpdateRequest", "IndexJob", "IndexCard", "IndexList",
     "IndexDeleted", "IndexSearchRequest", "SearchResult", "SearchResponse",
     "RagQueryRequest", "RagSource", "RagAnswer", "RagAnswerChunk",
+    "StyleLoraIn", "ImageGenerationRequest", "ImageOut", "ImagesResponse", "ImageGenerationCompleted",
+    "ImageGenerationProgress",
 ]
 
 
@@ -419,6 +421,70 @@ class TranscriptTextDone(Response):
     type: Literal["transcript.text.done"] = "transcript.text.done"
     text: str
     usage: AudioUsage | None = None
+
+
+# -- images: OpenAI's generations API --------------------------------------------------------
+
+class StyleLoraIn(Request):
+    name: str = Field(min_length=1, max_length=512, description="a .safetensors file under [images] lora_dir")
+    scale: float = Field(1.0, ge=-4.0, le=4.0)
+
+
+class ImageGenerationRequest(Request):
+    prompt: str = Field(min_length=1)
+    model: str | None = Field(None, description="default: the first image_generation model")
+    n: int = Field(1, ge=1, le=10)
+    size: str | None = Field(None, description='"WIDTHxHEIGHT" (multiples of 8) or "auto" for the model\'s own')
+    response_format: Literal["b64_json", "url"] | None = None
+    quality: Literal["auto", "standard", "hd", "low", "medium", "high"] | None = None  # accepted, not used
+    style: Literal["vivid", "natural"] | None = None  # accepted, not used
+    output_format: Literal["png"] | None = None
+    background: Literal["auto", "opaque"] | None = None
+    user: str | None = None
+    stream: bool = Field(False, description="server-sent events: progress per step, then each image")
+    # -- lampstand extensions --
+    negative_prompt: str | None = None
+    steps: int | None = Field(None, ge=1)
+    guidance_scale: float | None = Field(None, ge=0.0, le=50.0)
+    seed: int | None = Field(None, ge=0, lt=2**63, description="image i uses seed + i; same seed, same image")
+    lora: list[StyleLoraIn | str] = Field([], max_length=8, description='style LoRAs: names or {"name", "scale"}')
+
+
+class ImageOut(Response):
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+    # -- lampstand extensions --
+    seed: int | None = None
+
+
+class ImagesResponse(Response):
+    created: int
+    data: list[ImageOut]
+    size: str | None = None
+    output_format: str | None = None
+
+
+class ImageGenerationCompleted(Response):
+    """A streamed image (OpenAI's `image_generation.completed` event)."""
+
+    type: Literal["image_generation.completed"] = "image_generation.completed"
+    b64_json: str
+    created_at: int
+    size: str
+    output_format: str = "png"
+    # -- lampstand extensions --
+    image_index: int
+    seed: int
+
+
+class ImageGenerationProgress(Response):
+    """lampstand's event after each denoising step of a streamed generation."""
+
+    type: Literal["image_generation.progress"] = "image_generation.progress"
+    image_index: int
+    step: int
+    steps: int
 
 
 # -- indexes, search and rag: lampstand's own API --------------------------------------------

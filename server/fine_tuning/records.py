@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from lampstand.plugins.errors import LampstandError
+from lampstand.plugins.errors import NotFound
 
 __all__ = ["NotFound", "new_id", "check_id", "write_atomic", "short_id", "paginate"]
 
@@ -26,14 +26,6 @@ class _HasId(Protocol):
 
 
 T = TypeVar("T", bound=_HasId)
-
-
-class NotFound(LampstandError):
-    """No file, job or checkpoint has this id."""
-
-    status_code = 404
-    error_type = "invalid_request_error"
-    code = "not_found"
 
 
 def new_id(prefix: str) -> str:

@@ -25,4 +25,5 @@ async def chat_completions(body: p.ChatCompletionRequest,
     """
     if is_rag_model(body.model):
         return await answer(request, rag_chat_completion(state, body))
-    return await answer(request, create_chat_completion(state.pool, state.settings.server, body))
+    return await answer(request, create_chat_completion(state.pool, state.settings.server, body,
+                                                           images=state.images))

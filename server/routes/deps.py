@@ -11,6 +11,8 @@ from ..config import Settings
 from ..model_pool import ModelPool
 from ..serving.embeddings import EmbeddingBatcher
 from ..serving.fine_tuning import FineTuningService
+from ..serving.image_inputs import ImageReader
+from ..serving.images import ImageService
 from ..serving.indexes import IndexService
 
 __all__ = ["ServerState", "get_state", "enabled_fine_tuning"]
@@ -26,11 +28,15 @@ class ServerState:
     batchers: dict[str, EmbeddingBatcher] = field(default_factory=dict)  # by model id
     indexes: IndexService = field(init=False)
     fine_tuning: FineTuningService = field(init=False)
+    images: ImageReader = field(init=False)  # the images chat requests send
+    image_generation: ImageService = field(init=False)
     ready: bool = False
 
     def __post_init__(self) -> None:
         self.indexes = IndexService(self.settings.indexes, self.pool, self.batchers)
         self.fine_tuning = FineTuningService(self.settings.fine_tuning, self.settings.adapters, self.pool)
+        self.images = ImageReader(self.settings.images)
+        self.image_generation = ImageService(self.settings.images, self.pool)
 
 
 def get_state(request: Request) -> ServerState:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import Response
@@ -104,6 +105,28 @@ async def get_model(model_id: str, state: Annotated[ServerState, Depends(get_sta
     return json_or_stream(model_card(state.pool.lookup(model_id)))
 
 
+def _confined_paths(state: ServerState, body: LoadRequest) -> dict[str, Any]:
+    """The request's plugin options, with every option typed as a path (a projector file, a
+    config folder) confined to `model_roots` like the model's own path."""
+    try:
+        fields = state.registry.get(body.plugin).Options.model_fields
+    except LampstandError as exc:
+        raise InvalidRequest(exc.message, param="plugin") from None
+    options = dict(body.options)
+    for key, value in body.options.items():
+        field = fields.get(key)
+        if field is None or value is None or not _is_path(field.annotation):
+            continue
+        if not isinstance(value, str):
+            raise InvalidRequest(f"option {key!r} must be a path relative to a model root", param="options")
+        options[key] = confine(value, state.settings.server.model_roots, allow_dirs=True)
+    return options
+
+
+def _is_path(annotation: Any) -> bool:
+    return annotation is Path or Path in get_args(annotation)
+
+
 async def _register(pool: ModelPool, state: ServerState, model_id: str, body: LoadRequest) -> HostedModel:
     if model_id in pool.models:
         raise InvalidRequest(f"model {model_id!r} already exists; load it without 'path'", param="path")
@@ -113,10 +136,11 @@ async def _register(pool: ModelPool, state: ServerState, model_id: str, body: Lo
     reserved = sorted(RESERVED_OPTIONS & body.options.keys())
     if reserved:
         raise InvalidRequest(f"options may not set {', '.join(reserved)}", param="options")
+    options = _confined_paths(state, body)
     try:
         config = ModelConfig(id=model_id, plugin=body.plugin, path=path,
                              **({"keep_alive": body.keep_alive} if body.keep_alive is not None else {}),
-                             **body.options)
+                             **options)
     except (ValueError, TypeError) as exc:
         raise InvalidRequest(f"invalid model options: {exc}", param="options") from None
     try:

@@ -14,6 +14,7 @@ from ..config import ServerSettings
 from ..model_pool import ModelPool
 from .convert import chat_request, seeded
 from .generation import generate, new_id, now, sse_frames, sum_usage
+from .image_inputs import ImageReader
 from .splice import StringSplice
 
 __all__ = ["AnswerExtras", "create_chat_completion"]
@@ -83,16 +84,20 @@ class _Choice:
 
 
 async def create_chat_completion(pool: ModelPool, settings: ServerSettings, body: p.ChatCompletionRequest,
-                                 extras: AnswerExtras | None = None) -> p.ChatCompletion | AsyncIterator[str]:
+                                 extras: AnswerExtras | None = None, images: ImageReader | None = None
+                                 ) -> p.ChatCompletion | AsyncIterator[str]:
     """A whole `chat.completion`, or the SSE frames of its chunks when `stream` is set.
 
     With `extras` (a rag: model), `extras.chat_model` writes the answer, which is still
-    reported under `body.model`, and carries the sources and their footer.
+    reported under `body.model`, and carries the sources and their footer. A vision model's
+    images are read through `images` before the request joins the model's queue.
     """
     hosted, adapter = pool.target(extras.chat_model if extras else body.model, Capability.CHAT, body.lora_scale)
+    vision = Capability.VISION in hosted.capabilities and images is not None
+    read = await images.read_messages(body.messages) if vision and images is not None else {}
 
     def build() -> list[ChatRequest]:
-        base = chat_request(body, settings, vision=Capability.VISION in hosted.capabilities)
+        base = chat_request(body, settings, vision=vision, images=read)
         return [replace(base, sampling=seeded(base.sampling, i), adapter=adapter) for i in range(body.n)]
 
     chunks = await generate(pool, hosted, body.keep_alive, "chat", build)

@@ -6,11 +6,13 @@ This module never touches an engine.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 from lampstand.plugins.errors import CapabilityMissing, InvalidRequest
 from lampstand.plugins.types import (
     ChatMessage,
+    ImageInput,
     ChatRequest,
     FunctionTool,
     ResponseFormat,
@@ -92,14 +94,14 @@ def _text_of(message: p.ChatMessageIn, index: int, vision: bool) -> str | None:
     return "".join(part.text for part in message.content if isinstance(part, p.TextPart))
 
 
-def _message(message: p.ChatMessageIn, index: int, vision: bool) -> ChatMessage:
+def _message(message: p.ChatMessageIn, index: int, vision: bool, images: tuple[ImageInput, ...]) -> ChatMessage:
     role = "system" if message.role == "developer" else message.role
     calls = tuple(ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
                   for c in message.tool_calls or ())
     if role == "tool" and not message.tool_call_id:
         raise InvalidRequest("tool messages need tool_call_id", param=f"messages[{index}].tool_call_id")
     return ChatMessage(role=role, content=_text_of(message, index, vision), name=message.name,
-                       tool_calls=calls, tool_call_id=message.tool_call_id)
+                       tool_calls=calls, tool_call_id=message.tool_call_id, images=images)
 
 
 def _tool_choice(body: p.ChatCompletionRequest, tools: tuple[FunctionTool, ...]) -> ToolChoice:
@@ -126,8 +128,13 @@ def _response_format(body: p.ChatCompletionRequest) -> ResponseFormat:
     return ResponseFormat("json_schema", fmt.json_schema.schema_)
 
 
-def chat_request(body: p.ChatCompletionRequest, settings: ServerSettings, *, vision: bool) -> ChatRequest:
-    """The plugin-level chat request for one choice."""
+def chat_request(body: p.ChatCompletionRequest, settings: ServerSettings, *, vision: bool,
+                 images: Mapping[int, tuple[ImageInput, ...]] | None = None) -> ChatRequest:
+    """The plugin-level chat request for one choice.
+
+    `images` are the messages' images already read and checked (serving/image_inputs.py), by
+    message index; image parts reach only a model with `vision`, any other gets a 400.
+    """
     if body.top_logprobs and not body.logprobs:
         raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
     tools = tuple(
@@ -136,7 +143,7 @@ def chat_request(body: p.ChatCompletionRequest, settings: ServerSettings, *, vis
         for t in body.tools or ()
     )
     return ChatRequest(
-        messages=tuple(_message(m, i, vision) for i, m in enumerate(body.messages)),
+        messages=tuple(_message(m, i, vision, (images or {}).get(i, ())) for i, m in enumerate(body.messages)),
         sampling=sampling_params(body, settings, max_tokens=body.max_completion_tokens or body.max_tokens,
                                  logprobs=body.logprobs, top_logprobs=body.top_logprobs or 0),
         tools=tools,

@@ -1,0 +1,61 @@
+"""Generated images kept for a while on disk, for `response_format: "url"`.
+
+Each image is one PNG under `[images] output_dir` with a random 128-bit name, so a URL cannot
+be guessed; it is served until `url_ttl` seconds after it was written and deleted at the
+next sweep after that (every save sweeps).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+
+__all__ = ["ImageOutputs"]
+
+_NAME = re.compile(r"[0-9a-f]{32}\.png")
+
+
+class ImageOutputs:
+    """The folder of short-lived generated images."""
+
+    def __init__(self, folder: Path, ttl: float) -> None:
+        self.folder, self.ttl = folder, ttl
+
+    def save(self, png: bytes) -> str:
+        """Write `png` under a new random name and return that name."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.sweep()
+        name = f"{secrets.token_hex(16)}.png"
+        temporary = self.folder / f".{name}.part"
+        temporary.write_bytes(png)
+        os.replace(temporary, self.folder / name)
+        return name
+
+    def find(self, name: str) -> Path | None:
+        """The file of a live image called `name`; None for a name never given out or expired."""
+        if not _NAME.fullmatch(name):
+            return None
+        path = self.folder / name
+        try:
+            written = path.stat().st_mtime
+        except OSError:
+            return None
+        return path if time.time() - written <= self.ttl else None
+
+    def sweep(self) -> int:
+        """Delete expired images (and leftovers of interrupted writes); how many went."""
+        if not self.folder.is_dir():
+            return 0
+        cutoff, removed = time.time() - self.ttl, 0
+        for entry in os.scandir(self.folder):
+            if (_NAME.fullmatch(entry.name) or entry.name.endswith(".png.part")) and entry.is_file(follow_symlinks=False):
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed += 1
+                except OSError:
+                    continue
+        return removed
