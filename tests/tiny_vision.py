@@ -18,7 +18,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-__all__ = ["IMAGE_SIZE", "PATCH_SIZE", "IMAGE_TOKENS", "write_tiny_mmproj"]
+__all__ = ["IMAGE_SIZE", "IMAGE_TOKENS", "PATCH_SIZE", "write_tiny_mmproj"]
 
 IMAGE_SIZE = 32  # pixels per side the tower reads (llama.cpp resizes every image to this)
 PATCH_SIZE = 8

@@ -28,7 +28,7 @@ from .options import LlamaCppOptions
 from .prompt_cache import PromptCache
 from .vocab import Vocab
 
-__all__ = ["decode_stream"]
+__all__ = ["decode_stream", "sample_stream"]
 
 
 def _logprob_of(llm: Any, vocab: Vocab, token: int, top_n: int) -> TokenLogprob:
@@ -89,9 +89,24 @@ def decode_stream(
 
     `cache_key` names what the KV depends on besides the tokens (the adapter set on the context).
     """
-    import llama_cpp
+    cache.evaluate(llm, prompt_tokens, cache_key)
+    yield from sample_stream(llm, vocab, prompt_tokens, sampling, options, grammar)
 
-    cache.evaluate(llm, prompt_tokens, cache_key)  # generate() then samples at once from these logits
+
+def sample_stream(
+    llm: Any,
+    vocab: Vocab,
+    prompt_tokens: list[int],
+    sampling: SamplingParams,
+    options: LlamaCppOptions,
+    grammar: Any = None,
+) -> Iterator[GenerationChunk]:
+    """Generate after a prompt the context has already evaluated; the last chunk has usage.
+
+    `prompt_tokens` must be `llm.input_ids[:llm.n_tokens]`, the last of them evaluated with its
+    logits, so `generate` samples at once from those logits instead of evaluating again.
+    """
+    import llama_cpp
 
     llm.set_seed(sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
     stops = StopMatcher(sampling.stop)

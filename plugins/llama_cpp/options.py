@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from lampstand.plugins.contract import PluginOptions
 
-__all__ = ["LlamaCppOptions"]
+__all__ = ["LlamaCppOptions", "VisionChatFormat"]
+
+# llama-cpp-python's multimodal chat handlers whose prompt format lampstand renders (see vision.py)
+VisionChatFormat = Literal[
+    "llava-1-5", "llava-1-6", "obsidian", "moondream2", "nanollava", "llama-3-vision-alpha", "minicpm-v-2.6",
+]
 
 
 class LlamaCppOptions(PluginOptions):
@@ -28,9 +34,14 @@ class LlamaCppOptions(PluginOptions):
     top_k: int = Field(40, ge=0, description="default when a request names none")
     min_p: float = Field(0.05, ge=0.0, le=1.0, description="default when a request names none")
     repeat_penalty: float = Field(1.0, gt=0.0)
+    mmproj: Path | None = Field(None, description="LLaVA-style projector GGUF; the model then reads images")
+    chat_handler: VisionChatFormat = Field(
+        "llava-1-5", description="prompt format of chats with images (llama-cpp-python's handler name)")
 
     @model_validator(mode="after")
     def _chunk_fits_batch(self) -> LlamaCppOptions:
         if self.cache_chunk > self.n_batch:
             raise ValueError("cache_chunk must not be larger than n_batch")
+        if self.mmproj is not None and self.embedding:
+            raise ValueError("mmproj needs a generation model; it cannot be set with embedding = true")
         return self

@@ -1,15 +1,17 @@
 """The `llama_cpp` plugin: GGUF models through llama-cpp-python, on CPU or GPU.
 
-Serves chat and completions (or embeddings when configured with `embedding = true`).
-The chat prompt is the GGUF's own template rendered in a sandbox, tokenized with special
-tokens parsed. `llama_cpp` is imported only inside `load`.
+Serves chat and completions (or embeddings when configured with `embedding = true`), and
+chat with images when configured with a projector (`mmproj`, see `vision.py`). The chat
+prompt is the GGUF's own template rendered in a sandbox, tokenized with special tokens
+parsed. `llama_cpp` is imported only inside `load`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from lampstand.plugins.chat_prompt import render_chat
@@ -47,6 +49,7 @@ from .gguf_info import GgufInfo, read_gguf_info
 from .grammar import grammar_for_chat, is_forced_tool_call
 from .options import LlamaCppOptions
 from .prompt_cache import PromptCache
+from .vision import VisionProjector, projector_file_bytes
 from .vocab import Vocab
 
 __all__ = ["LlamaCppPlugin"]
@@ -67,6 +70,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         self._info: GgufInfo | None = None
         self._template: ChatTemplate | None = None
         self._vocab: Vocab | None = None
+        self._projector: VisionProjector | None = None
         self._cache = PromptCache(self.options.cache_chunk)
         self._adapters = LoraAdapters(self.path)
 
@@ -75,6 +79,8 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
     def capabilities(self) -> frozenset[Capability]:
         if self.options.embedding:
             return frozenset({Capability.EMBEDDINGS})
+        if self.options.mmproj is not None:
+            return frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.VISION})
         return frozenset({Capability.CHAT, Capability.COMPLETIONS})
 
     def _gguf(self) -> GgufInfo:
@@ -86,21 +92,27 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         train = self._gguf().n_ctx_train
         return min(self.options.n_ctx, train) if train else self.options.n_ctx
 
+    def _projector_bytes(self) -> int:
+        mmproj = self.options.mmproj
+        return projector_file_bytes(mmproj) if mmproj is not None else 0
+
     def estimate_footprint(self) -> Footprint:
-        return self._gguf().footprint(self._n_ctx(), self.options.n_batch)
+        text = self._gguf().footprint(self._n_ctx(), self.options.n_batch)
+        return Footprint(ram_bytes=text.ram_bytes + self._projector_bytes(), vram_bytes=text.vram_bytes)
 
     def measured_footprint(self) -> Footprint | None:
         if self._llm is None:
             return None
         import llama_cpp
 
-        weights = int(llama_cpp.llama_model_size(self._llm.model))
+        weights = int(llama_cpp.llama_model_size(self._llm.model)) + self._projector_bytes()
         kv = self._gguf().kv_cache_bytes(self._llm.n_ctx())
         on_gpu = self.options.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload()
         return Footprint(ram_bytes=0 if on_gpu else weights + kv, vram_bytes=weights + kv if on_gpu else 0)
 
     def load(self) -> None:
         info = self._gguf()
+        self._projector_bytes()  # a bad projector file fails here, before llama.cpp reads anything
         try:
             from llama_cpp import Llama
         except ImportError as exc:
@@ -133,8 +145,22 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
                 source, bos_token=self._token_text(self._llm.token_bos()),
                 eos_token=self._token_text(self._llm.token_eos()),
             )
+        if self.options.mmproj is not None:
+            self._load_projector(self.options.mmproj)
+
+    def _load_projector(self, mmproj: Path) -> None:
+        try:
+            self._projector = VisionProjector(
+                self._llm, mmproj, self.options, n_threads=self.options.n_threads or os.cpu_count() or 1,
+                bos_token=self._token_text(self._llm.token_bos()), eos_token=self._token_text(self._llm.token_eos()))
+        except BaseException:
+            self.unload()
+            raise
 
     def unload(self) -> None:
+        if self._projector is not None:
+            self._projector.close()  # the mtmd context refers to the model, so it goes first
+        self._projector = None
         if self._llm is not None:
             self._adapters.free_all(self._llm)
             self._llm.close()
@@ -160,14 +186,14 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
     def _add_bos(self) -> bool:
         return bool(self._llm._model.add_bos_token()) and self._llm.token_bos() >= 0
 
-    def _budget(self, prompt_tokens: list[int], sampling: SamplingParams) -> SamplingParams:
+    def _budget(self, n_prompt: int, sampling: SamplingParams) -> SamplingParams:
         """The sampling params with max_tokens fitted to the context, or a 400."""
         n_ctx = self._llm.n_ctx()
-        room = n_ctx - len(prompt_tokens)
+        room = n_ctx - n_prompt
         if room <= 0 or (sampling.max_tokens_explicit and sampling.max_tokens > room):
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {n_ctx} tokens. However, you requested "
-                f"{len(prompt_tokens) + sampling.max_tokens} tokens ({len(prompt_tokens)} in the "
+                f"{n_prompt + sampling.max_tokens} tokens ({n_prompt} in the "
                 f"messages, {sampling.max_tokens} in the completion). Please reduce the length of "
                 "the messages or completion.",
                 param="messages",
@@ -192,8 +218,10 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
 
     def chat(self, request: ChatRequest) -> Iterator[GenerationChunk]:
         self._require_generation()
+        if any(m.images for m in request.messages):
+            return self._chat_with_images(request)
         prompt = self.chat_prompt_tokens(request)
-        sampling = self._budget(prompt, request.sampling)
+        sampling = self._budget(len(prompt), request.sampling)
         key = self._adapters.apply(self._llm, request.adapter)
         chunks = decode_stream(self._llm, self._vocab, self._cache, prompt, sampling, self.options,
                                grammar_for_chat(request), key)
@@ -201,10 +229,27 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
             chunks = with_tool_calls(chunks, ToolCallParser(forced=is_forced_tool_call(request)))
         return chunks
 
+    def _chat_with_images(self, request: ChatRequest) -> Iterator[GenerationChunk]:
+        """A chat whose messages carry images, through the projector (see `vision.py`)."""
+        if self._projector is None:
+            raise CapabilityMissing(f"model {self.model_id!r} has no image projector; configure mmproj to read images")
+        if request.tools and request.tool_choice.mode != "none":
+            raise UnsupportedParameter("tools cannot be combined with images on this model", param="tools")
+        prompt = self._projector.tokenize(request)
+        try:
+            sampling = self._budget(prompt.n_tokens, request.sampling)
+            grammar = grammar_for_chat(request)
+            self._adapters.apply(self._llm, request.adapter)  # the whole prompt runs again, so no cache key
+        except BaseException:
+            prompt.close()
+            raise
+        self._cache.forget()  # the KV cache will hold image embeddings, which no token prefix matches
+        return self._projector.stream(self._llm, self._vocab, prompt, sampling, self.options, grammar)
+
     def complete(self, request: CompletionRequest) -> Iterator[GenerationChunk]:
         self._require_generation()
         prompt = self._completion_prompt(request)
-        sampling = self._budget(prompt, request.sampling)
+        sampling = self._budget(len(prompt), request.sampling)
         key = self._adapters.apply(self._llm, request.adapter)
         chunks = decode_stream(self._llm, self._vocab, self._cache, prompt, sampling, self.options, cache_key=key)
         if not request.echo:
