@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -81,20 +82,18 @@ class TransformersVisionPlugin(Plugin, ChatModel):
             config = {}
         stored = str(config.get("dtype") or config.get("torch_dtype") or "float32")
         weights = self._weights_bytes() / DTYPE_BYTES.get(stored, 4)  # parameters, about one per element
-        on_gpu = self._wants_gpu()
+        on_gpu = self._expects_gpu()
         per_weight = NF4_BYTES if on_gpu and self._wants_4bit(on_gpu) else DTYPE_BYTES[self._dtype_name(on_gpu)]
         size = int(weights * per_weight)
         size += size // ACTIVATION_SHARE
         return Footprint(ram_bytes=RUNTIME_BYTES, vram_bytes=size) if on_gpu else Footprint(size + RUNTIME_BYTES)
 
-    def _wants_gpu(self) -> bool:
+    def _expects_gpu(self) -> bool:
+        """Whether the model will go to CUDA, decided without importing torch (the server asks
+        for estimates in its own process): on "auto", whether an NVIDIA driver is installed."""
         if self.options.device != "auto":
             return self.options.device == "cuda"
-        if importlib.util.find_spec("torch") is None:
-            return False
-        import torch
-
-        return torch.cuda.is_available()
+        return shutil.which("nvidia-smi") is not None
 
     def _wants_4bit(self, on_gpu: bool) -> bool:
         if self.options.load_in_4bit == "auto":
@@ -115,7 +114,7 @@ class TransformersVisionPlugin(Plugin, ChatModel):
             raise ModelUnavailable("the transformers_vision plugin needs `pip install lampstand[vision]`") from exc
         if not self._weights_bytes():
             raise ModelUnavailable(f"{self.path.name} has no .safetensors weights; pickled weights are never loaded")
-        on_gpu = self._wants_gpu()
+        on_gpu = self.options.device == "cuda" or (self.options.device == "auto" and torch.cuda.is_available())
         if on_gpu and not torch.cuda.is_available():
             raise ModelUnavailable("device = 'cuda' but torch sees no CUDA GPU")
         self._device = "cuda" if on_gpu else "cpu"
