@@ -105,7 +105,8 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
             return None
         import llama_cpp
 
-        weights = int(llama_cpp.llama_model_size(self._llm.model)) + self._projector_bytes()
+        weights = int(llama_cpp.llama_model_size(self._llm.model))
+        weights += self._projector.file_bytes if self._projector is not None else 0
         kv = self._gguf().kv_cache_bytes(self._llm.n_ctx())
         on_gpu = self.options.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload()
         return Footprint(ram_bytes=0 if on_gpu else weights + kv, vram_bytes=weights + kv if on_gpu else 0)

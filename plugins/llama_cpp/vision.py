@@ -24,7 +24,7 @@ import secrets
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lampstand.plugins.chat_template import ChatTemplate, message_to_dict
 from lampstand.plugins.errors import (
@@ -38,7 +38,6 @@ from lampstand.plugins.types import (
     ChatMessage,
     ChatRequest,
     GenerationChunk,
-    ImageInput,
     SamplingParams,
 )
 
@@ -46,6 +45,9 @@ from .decode import sample_stream
 from .gguf_check import scan_gguf
 from .options import LlamaCppOptions, VisionChatFormat
 from .vocab import Vocab
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 __all__ = ["HANDLER_CLASSES", "ImagePrompt", "VisionProjector", "projector_file_bytes"]
 
@@ -91,6 +93,7 @@ class VisionProjector:
     def __init__(self, llm: Any, path: Path, options: LlamaCppOptions, *, bos_token: str, eos_token: str,
                  n_threads: int) -> None:
         """Load the projector; `ModelUnavailable` when llama.cpp cannot pair it with this model."""
+        self.file_bytes = projector_file_bytes(path)
         import llama_cpp
         import llama_cpp.mtmd_cpp as mtmd
         from llama_cpp import llama_chat_format
@@ -151,16 +154,18 @@ class VisionProjector:
 
     def tokenize(self, request: ChatRequest) -> ImagePrompt:
         """Render the request and split it into chunks; a bad image is an `InvalidRequest`."""
-        bitmaps = [self._bitmap(image) for m in request.messages for image in m.images]
+        images = [open_image(image) for m in request.messages for image in m.images]  # Pillow only, within limits
+        text = self.render(request)
+        bitmaps: list[Any] = []
         try:
-            return self._tokenized(self.render(request), bitmaps)
+            bitmaps.extend(self._bitmap(rgb) for rgb in images)
+            return self._tokenized(text, bitmaps)
         finally:
             for bitmap in bitmaps:
                 self._mtmd.mtmd_bitmap_free(bitmap)
 
-    def _bitmap(self, image: ImageInput) -> Any:
-        """The image's pixels as an mtmd RGB bitmap (decoded by Pillow only, within limits)."""
-        rgb = open_image(image)
+    def _bitmap(self, rgb: PILImage) -> Any:
+        """RGB pixels as an mtmd bitmap (mtmd copies them)."""
         pixels = rgb.tobytes()  # (height, width, 3) uint8
         bitmap = self._mtmd.mtmd_bitmap_init(rgb.width, rgb.height, (ctypes.c_uint8 * len(pixels)).from_buffer_copy(pixels))
         if not bitmap:
