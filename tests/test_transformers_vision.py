@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from tiny_llava import CONTEXT, IMAGE_TOKENS, write_tiny_llava
+from tiny_llava import CHAT_TEMPLATE, CONTEXT, IMAGE_TOKENS, write_tiny_llava
 
+from lampstand.plugins.chat_template import ChatTemplate
 from lampstand.plugins.contract import Capability
 from lampstand.plugins.errors import (
     ContextLengthExceeded,
@@ -27,6 +29,7 @@ from lampstand.plugins.errors import (
 )
 from lampstand.plugins.image_files import ImageLimits, inspect_image
 from lampstand.plugins.transformers_vision import TransformersVisionPlugin
+from lampstand.plugins.transformers_vision.prompt import VisionPrompt, sandboxed_source
 from lampstand.plugins.types import (
     AdapterRef,
     ChatMessage,
@@ -171,6 +174,20 @@ def test_conversation_with_history_and_text_only(plugin: TransformersVisionPlugi
     assert last.usage is not None and last.usage.prompt_tokens < IMAGE_TOKENS
 
 
+def test_prompt_puts_images_before_text_and_shrinks_large_ones() -> None:
+    assert sandboxed_source("{%- generation -%}x{% endgeneration %}") == "{%- if true -%}x{% endif %}"
+    template = ChatTemplate(sandboxed_source(CHAT_TEMPLATE), bos_token="<s>", eos_token="</s>")
+    request = ChatRequest(messages=(
+        ChatMessage("user", "Compare.", images=(RED, STRIPES)),
+        ChatMessage("assistant", "Red, stripes."),
+        ChatMessage("user", None, images=(RED,)),
+    ), sampling=SamplingParams(max_tokens=1))
+    text, images = VisionPrompt(template, "<image>", max_image_side=16).render(request)
+    assert text == ("<s>USER: <image>\n<image>\nCompare. ASSISTANT: Red, stripes.</s>"
+                    "USER: <image>\nASSISTANT:")
+    assert [image.size for image in images] == [(16, 12), (16, 16), (16, 12)]
+
+
 def test_closing_the_stream_stops_generation(plugin: TransformersVisionPlugin, forward_passes: list[int]) -> None:
     stream = plugin.chat(ask("Describe it.", RED, max_tokens=200, logit_bias=((EOS, -100.0),)))
     next(stream)
@@ -205,18 +222,32 @@ def test_bad_requests(plugin: TransformersVisionPlugin, request_: ChatRequest, e
     assert type(raised.value) is error and raised.value.param == param
 
 
-@pytest.mark.parametrize(("files", "options", "reason"), [
-    ({}, {}, "no config.json"),
-    ({"config.json": json.dumps({"model_type": "bert"})}, {}, "not a LLaVA model"),
-    ({"config.json": "{not json"}, {}, "cannot be read"),
-    ({"config.json": json.dumps({"model_type": "llava"})}, {}, "no .safetensors weights"),
-    (None, {"device": "cpu", "load_in_4bit": True}, "needs a CUDA GPU"),
-], ids=["empty-folder", "bert", "broken-config", "no-weights", "4bit-without-cuda"])
-def test_folders_that_do_not_load(tmp_path: Path, folder: Path, files: dict[str, str] | None,
+def _copy_without(name: str) -> Callable[[Path, Path], Path]:
+    def build(tiny: Path, into: Path) -> Path:
+        shutil.copytree(tiny, into, dirs_exist_ok=True, ignore=shutil.ignore_patterns(name))
+        return into
+    return build
+
+
+def _with_files(files: dict[str, str]) -> Callable[[Path, Path], Path]:
+    def build(_tiny: Path, into: Path) -> Path:
+        for name, text in files.items():
+            (into / name).write_text(text)
+        return into
+    return build
+
+
+@pytest.mark.parametrize(("build", "options", "reason"), [
+    (_with_files({}), {}, "no config.json"),
+    (_with_files({"config.json": json.dumps({"model_type": "bert"})}), {}, "not a LLaVA model: .* 'bert'"),
+    (_with_files({"config.json": "{not json"}), {}, "cannot be read"),
+    (_with_files({"config.json": json.dumps({"model_type": "llava"})}), {}, "no .safetensors weights"),
+    (_copy_without("processor_config.json"), {}, "could not load"),
+    (_copy_without("x"), {"device": "cpu", "load_in_4bit": True}, "needs a CUDA GPU"),
+], ids=["empty-folder", "bert", "broken-config", "no-weights", "no-processor", "4bit-without-cuda"])
+def test_folders_that_do_not_load(tmp_path: Path, folder: Path, build: Callable[[Path, Path], Path],
                                   options: dict[str, object], reason: str) -> None:
-    for name, text in (files or {}).items():
-        (tmp_path / name).write_text(text)
-    target = folder if files is None else tmp_path
-    plugin = TransformersVisionPlugin("m", target, TransformersVisionPlugin.Options(**options))  # type: ignore[arg-type]
+    plugin = TransformersVisionPlugin("m", build(folder, tmp_path), TransformersVisionPlugin.Options(**options))  # type: ignore[arg-type]
     with pytest.raises(ModelUnavailable, match=reason):
         plugin.load()
+    assert plugin._model is None and plugin._processor is None

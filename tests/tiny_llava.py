@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_tiny_llava", "IMAGE_SIZE", "IMAGE_TOKENS", "CONTEXT"]
+__all__ = ["CHAT_TEMPLATE", "CONTEXT", "IMAGE_SIZE", "IMAGE_TOKENS", "write_tiny_llava"]
 
 IMAGE_SIZE = 32  # pixels per side the processor resizes and crops every image to
 PATCH_SIZE = 8

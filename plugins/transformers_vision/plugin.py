@@ -106,7 +106,7 @@ class TransformersVisionPlugin(Plugin, ChatModel):
         return "float16" if on_gpu else "float32"
 
     def load(self) -> None:
-        config = _config(self.path)
+        _config(self.path)  # a 424 naming why the folder is not a LLaVA model
         try:
             import torch
             from transformers import AutoProcessor, LlavaForConditionalGeneration
@@ -117,22 +117,29 @@ class TransformersVisionPlugin(Plugin, ChatModel):
         on_gpu = self.options.device == "cuda" or (self.options.device == "auto" and torch.cuda.is_available())
         if on_gpu and not torch.cuda.is_available():
             raise ModelUnavailable("device = 'cuda' but torch sees no CUDA GPU")
-        self._device = "cuda" if on_gpu else "cpu"
+        settings = self._load_settings(on_gpu, torch)
         if not on_gpu and self.options.cpu_threads:
             torch.set_num_threads(self.options.cpu_threads)  # the worker runs this one model
-        settings = self._load_settings(on_gpu, torch)
+        self._device = "cuda" if on_gpu else "cpu"
+        self._processor = self._loaded(AutoProcessor.from_pretrained)
+        if not all(hasattr(self._processor, name) for name in ("image_processor", "tokenizer", "image_token")):
+            self._processor = None
+            raise ModelUnavailable(f"{self.path.name} has no LLaVA processor (processor_config.json naming an "
+                                   "image processor and an image token)")
+        self._model = self._loaded(LlavaForConditionalGeneration.from_pretrained, use_safetensors=True, **settings)
+        if "device_map" not in settings:  # 4-bit weights are placed on the GPU as they load
+            self._model.to(self._device)
+        self._model.eval()
+        self._prompt = self._vision_prompt()
+        self._end_tokens = self._end_token_ids()
+
+    def _loaded(self, from_pretrained: Any, **settings: Any) -> Any:
+        """`from_pretrained` on the folder, offline; any failure is a `ModelUnavailable`."""
         try:
-            self._processor = AutoProcessor.from_pretrained(self.path, local_files_only=True)
-            self._model = LlavaForConditionalGeneration.from_pretrained(self.path, local_files_only=True,
-                                                                        use_safetensors=True, **settings)
+            return from_pretrained(self.path, local_files_only=True, **settings)
         except Exception as exc:  # a broken folder, missing processor files, a dtype the device lacks
             self.unload()
             raise ModelUnavailable(f"transformers could not load {self.path.name}: {exc}") from exc
-        if "device_map" not in settings:
-            self._model.to(self._device)
-        self._model.eval()
-        self._prompt = self._vision_prompt(config)
-        self._end_tokens = self._end_token_ids()
 
     def _load_settings(self, on_gpu: bool, torch: Any) -> dict[str, Any]:
         """`from_pretrained` keyword arguments for the device, dtype and quantization asked for."""
@@ -148,7 +155,7 @@ class TransformersVisionPlugin(Plugin, ChatModel):
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
         return {"dtype": dtype, "quantization_config": quantization, "device_map": {"": 0}}
 
-    def _vision_prompt(self, config: dict[str, Any]) -> VisionPrompt | None:
+    def _vision_prompt(self) -> VisionPrompt | None:
         tokenizer = self._processor.tokenizer
         source = (self.options.chat_template or getattr(self._processor, "chat_template", None)
                   or getattr(tokenizer, "chat_template", None))
@@ -182,7 +189,10 @@ class TransformersVisionPlugin(Plugin, ChatModel):
     def context_length(self) -> int | None:
         if self._model is not None:
             return int(self._model.config.text_config.max_position_embeddings)
-        text = _config(self.path).get("text_config") or {}
+        try:
+            text = _config(self.path).get("text_config") or {}
+        except ModelUnavailable:
+            return None
         return text.get("max_position_embeddings")
 
     # -- chat ------------------------------------------------------------------------
