@@ -13,7 +13,9 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from crafted_gguf import write_lora
 from lampstand.plugins.contract import Capability
 from lampstand.plugins.errors import (
     CapabilityMissing,
@@ -25,6 +27,8 @@ from lampstand.plugins.image_files import ImageLimits, inspect_image
 from lampstand.plugins.llama_cpp import LlamaCppPlugin
 from lampstand.plugins.sources import BUNDLED_MODELS, bundled_path
 from lampstand.plugins.types import (
+    AdapterLoad,
+    AdapterRef,
     ChatMessage,
     ChatRequest,
     FunctionTool,
@@ -34,7 +38,6 @@ from lampstand.plugins.types import (
     SamplingParams,
 )
 from PIL import Image
-
 from tiny_vision import IMAGE_TOKENS, write_tiny_mmproj
 
 SMOLLM = bundled_path(BUNDLED_MODELS[0])
@@ -166,9 +169,28 @@ def test_text_only_chat_still_uses_the_text_path(plugin: LlamaCppPlugin) -> None
 
 
 def test_a_json_response_format_applies_to_image_chats(plugin: LlamaCppPlugin) -> None:
-    text, _ = run(plugin, ChatRequest(messages=ask(RED).messages, sampling=SamplingParams(max_tokens=6, temperature=0.0),
-                                      response_format=ResponseFormat(kind="json_object")))
+    request = ChatRequest(messages=ask(RED).messages, sampling=SamplingParams(max_tokens=6, temperature=0.0),
+                          response_format=ResponseFormat(kind="json_object"))
+    text, _ = run(plugin, request)
     assert text.lstrip().startswith("{")
+
+
+def test_an_adapter_applies_to_image_chats(plugin: LlamaCppPlugin, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rank, n_embd, n_embd_v = 4, 576, 192  # SmolLM2-135M: 9 heads of 64, 3 of them for K and V
+    tensors = {}
+    for layer in range(30):
+        tensors[f"blk.{layer}.attn_v.weight.lora_a"] = rng.normal(0, 0.05, (rank, n_embd)).astype(np.float32)
+        tensors[f"blk.{layer}.attn_v.weight.lora_b"] = rng.normal(0, 0.05, (n_embd_v, rank)).astype(np.float32)
+    plugin.load_adapter(AdapterLoad(name="noise", path=str(write_lora(tmp_path / "noise.gguf", tensors))))
+    try:
+        base, _ = run(plugin, ask(RED, logprobs=True))
+        adapted, _ = run(plugin, ChatRequest(messages=ask(RED).messages, adapter=AdapterRef("noise"),
+                                                  sampling=SamplingParams(max_tokens=10, temperature=0.0)))
+        assert adapted != base
+        assert run(plugin, ask(RED, logprobs=True))[0] == base  # and not to the next request
+    finally:
+        plugin.unload_adapter("noise")
 
 
 def test_a_prompt_longer_than_the_context_is_refused(plugin: LlamaCppPlugin) -> None:

@@ -70,7 +70,8 @@ def projector_file_bytes(path: Path) -> int:
     reaches llama.cpp.
     """
     header = scan_gguf(path)
-    if header.metadata.get("general.architecture") != "clip" or header.metadata.get("clip.has_vision_encoder") is not True:
+    kind, has_vision = header.metadata.get("general.architecture"), header.metadata.get("clip.has_vision_encoder")
+    if kind != "clip" or has_vision is not True:
         raise InvalidModelFile(f"{path.name} is not a vision projector (mmproj) GGUF file")
     return header.file_bytes
 
@@ -167,7 +168,8 @@ class VisionProjector:
     def _bitmap(self, rgb: PILImage) -> Any:
         """RGB pixels as an mtmd bitmap (mtmd copies them)."""
         pixels = rgb.tobytes()  # (height, width, 3) uint8
-        bitmap = self._mtmd.mtmd_bitmap_init(rgb.width, rgb.height, (ctypes.c_uint8 * len(pixels)).from_buffer_copy(pixels))
+        data = (ctypes.c_uint8 * len(pixels)).from_buffer_copy(pixels)
+        bitmap = self._mtmd.mtmd_bitmap_init(rgb.width, rgb.height, data)
         if not bitmap:
             raise LampstandError("llama.cpp could not allocate an image bitmap")
         return bitmap
