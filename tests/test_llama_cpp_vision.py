@@ -9,6 +9,7 @@ chat, and bad input is a 400 of the right class. The model loads once for the mo
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,6 +121,26 @@ def test_a_stop_string_ends_the_answer_before_it(plugin: LlamaCppPlugin) -> None
     text, chunks = run(plugin, ask(RED, stop=(stop,)))
     assert text == full[: full.index(stop)]
     assert chunks[-1].finish_reason == "stop"
+
+
+def test_the_answers_are_llama_cpp_pythons_own_handler_answers(plugin: LlamaCppPlugin, mmproj: Path) -> None:
+    """The projector loads in llama-cpp-python's Llava15ChatHandler, which answers as the plugin does."""
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import Llava15ChatHandler
+
+    handler = Llava15ChatHandler(clip_model_path=str(mmproj), verbose=False)
+    llm = Llama(model_path=str(SMOLLM), chat_handler=handler, n_ctx=N_CTX, n_threads=2, verbose=False)
+    try:
+        for picture in (RED, BLUE):
+            url = f"data:{picture.mime};base64,{base64.b64encode(picture.data).decode()}"
+            content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": QUESTION}]
+            answer = llm.create_chat_completion(messages=[{"role": "user", "content": content}], max_tokens=10,
+                                                temperature=0.0, repeat_penalty=1.0)
+            text, chunks = run(plugin, ask(picture))
+            assert answer["choices"][0]["message"]["content"] == text
+            assert answer["usage"]["prompt_tokens"] == chunks[-1].usage.prompt_tokens  # type: ignore[union-attr]
+    finally:
+        llm.close()
 
 
 def test_the_same_seed_gives_the_same_sampled_text(plugin: LlamaCppPlugin) -> None:
