@@ -37,24 +37,27 @@ def _decoded(data: bytes, limits: ImageLimits, param: str) -> Image:
 
     if not data:
         raise InvalidRequest("the image is empty", param=param)
-    try:
-        image = Image.open(io.BytesIO(data), formats=list(FORMATS))
-    except UnidentifiedImageError:
-        raise InvalidRequest(f"the image is not a {', '.join(FORMATS)} file", param=param) from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InvalidRequest(f"the image cannot be read: {exc}", param=param) from None
-    width, height = image.size
-    if width < 1 or height < 1 or max(width, height) > limits.max_side or width * height > limits.max_pixels:
-        raise InvalidRequest(
-            f"the image is {width}x{height} pixels; at most {limits.max_side} per side and "
-            f"{limits.max_pixels} in all are accepted", param=param)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=list(FORMATS))
+        except UnidentifiedImageError:
+            raise InvalidRequest(f"the image is not a {', '.join(FORMATS)} file", param=param) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InvalidRequest(f"the image has too many pixels: at most {limits.max_pixels} are accepted",
+                                 param=param) from None
+        except Exception as exc:  # Pillow's parsers raise many kinds on hostile headers
+            raise InvalidRequest(f"the image cannot be read: {type(exc).__name__}", param=param) from None
+        width, height = image.size
+        if width < 1 or height < 1 or max(width, height) > limits.max_side or width * height > limits.max_pixels:
+            raise InvalidRequest(
+                f"the image is {width}x{height} pixels; at most {limits.max_side} per side and "
+                f"{limits.max_pixels} in all are accepted", param=param)
         try:
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InvalidRequest("the image decompresses to too many pixels", param=param) from None
-        except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:  # truncated or corrupt data
+        except Exception as exc:  # truncated or corrupt data, in whatever form the decoder reports it
             raise InvalidRequest(f"the image is damaged: {exc}", param=param) from None
     return image
 
