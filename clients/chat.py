@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import base64
+import mimetypes
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from .wire import post_events
 
-__all__ = ["chat_over_http", "chat_in_process"]
+__all__ = ["chat_over_http", "chat_in_process", "user_content"]
+
+
+def user_content(prompt: str, images: Sequence[Path]) -> str | list[dict[str, Any]]:
+    """The user message's content: the prompt, after the images as data URLs when there are any."""
+    if not images:
+        return prompt
+    parts: list[dict[str, Any]] = []
+    for path in images:
+        mime = mimetypes.guess_type(path.name)[0] or "image/png"
+        url = f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    return parts + [{"type": "text", "text": prompt}]
 
 
 def chat_over_http(url: str, api_key: str | None, params: dict[str, Any]) -> Iterator[str]:
@@ -31,7 +46,7 @@ def chat_in_process(settings: Any, params: dict[str, Any]) -> Iterator[str]:
 
     async def run() -> str:
         try:
-            result = await create_chat_completion(state.pool, settings.server, body)
+            result = await create_chat_completion(state.pool, settings.server, body, images=state.images)
             return result.choices[0].message.content or ""  # type: ignore[union-attr]
         finally:
             await state.pool.close()

@@ -104,11 +104,17 @@ def chat(
     max_tokens: Annotated[Optional[int], typer.Option(help="cap on generated tokens")] = None,
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.7,
     seed: Annotated[Optional[int], typer.Option(help="seed for reproducible output")] = None,
+    image: Annotated[Optional[list[Path]], typer.Option(
+        "--image", "-i", help="picture for a vision model, sent before the prompt; repeatable",
+        exists=True, dir_okay=False, readable=True)] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Ask a model and stream the answer (from a running server, or in-process with --local)."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    from .chat import user_content
+
+    messages = (([{"role": "system", "content": system}] if system else [])
+                + [{"role": "user", "content": user_content(prompt, image or [])}])
     params = {"model": model, "messages": messages, "temperature": temperature,
               "max_tokens": max_tokens, "seed": seed}
     try:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -318,3 +321,14 @@ def test_remote_urls_are_refused_when_not_enabled() -> None:
         asyncio.run(reader.read_bytes("https://example.com/cat.png", "image_url"))
     with pytest.raises(InvalidRequest, match="input roots"):
         asyncio.run(reader.read_bytes("file:///etc/hosts", "image_url"))
+
+
+def test_chat_cli_sends_images(http: httpx.Client, server: RunningServer, roots: dict[str, Path]) -> None:
+    picture = roots["pictures"] / "red.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "lampstand.clients", "chat", "What is in this picture?", "-m", "smol-vision",
+         "--image", str(picture), "--max-tokens", "6", "--temperature", "0", "--json", "--url", server.url],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    expected = chat(http, image_message(data_url(RED)), max_tokens=6).json()["choices"][0]["message"]["content"]
+    assert json.loads(result.stdout)["content"] == expected
