@@ -374,3 +374,51 @@ def test_plan_memory_when_nothing_fits_or_a_mode_is_forced() -> None:
     assert (roomy.mode, roomy.fits, roomy.offloads) == ("offload", True, True)
     smaller = plan_memory(SDXL, 768, 768, 12 * GIB)
     assert smaller.vram_bytes < plan_memory(SDXL, 1024, 1024, 24 * GIB).vram_bytes
+
+
+# -- CUDA (skipped without a GPU) --
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+cuda_only = pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+
+
+@cuda_only
+@pytest.mark.parametrize("mode", ["full", "slicing", "offload", "sequential_offload"])
+def test_cuda_memory_modes_give_the_same_kind_of_image(files: dict[str, Path], mode: str) -> None:
+    plugin = loaded(files["sd"], device="cuda", memory_mode=mode)
+    try:
+        image = images(plugin)[0]
+        assert (image.width, image.height) == (SIZE, SIZE)
+        assert png(plugin) == image.png  # same seed, same bytes on the GPU too
+        assert png(plugin, seed=8) != image.png
+        measured = plugin.measured_footprint()
+        assert measured is not None and measured.vram_bytes > 0
+        styled = png(plugin, loras=(StyleLora(str(files["style"])),))
+        assert styled != image.png and png(plugin) == image.png
+    finally:
+        plugin.unload()
+
+
+@cuda_only
+def test_cuda_auto_plan_follows_the_budget(files: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="lampstand.plugins.diffusion.plugin")
+    roomy = loaded(files["sd"], device="cuda")
+    tight = loaded(files["sd"], device="cuda", vram_budget=64 * 1024**2)
+    try:
+        plans = [r.getMessage() for r in caplog.records if "memory plan" in r.getMessage()]
+        assert plans[0].startswith("diffusion memory plan full") and "sequential_offload" in plans[1]
+        assert pixels(png(roomy)) and pixels(png(tight))
+        stream = tight.generate_images(ask(steps=150))
+        next(stream)
+        stream.close()
+        assert png(tight)
+    finally:
+        roomy.unload()
+        tight.unload()
