@@ -295,7 +295,7 @@ def imagine(
                                "size": size, "negative_prompt": negative, "guidance_scale": guidance,
                                "lora": [_lora_arg(item) for item in lora or ()]}
     try:
-        with Progress(transient=True, console=Console(stderr=True)) as bar:
+        with Progress(transient=True, console=Console(stderr=True), disable=not sys.stderr.isatty()) as bar:
             jobs: dict[int, object] = {}
 
             def progress(index: int, step: int, steps_total: int) -> None:
