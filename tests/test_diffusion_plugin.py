@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
-
 from lampstand.plugins.diffusion import DiffusersPlugin, plan_memory
 from lampstand.plugins.diffusion.png_info import read_recipe
 from lampstand.plugins.errors import InvalidRequest, ModelUnavailable
-from lampstand.plugins.types import GeneratedImage, ImageGenerationRequest, ImageProgress, StyleLora
+from lampstand.plugins.types import (
+    GeneratedImage,
+    ImageGenerationRequest,
+    ImageProgress,
+    StyleLora,
+)
+from PIL import Image
 from tiny_diffusion import (
     write_not_a_lora,
     write_tiny_sd,
@@ -78,7 +82,7 @@ def sd(files: dict[str, Path]) -> Iterator[DiffusersPlugin]:
 
 
 def ask(**fields: Any) -> ImageGenerationRequest:
-    base: dict[str, Any] = dict(prompt="a red cat", width=SIZE, height=SIZE, seed=7, steps=STEPS)
+    base: dict[str, Any] = {"prompt": "a red cat", "width": SIZE, "height": SIZE, "seed": 7, "steps": STEPS}
     return ImageGenerationRequest(**{**base, **fields})
 
 

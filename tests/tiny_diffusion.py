@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "write_not_a_lora",
     "write_tiny_sd",
     "write_tiny_sdxl",
-    "write_tiny_style_lora",
     "write_tiny_single_file",
-    "write_not_a_lora",
+    "write_tiny_style_lora",
 ]
 
 LATENT_SIZE = 32  # the UNet's sample_size; images are 64 x 64 (the tiny VAE scales by 2)
@@ -110,7 +110,11 @@ def write_tiny_sd(out: Path) -> Path:
 def write_tiny_sdxl(out: Path) -> Path:
     """A StableDiffusionXLPipeline folder: two text encoders (the second with a projection)."""
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import (
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTokenizer
 
     torch.manual_seed(0)
@@ -147,7 +151,11 @@ def write_tiny_style_lora(pipeline_folder: Path, out_file: Path, seed: int, text
     written by the pipeline class's own `save_lora_weights` (diffusers' key layout).
     """
     import torch
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import (
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from peft import LoraConfig, get_peft_model_state_dict
     from transformers import CLIPTextModel
 

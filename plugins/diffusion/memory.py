@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["MemoryPlan", "PlanMode", "plan_memory", "working_bytes", "apply_memory_plan"]
+__all__ = ["MemoryPlan", "PlanMode", "apply_memory_plan", "plan_memory", "working_bytes"]
 
 PlanMode = Literal["full", "slicing", "offload", "sequential_offload"]
 MODES: tuple[PlanMode, ...] = ("full", "slicing", "offload", "sequential_offload")

@@ -18,7 +18,7 @@ from typing import Literal
 
 from lampstand.plugins.errors import ModelUnavailable
 
-__all__ = ["PipelineKind", "ModelSource", "open_source", "component_config_folder", "native_size"]
+__all__ = ["ModelSource", "PipelineKind", "component_config_folder", "native_size", "open_source"]
 
 PipelineKind = Literal["sd", "sdxl"]
 PIPELINE_CLASSES: dict[str, PipelineKind] = {
@@ -174,10 +174,10 @@ def component_config_folder(source: ModelSource, config: Path | str | None) -> P
     kind is looked up in the cache.
     """
     if config is not None and Path(config).is_dir():
-        folder = Path(config)
-        if not (folder / "model_index.json").is_file():
-            raise ModelUnavailable(f"option config: {folder.name} is not a diffusers folder (no model_index.json)")
-        return folder
+        local = Path(config)
+        if not (local / "model_index.json").is_file():
+            raise ModelUnavailable(f"option config: {local.name} is not a diffusers folder (no model_index.json)")
+        return local
     repo = str(config) if config is not None else _default_repo(source)
     folder = _cached_snapshot(repo)
     if folder is None:
@@ -198,7 +198,7 @@ def _cached_snapshot(repo: str) -> Path | None:
 
     try:
         folder = Path(snapshot_download(repo, local_files_only=True))
-    except Exception:  # not cached, or not a valid repo id: both mean "not available offline"
+    except (OSError, ValueError):  # not cached (LocalEntryNotFoundError), or not a repo id (HFValidationError)
         return None
     return folder if (folder / "model_index.json").is_file() else None
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
-
 from lampstand.plugins.contract import PluginOptions
+from pydantic import Field, field_validator
 
 from .schedulers import SchedulerName
 

@@ -20,9 +20,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lampstand.plugins.contract import Capability, Footprint, Health, ImageGenerator, Plugin
-from lampstand.plugins.errors import InvalidRequest, MemoryBudgetExceeded, ModelUnavailable
-from lampstand.plugins.types import GeneratedImage, ImageGenerationRequest, ImageProgress
+from lampstand.plugins.contract import (
+    Capability,
+    Footprint,
+    Health,
+    ImageGenerator,
+    Plugin,
+)
+from lampstand.plugins.errors import (
+    InvalidRequest,
+    MemoryBudgetExceeded,
+    ModelUnavailable,
+)
+from lampstand.plugins.types import (
+    GeneratedImage,
+    ImageGenerationRequest,
+    ImageProgress,
+)
 
 from .loras import StyleLoraCache
 from .memory import MODES, MemoryPlan, apply_memory_plan, plan_memory, working_bytes
@@ -39,6 +53,7 @@ log = logging.getLogger(__name__)
 
 RUNTIME_BYTES = 768 * 1024 * 1024  # torch, diffusers and transformers in the worker
 KIND_SIZES = {"sd": 512, "sdxl": 1024}
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 MIN_SIDE = 64
 MAX_SEED = 2**64 - 1
 MAX_GUIDANCE = 50.0
@@ -54,7 +69,6 @@ class DiffusersPlugin(Plugin, ImageGenerator):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pipe: Any = None
-        self._source: ModelSource | None = None
         self._device = "cpu"
         self._plan: MemoryPlan | None = None
         self._budget = 0
@@ -79,31 +93,28 @@ class DiffusersPlugin(Plugin, ImageGenerator):
             return self.options.dtype
         return "float16" if gpu else "float32"
 
-    def _plan_for(self, width: int, height: int, budget: int | None) -> MemoryPlan:
-        """The plan for one image size; without a budget (estimating with "auto") the whole pipeline."""
-        weights, largest = self._weights
+    def _plan_for(self, weights: tuple[int, int], width: int, height: int, budget: int | None) -> MemoryPlan:
+        """The plan for `weights` (all, largest component) at one image size; without a budget
+        (an estimate under "auto", before the card is asked) the whole pipeline on the GPU."""
         mode = self.options.memory_mode
         force = None if mode == "auto" else mode
         if budget is None:
             force = force or "full"
-            budget = weights + working_bytes(width, height, sliced=False)
-        return plan_memory(weights, width, height, budget, largest_component_bytes=largest, force=force)
+            budget = weights[0] + working_bytes(width, height, sliced=False)
+        return plan_memory(weights[0], width, height, budget, largest_component_bytes=weights[1], force=force)
 
     def estimate_footprint(self) -> Footprint:
         source = open_source(self.path, self.options.pipeline, read_pickle=False)
         gpu = self._expects_gpu()
-        bytes_per_value = 4 if self._dtype_name(gpu) == "float32" else 2
-        self._weights = source.weights_bytes(bytes_per_value)
+        bytes_per_value = DTYPE_BYTES[self._dtype_name(gpu)]
+        weights = source.weights_bytes(bytes_per_value)
         width, height = self._files_default_size(source)
-        if not gpu:
-            # float32 activations take twice the fp16 rule of thumb
-            working = 2 * working_bytes(width, height, sliced=False) if bytes_per_value == 4 else \
-                working_bytes(width, height, sliced=False)
-            return Footprint(ram_bytes=RUNTIME_BYTES + self._weights[0] + working)
+        if not gpu:  # activations grow with the dtype like the weights; the rule of thumb is for 2 bytes
+            working = working_bytes(width, height, sliced=False) * bytes_per_value // 2
+            return Footprint(ram_bytes=RUNTIME_BYTES + weights[0] + working)
         budget = self.options.vram_budget if isinstance(self.options.vram_budget, int) else None
-        plan = self._plan_for(width, height, budget)
-        return Footprint(ram_bytes=RUNTIME_BYTES + (self._weights[0] if plan.offloads else 0),
-                         vram_bytes=plan.vram_bytes)
+        plan = self._plan_for(weights, width, height, budget)
+        return Footprint(ram_bytes=RUNTIME_BYTES + (weights[0] if plan.offloads else 0), vram_bytes=plan.vram_bytes)
 
     # -- loading --
 
@@ -122,7 +133,7 @@ class DiffusersPlugin(Plugin, ImageGenerator):
             torch.set_num_threads(self.options.cpu_threads)
         dtype_name = self._dtype_name(gpu)
         self._device = "cuda" if gpu else "cpu"
-        self._weights = source.weights_bytes(4 if dtype_name == "float32" else 2)
+        self._weights = source.weights_bytes(DTYPE_BYTES[dtype_name])
         if gpu:  # measured before the weights arrive: what the pipeline may take
             budget = self.options.vram_budget
             self._budget = torch.cuda.mem_get_info()[0] if budget == "auto" else budget
@@ -130,7 +141,7 @@ class DiffusersPlugin(Plugin, ImageGenerator):
         if self.options.scheduler is not None:
             swap_scheduler(pipe, self.options.scheduler)
         pipe.set_progress_bar_config(disable=True)
-        self._pipe, self._source = pipe, source
+        self._pipe = pipe
         self._place(*self.default_size())
         self._loras = StyleLoraCache(pipe, self.options.lora_cache)
         log.info("diffusion pipeline loaded", extra={
@@ -142,7 +153,7 @@ class DiffusersPlugin(Plugin, ImageGenerator):
         if self._device == "cpu":
             self._pipe.to("cpu")
             return
-        self._plan = self._plan_for(width, height, self._budget)
+        self._plan = self._plan_for(self._weights, width, height, self._budget)
         apply_memory_plan(self._pipe, self._plan, self._device)
         log.log(logging.INFO if self._plan.fits else logging.WARNING, "diffusion memory plan %s",
                 self._plan.describe(), extra={"model": self.model_id, "memory_mode": self._plan.mode})
@@ -151,7 +162,7 @@ class DiffusersPlugin(Plugin, ImageGenerator):
         """A larger image than planned for may need a more frugal plan; never a less frugal one."""
         if self._plan is None or self.options.memory_mode != "auto":
             return
-        wanted = self._plan_for(width, height, self._budget)
+        wanted = self._plan_for(self._weights, width, height, self._budget)
         if MODES.index(wanted.mode) > MODES.index(self._plan.mode):
             log.info("diffusion memory plan tightened for %dx%d", width, height, extra={"model": self.model_id})
             self._place(width, height)

@@ -65,7 +65,7 @@ def encode_png(image: Any, recipe: ImageRecipe) -> bytes:
 
 def read_recipe(png: bytes) -> dict[str, Any]:
     """The JSON recipe of a PNG this module wrote (for tests and tools)."""
-    from PIL import Image
+    from PIL import PngImagePlugin
 
-    with Image.open(io.BytesIO(png)) as image:
+    with PngImagePlugin.PngImageFile(io.BytesIO(png)) as image:
         return dict(json.loads(image.text[JSON_KEY]))
