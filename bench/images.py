@@ -74,28 +74,34 @@ def build_pipeline(folder: Path) -> Path:
 
 
 class Raw:
-    """The pipeline in this process, timed per image and per step."""
+    """The pipeline in this process, timed per image and per step (float16 on CUDA, as the plugin)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, device: str) -> None:
         import torch
         from diffusers import DiffusionPipeline
 
         torch.set_num_threads(THREADS)
-        self.torch = torch
-        self.pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True)
+        self.torch, self.device = torch, device
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        self.pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True, torch_dtype=dtype).to(device)
         self.pipe.set_progress_bar_config(disable=True)
+
+    def _sync(self) -> None:
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
 
     def image(self, steps: int, size: int, seed: int) -> tuple[float, list[float]]:
         marks: list[float] = []
 
         def on_step(pipe: object, step: int, timestep: object, kwargs: dict) -> dict:
+            self._sync()
             marks.append(time.perf_counter())
             return kwargs
 
         started = time.perf_counter()
         with self.torch.inference_mode():
             result = self.pipe(PROMPT, num_inference_steps=steps, height=size, width=size, guidance_scale=7.5,
-                               generator=self.torch.Generator("cpu").manual_seed(seed),
+                               generator=self.torch.Generator(self.device).manual_seed(seed),
                                callback_on_step_end=on_step)
         result.images[0].save(io.BytesIO(), format="PNG")
         return time.perf_counter() - started, _gaps(marks)
@@ -125,7 +131,7 @@ def _gaps(marks: list[float]) -> list[float]:
     return [b - a for a, b in zip(marks, marks[1:])]
 
 
-def config(folder: Path) -> str:
+def config(folder: Path, device: str) -> str:
     return f"""
 [server]
 request_timeout = 3600
@@ -135,6 +141,7 @@ id = "bench-sd"
 plugin = "diffusers"
 path = "{folder}"
 cpu_threads = {THREADS}
+device = "{device}"
 preload = true
 """
 
@@ -145,13 +152,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--folder", type=Path, help="a diffusers pipeline folder (default: build one)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = parser.parse_args()
+    if args.device == "auto":
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     print_load("before")
     with tempfile.TemporaryDirectory(prefix="lampstand-bench-images-") as tmp:
         folder = args.folder or build_pipeline(Path(tmp) / "sd")
-        raw = Raw(folder)
+        raw = Raw(folder, args.device)
         raw.image(2, args.size, 0)  # warm-up: first-call allocations
-        with running_server(config(folder), timeout_s=300) as url:
+        with running_server(config(folder, args.device), timeout_s=300) as url:
             served(url, 2, args.size, 0)
             pairs, raw_steps, server_steps = [], [], []
             same_pixels = None
@@ -166,7 +178,7 @@ def main() -> None:
                 print(f"  repeat {repeat + 1}: raw {raw_time:.2f} s, server {server_time:.2f} s")
     raw_image, server_image = median(p[0] for p in pairs), median(p[1] for p in pairs)
     print(f"pipeline: {'built SD-1.5-shaped, random weights' if args.folder is None else folder}, "
-          f"{args.size}x{args.size}, {args.steps} steps, {THREADS} threads")
+          f"{args.size}x{args.size}, {args.steps} steps, {args.device}, {THREADS} threads")
     print(f"per image: raw {raw_image:.2f} s, server {server_image:.2f} s, "
           f"ratio {median(r / s for r, s in pairs):.3f}")
     print(f"per step:  raw {median(raw_steps):.3f} s, server {median(server_steps):.3f} s, "
@@ -182,7 +194,7 @@ def _same_pixels(raw: Raw, png: bytes, steps: int, size: int, seed: int) -> bool
 
     with raw.torch.inference_mode():
         expected = raw.pipe(PROMPT, num_inference_steps=steps, height=size, width=size, guidance_scale=7.5,
-                            generator=raw.torch.Generator("cpu").manual_seed(seed)).images[0]
+                            generator=raw.torch.Generator(raw.device).manual_seed(seed)).images[0]
     return bool(np.array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), np.asarray(expected)))
 
 

@@ -99,6 +99,9 @@ class Plugin(ABC):
 
     name: ClassVar[str]
     Options: ClassVar[type[PluginOptions]] = PluginOptions
+    # The files of an HF repo the plugin loads (glob patterns), when a model names a whole
+    # repo; None fetches every file.
+    hub_files: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, model_id: str, path: Path, options: PluginOptions) -> None:
         self.model_id = model_id

@@ -7,6 +7,7 @@ into the standard HF cache; offline, a missing file is a `ModelUnavailable` nami
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,15 +69,18 @@ def resolve_local(path: Path, model_id: str) -> Path:
     return resolved
 
 
-def fetch_from_hub(repo_id: str, filename: str | None, model_id: str) -> Path:
-    """Download (or find in the HF cache) one file of a repo, or the whole repo."""
+def fetch_from_hub(repo_id: str, filename: str | None, model_id: str,
+                   patterns: Sequence[str] | None = None) -> Path:
+    """Download (or find in the HF cache) one file of a repo, or the repo's files that match
+    `patterns` (all of them when None): a plugin names what it loads, so a repo that also
+    holds other formats of the same weights is not fetched whole."""
     from huggingface_hub import constants, hf_hub_download, snapshot_download
 
     what = f"{repo_id}/{filename}" if filename else repo_id
     try:
         if filename:
             return Path(hf_hub_download(repo_id=repo_id, filename=filename))
-        return Path(snapshot_download(repo_id=repo_id))
+        return Path(snapshot_download(repo_id=repo_id, allow_patterns=list(patterns) if patterns else None))
     except Exception as exc:  # offline, missing repo, auth: all mean the same to the user
         raise ModelUnavailable(
             f"model {model_id!r}: cannot get {what} from Hugging Face and it is not in the "

@@ -277,7 +277,7 @@ class ModelPool:
         if config.path is not None:
             path = resolve_local(config.path, config.id)
         else:
-            path = fetch_from_hub(config.hf or "", config.file, config.id)
+            path = fetch_from_hub(config.hf or "", config.file, config.id, hosted.plugin_cls.hub_files)
         if hosted.estimate is None:
             hosted.estimate = self.estimate(hosted, path)
         return WorkerSpec(config.id, hosted.plugin_cls, path, hosted.options, self.server.log_level,

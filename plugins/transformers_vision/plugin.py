@@ -56,6 +56,7 @@ class TransformersVisionPlugin(Plugin, ChatModel):
 
     name = "transformers_vision"
     Options = TransformersVisionOptions
+    hub_files = ("*.json", "*.jinja", "*.txt", "*.model", "*.safetensors")  # not the .bin copies
     options: TransformersVisionOptions
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
