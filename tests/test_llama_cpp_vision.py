@@ -43,6 +43,7 @@ from tiny_vision import IMAGE_TOKENS, write_tiny_mmproj
 
 SMOLLM = bundled_path(BUNDLED_MODELS[0])
 N_CTX = 512
+THREADS = 1  # two threads spinning on two shared cores run 5-10x slower whenever anything else runs
 QUESTION = "What is in this picture?"
 
 
@@ -75,7 +76,8 @@ def mmproj(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def plugin(mmproj: Path) -> Iterator[LlamaCppPlugin]:
-    loaded = LlamaCppPlugin("tiny-llava", SMOLLM, LlamaCppPlugin.Options(mmproj=mmproj, n_ctx=N_CTX, n_threads=2))
+    options = LlamaCppPlugin.Options(mmproj=mmproj, n_ctx=N_CTX, n_threads=THREADS)
+    loaded = LlamaCppPlugin("tiny-llava", SMOLLM, options)
     loaded.load()
     yield loaded
     loaded.unload()
@@ -129,7 +131,8 @@ def test_the_answers_are_llama_cpp_pythons_own_handler_answers(plugin: LlamaCppP
     from llama_cpp.llama_chat_format import Llava15ChatHandler
 
     handler = Llava15ChatHandler(clip_model_path=str(mmproj), verbose=False)
-    llm = Llama(model_path=str(SMOLLM), chat_handler=handler, n_ctx=N_CTX, n_threads=2, verbose=False)
+    llm = Llama(model_path=str(SMOLLM), chat_handler=handler, n_ctx=N_CTX, n_threads=THREADS,
+                n_threads_batch=THREADS, verbose=False)
     try:
         for picture in (RED, BLUE):
             url = f"data:{picture.mime};base64,{base64.b64encode(picture.data).decode()}"
@@ -261,8 +264,8 @@ def test_an_image_for_a_model_without_projector_is_capability_missing() -> None:
 
 
 def test_unload_and_load_again_gives_the_same_answer(mmproj: Path) -> None:
-    other = LlamaCppPlugin("again", SMOLLM, LlamaCppPlugin.Options(mmproj=mmproj, n_ctx=N_CTX, n_threads=2,
-                                                                    chat_handler="llava-1-6"))
+    options = LlamaCppPlugin.Options(mmproj=mmproj, n_ctx=N_CTX, n_threads=THREADS, chat_handler="llava-1-6")
+    other = LlamaCppPlugin("again", SMOLLM, options)
     other.load()
     first, _ = run(other, ask(BLUE))
     other.unload()
