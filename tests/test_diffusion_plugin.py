@@ -48,6 +48,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "sd": sd,
         "sdxl": sdxl,
         "single": write_tiny_single_file(sd, root / "single" / "tiny-sd.safetensors"),
+        "ckpt": write_tiny_single_file(sd, root / "single" / "tiny-sd.ckpt"),
         "style": write_tiny_style_lora(sd, root / "loras" / "style.safetensors", seed=1),
         "style2": write_tiny_style_lora(sd, root / "loras" / "style2.safetensors", seed=2, text_encoder=False),
         "xl_style": write_tiny_style_lora(sdxl, root / "loras" / "xl_style.safetensors", seed=1,
@@ -186,6 +187,9 @@ def test_a_lora_changes_the_image_for_its_request_only(sd: DiffusersPlugin, file
     assert read_recipe(both.png)["loras"] == [{"name": "style.safetensors", "scale": 1.0},
                                              {"name": "style2.safetensors", "scale": 0.8}]
     assert "<lora:style:1> <lora:style2:0.8>" in Image.open(io.BytesIO(both.png)).text["parameters"]
+    with pytest.raises(InvalidRequest) as raised:
+        png(sd, loras=(StyleLora(str(files["style"]), 1.0), StyleLora(str(files["style"]), 0.5)))
+    assert raised.value.param == "lora"
     assert png(sd) == base
 
 
@@ -283,8 +287,9 @@ def test_scheduler_option(sd: DiffusersPlugin, files: dict[str, Path], scheduler
         plugin.unload()
 
 
-def test_single_file_checkpoint_matches_its_folder(sd: DiffusersPlugin, files: dict[str, Path]) -> None:
-    plugin = loaded(files["single"], config=files["sd"], cpu_threads=1)
+@pytest.mark.parametrize("single", ["single", "ckpt"])
+def test_single_file_checkpoint_matches_its_folder(sd: DiffusersPlugin, files: dict[str, Path], single: str) -> None:
+    plugin = loaded(files[single], config=files["sd"], cpu_threads=1)
     try:
         assert png(plugin) == png(sd)  # the same weights, converted back by diffusers
     finally:

@@ -260,7 +260,12 @@ def _vae_to_ldm(state: dict[str, Any], n_blocks: int) -> dict[str, Any]:
 def write_tiny_single_file(pipeline_folder: Path, out_file: Path) -> Path:
     """The SD folder's weights as one original-layout checkpoint (`model.diffusion_model.*`,
     `first_stage_model.*`, `cond_stage_model.transformer.text_model.*`), loadable with
-    `StableDiffusionPipeline.from_single_file(out_file, config=pipeline_folder)`."""
+    `StableDiffusionPipeline.from_single_file(out_file, config=pipeline_folder)`.
+
+    A `.safetensors` name writes safetensors; a `.ckpt` name writes the older pickled layout,
+    `{"state_dict": ...}` saved by `torch.save`.
+    """
+    import torch
     from safetensors.torch import load_file, save_file
 
     unet_config = json.loads((pipeline_folder / "unet" / "config.json").read_text())
@@ -275,6 +280,10 @@ def write_tiny_single_file(pipeline_folder: Path, out_file: Path) -> Path:
         **{"cond_stage_model.transformer." + ("" if k.startswith("text_model.") else "text_model.") + k: v
            for k, v in text.items()},
     }
+    checkpoint = {k: v.contiguous() for k, v in checkpoint.items()}
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in checkpoint.items()}, str(out_file))
+    if out_file.suffix == ".ckpt":
+        torch.save({"state_dict": checkpoint}, out_file)
+    else:
+        save_file(checkpoint, str(out_file))
     return out_file

@@ -46,6 +46,8 @@ class StyleLoraCache:
         if len(loras) > self.capacity:
             raise InvalidRequest(f"at most {self.capacity} style LoRAs can be applied at once", param="lora")
         keys = [_file_key(lora.path) for lora in loras]
+        if len(set(keys)) < len(keys):
+            raise InvalidRequest("a style LoRA is named twice; give it one scale", param="lora")
         names = [self._ensure(key, set(keys)) for key in keys]
         if not names:
             self.deactivate()
