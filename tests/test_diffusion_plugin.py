@@ -2,7 +2,9 @@
 
 Images are 64x64 (the tiny UNet's native size) with 2-3 steps, so a generation takes a tenth
 of a second on a CPU; the pipelines are written once for the module. Memory planning is a pure
-function and is tested with the sizes of real SD 1.5 and SDXL weights.
+function and is tested with the sizes of real SD 1.5 and SDXL weights; the memory modes
+themselves run in the CUDA tests at the end, which skip without a GPU (on one, every other test
+runs in float16 on the GPU too, since the device option is "auto").
 """
 
 from __future__ import annotations

@@ -151,6 +151,9 @@ class DiffusersPlugin(Plugin, ImageGenerator):
     def _place(self, width: int, height: int) -> None:
         """Move the pipeline to its device under the memory plan for `width` x `height`."""
         if self._device == "cpu":
+            if self.options.memory_mode not in ("auto", "full"):
+                log.warning("memory_mode %s applies on CUDA only; the pipeline runs whole on the CPU",
+                            self.options.memory_mode, extra={"model": self.model_id})
             self._pipe.to("cpu")
             return
         self._plan = self._plan_for(self._weights, width, height, self._budget)
