@@ -10,6 +10,7 @@ runs in float16 on the GPU too, since the device option is "auto").
 from __future__ import annotations
 
 import io
+import shutil
 import subprocess
 import sys
 import threading
@@ -298,11 +299,30 @@ def test_single_file_checkpoint_matches_its_folder(sd: DiffusersPlugin, files: d
         plugin.unload()
 
 
+def test_single_file_configs_from_an_hf_repo_id_in_the_cache(sd: DiffusersPlugin, files: dict[str, Path],
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    # the HF cache's layout: refs/main names the snapshot folder that holds the files
+    repo = tmp_path / "hub" / "models--lampstand-tests--tiny-sd"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(files["sd"], repo / "snapshots" / ("0" * 40))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    plugin = loaded(files["single"], config="lampstand-tests/tiny-sd", cpu_threads=1)
+    try:
+        assert png(plugin) == png(sd)
+    finally:
+        plugin.unload()
+
+
 def test_single_file_without_configs_offline_names_the_option(files: dict[str, Path], tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     for config in (None, "someone/not-cached"):
         with pytest.raises(ModelUnavailable) as raised:
             loaded(files["single"], config=config)

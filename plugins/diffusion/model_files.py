@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Literal
 
 from lampstand.plugins.errors import ModelUnavailable
+from lampstand.plugins.sources import fetch_from_hub
 
-__all__ = ["ModelSource", "PipelineKind", "component_config_folder", "native_size", "open_source"]
+__all__ = ["HUB_FILES", "ModelSource", "PipelineKind", "component_config_folder", "native_size", "open_source"]
 
 PipelineKind = Literal["sd", "sdxl"]
 PIPELINE_CLASSES: dict[str, PipelineKind] = {
@@ -26,7 +27,15 @@ PIPELINE_CLASSES: dict[str, PipelineKind] = {
     "StableDiffusionXLPipeline": "sdxl",
 }
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+WEIGHT_FILES = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
+                "text_encoder": "model", "text_encoder_2": "model"}  # component -> weights file stem
+WEIGHT_COMPONENTS = tuple(WEIGHT_FILES)
+CONFIG_FILES = ("*.json", "*.txt")  # model_index, component configs, scheduler, tokenizers
+# What a pipeline repo named by `hf` is fetched with: configs and the components' plain
+# safetensors (whole or sharded), not the fp16 copies, the .bin/.ckpt formats, the whole-model
+# checkpoints at the repo's top or the safety checker.
+HUB_FILES = CONFIG_FILES + tuple(f"{component}/{stem}{tail}" for component, stem in WEIGHT_FILES.items()
+                                 for tail in (".safetensors", "-0*.safetensors"))
 # The repo whose configs a bare checkpoint of each kind was made from (diffusers' own choice).
 DEFAULT_CONFIG_REPOS = {
     "sd": "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -166,12 +175,14 @@ def _checkpoint_kind(path: Path, tensors: dict[str, Tensor],
                            "set pipeline = \"sd\" or \"sdxl\" to force")
 
 
-def component_config_folder(source: ModelSource, config: Path | str | None) -> Path:
+def component_config_folder(source: ModelSource, config: Path | str | None, fetch_for: str | None = None) -> Path:
     """The local diffusers folder whose configs a single checkpoint is built from.
 
-    `config` is a folder, or an HF repo id that must already be in the local cache (the server
-    fetches repo ids; nothing is downloaded here). Without it the usual repo for the checkpoint's
-    kind is looked up in the cache.
+    `config` is a folder or an HF repo id. A repo id is looked up in the local HF cache and,
+    given `fetch_for` (the model id loading it; an estimate gives none), its config and
+    tokenizer files alone (a few kilobytes, `CONFIG_FILES`) are fetched through
+    `sources.fetch_from_hub`, which fails offline. Without `config` the usual repo for the
+    checkpoint's kind must be in the cache.
     """
     if config is not None and Path(config).is_dir():
         local = Path(config)
@@ -180,12 +191,19 @@ def component_config_folder(source: ModelSource, config: Path | str | None) -> P
         return local
     repo = str(config) if config is not None else _default_repo(source)
     folder = _cached_snapshot(repo)
-    if folder is None:
-        how = ("set option config to a local diffusers folder with the same architecture, or to an HF repo id "
-               "such as " + repr(_default_repo(source)) + " while online")
-        raise ModelUnavailable(f"{source.path.name} is a single checkpoint and the configs of its components "
-                               f"({repo}) are not in the local Hugging Face cache: {how}")
-    return folder
+    if folder is not None:
+        return folder
+    how = (f"set option config to a local diffusers folder of the same architecture, or to an HF repo id such "
+           f"as {_default_repo(source)!r} (its configs are fetched when the hub can be reached)")
+    if config is not None and fetch_for is not None:
+        try:
+            folder = fetch_from_hub(repo, None, fetch_for, CONFIG_FILES)
+        except ModelUnavailable as exc:
+            raise ModelUnavailable(f"option config: {exc.message}; {how}") from exc
+        if (folder / "model_index.json").is_file():
+            return folder
+    raise ModelUnavailable(f"{source.path.name} is a single checkpoint and the configs of its components "
+                           f"({repo}) are not in the local Hugging Face cache: {how}")
 
 
 def _default_repo(source: ModelSource) -> str:

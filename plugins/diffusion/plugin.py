@@ -40,7 +40,13 @@ from lampstand.plugins.types import (
 
 from .loras import StyleLoraCache
 from .memory import MODES, MemoryPlan, apply_memory_plan, plan_memory, working_bytes
-from .model_files import ModelSource, component_config_folder, native_size, open_source
+from .model_files import (
+    HUB_FILES,
+    ModelSource,
+    component_config_folder,
+    native_size,
+    open_source,
+)
 from .options import DiffusersOptions, parse_size
 from .pipelines import load_pipeline
 from .png_info import ImageRecipe, encode_png
@@ -64,6 +70,7 @@ class DiffusersPlugin(Plugin, ImageGenerator):
 
     name = "diffusers"
     Options = DiffusersOptions
+    hub_files = HUB_FILES
     options: DiffusersOptions
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -125,7 +132,7 @@ class DiffusersPlugin(Plugin, ImageGenerator):
         except ImportError as exc:
             raise ModelUnavailable("the diffusers plugin needs `pip install lampstand[sd]`") from exc
         source = open_source(self.path, self.options.pipeline)
-        config = component_config_folder(source, self.options.config) if source.single_file else None
+        config = component_config_folder(source, self.options.config, self.model_id) if source.single_file else None
         gpu = torch.cuda.is_available() if self.options.device == "auto" else self.options.device == "cuda"
         if gpu and not torch.cuda.is_available():
             raise ModelUnavailable("device = \"cuda\" but torch sees no CUDA device")
