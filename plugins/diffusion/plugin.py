@@ -275,6 +275,8 @@ class DiffusersPlugin(Plugin, ImageGenerator):
             scheduler=self.options.scheduler or type(self._pipe.scheduler).__name__, model=self.model_id,
             loras=tuple((Path(lora.path).name, lora.scale) for lora in request.loras))
         for index in range(request.n):
+            if stopped():  # closed while the last image was being encoded
+                return
             seed = request.seed + index
             on_step = _step_reporter(index, steps, emit, stopped)
             try:
