@@ -21,6 +21,7 @@ speed relative to raw is raw time / server time (goal >= 0.95), as the median of
 back-to-back pairs.
 
 Run: python bench/images.py [--repeats 3] [--steps 20] [--size 256] [--folder PATH]
+     [--device auto|cpu|cuda] [--width reduced|full]
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ THREADS = 2
 PROMPT = "a watercolor painting of a lighthouse on a cliff at sunset"
 
 
-def build_pipeline(folder: Path) -> Path:
+WIDTHS = {  # (UNet channels, cross-attention / text width, text layers, VAE channels)
+    "reduced": ((128, 256, 512, 512), 512, 4, (64, 128, 256, 256)),
+    "full": ((320, 640, 1280, 1280), 768, 12, (128, 256, 512, 512)),  # SD 1.5's own sizes
+}
+
+
+def build_pipeline(folder: Path, width: str = "reduced") -> Path:
     """A random-weight SD-1.5-shaped pipeline, saved in the diffusers format."""
     import torch
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -52,16 +59,17 @@ def build_pipeline(folder: Path) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from tiny_diffusion import _write_tokenizer  # the offline CLIP tokenizer files the tests use
 
+    unet_channels, text_width, text_layers, vae_channels = WIDTHS[width]
     torch.manual_seed(0)
     _write_tokenizer(folder / "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=512, intermediate_size=2048, num_hidden_layers=4,
-        num_attention_heads=8, max_position_embeddings=77))
+        vocab_size=len(tokenizer), hidden_size=text_width, intermediate_size=4 * text_width,
+        num_hidden_layers=text_layers, num_attention_heads=text_width // 64, max_position_embeddings=77))
     unet = UNet2DConditionModel(
-        sample_size=32, block_out_channels=(128, 256, 512, 512), layers_per_block=2, cross_attention_dim=512,
-        attention_head_dim=8)
-    vae = AutoencoderKL(block_out_channels=(64, 128, 256, 256), latent_channels=4,
+        sample_size=64 if width == "full" else 32, block_out_channels=unet_channels, layers_per_block=2,
+        cross_attention_dim=text_width, attention_head_dim=8)
+    vae = AutoencoderKL(block_out_channels=vae_channels, latent_channels=4,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         layers_per_block=1, sample_size=256)
     scheduler = DPMSolverMultistepScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
@@ -153,6 +161,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--folder", type=Path, help="a diffusers pipeline folder (default: build one)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--width", choices=sorted(WIDTHS), default="reduced",
+                        help="channel widths of the built pipeline (full: SD 1.5's, for a GPU)")
     args = parser.parse_args()
     if args.device == "auto":
         import torch
@@ -160,7 +170,7 @@ def main() -> None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     print_load("before")
     with tempfile.TemporaryDirectory(prefix="lampstand-bench-images-") as tmp:
-        folder = args.folder or build_pipeline(Path(tmp) / "sd")
+        folder = args.folder or build_pipeline(Path(tmp) / "sd", args.width)
         raw = Raw(folder, args.device)
         raw.image(2, args.size, 0)  # warm-up: first-call allocations
         with running_server(config(folder, args.device), timeout_s=300) as url:
@@ -177,7 +187,7 @@ def main() -> None:
                     same_pixels = _same_pixels(raw, png, args.steps, args.size, repeat)
                 print(f"  repeat {repeat + 1}: raw {raw_time:.2f} s, server {server_time:.2f} s")
     raw_image, server_image = median(p[0] for p in pairs), median(p[1] for p in pairs)
-    print(f"pipeline: {'built SD-1.5-shaped, random weights' if args.folder is None else folder}, "
+    print(f"pipeline: {f'built SD-1.5-shaped ({args.width} width), random weights' if args.folder is None else folder}, "
           f"{args.size}x{args.size}, {args.steps} steps, {args.device}, {THREADS} threads")
     print(f"per image: raw {raw_image:.2f} s, server {server_image:.2f} s, "
           f"ratio {median(r / s for r, s in pairs):.3f}")

@@ -13,7 +13,6 @@ import io
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,7 +162,7 @@ def test_closing_the_stream_stops_the_pipeline_within_a_step(sd: DiffusersPlugin
     closing = time.monotonic()
     stream.close()
     assert time.monotonic() - closing < 3 * step_seconds + 0.5  # the step in flight, then it stops
-    assert not [t for t in threading.enumerate() if t.name.startswith("diffusers-")]
+    assert _idle(sd)  # the close waited for the pipeline thread to finish its work
     assert png(sd) == base  # the pipeline is whole, and free for the next request
 
 
@@ -172,7 +171,7 @@ def test_closing_between_images_makes_no_more(sd: DiffusersPlugin) -> None:
     first = next(item for item in stream if isinstance(item, GeneratedImage))
     stream.close()
     assert first.index == 0
-    assert not [t for t in threading.enumerate() if t.name.startswith("diffusers-")]
+    assert _idle(sd)  # the close waited for the pipeline thread to finish its work
 
 
 # -- style LoRAs --
@@ -453,3 +452,11 @@ def test_cuda_auto_plan_follows_the_budget(files: dict[str, Path], caplog: pytes
     finally:
         roomy.unload()
         tight.unload()
+
+
+def _idle(plugin: DiffusersPlugin) -> bool:
+    """Whether no generation holds the pipeline (its painter thread has nothing left to do)."""
+    if not plugin._lock.acquire(blocking=False):
+        return False
+    plugin._lock.release()
+    return True

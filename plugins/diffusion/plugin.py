@@ -16,6 +16,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ class DiffusersPlugin(Plugin, ImageGenerator):
         self._weights = (0, 0)  # (all, largest component) bytes in the loaded dtype
         self._loras: StyleLoraCache | None = None
         self._lock = threading.Lock()  # one generation at a time: a pipeline is not reentrant
+        self._painter: ThreadPoolExecutor | None = None  # the one thread that runs the pipeline
 
     def capabilities(self) -> frozenset[Capability]:
         return frozenset({Capability.IMAGE_GENERATION})
@@ -149,6 +151,7 @@ class DiffusersPlugin(Plugin, ImageGenerator):
             swap_scheduler(pipe, self.options.scheduler)
         pipe.set_progress_bar_config(disable=True)
         self._pipe = pipe
+        self._painter = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"diffusers-{self.model_id}")
         self._place(*self.default_size())
         self._loras = StyleLoraCache(pipe, self.options.lora_cache)
         log.info("diffusion pipeline loaded", extra={
@@ -178,7 +181,9 @@ class DiffusersPlugin(Plugin, ImageGenerator):
             self._place(width, height)
 
     def unload(self) -> None:
-        self._pipe = self._loras = self._plan = None
+        if self._painter is not None:
+            self._painter.shutdown(wait=True)
+        self._pipe = self._loras = self._plan = self._painter = None
         gc.collect()
         if self._device == "cuda":
             import torch
@@ -226,7 +231,7 @@ class DiffusersPlugin(Plugin, ImageGenerator):
     # -- generating --
 
     def generate_images(self, request: ImageGenerationRequest) -> Iterator[ImageProgress | GeneratedImage]:
-        if self._pipe is None or self._loras is None:
+        if self._pipe is None or self._loras is None or self._painter is None:
             raise ModelUnavailable(f"model {self.model_id!r} is not loaded")
         width, height = self._checked_size(request)
         steps, guidance = self._checked_settings(request)
@@ -236,7 +241,7 @@ class DiffusersPlugin(Plugin, ImageGenerator):
                 self._loras.activate(request.loras)
                 yield from iterate_in_thread(
                     lambda emit, stopped: self._paint(request, width, height, steps, guidance, emit, stopped),
-                    name=f"diffusers-{self.model_id}")
+                    self._painter)
             finally:
                 self._loras.deactivate()
 

@@ -1,5 +1,9 @@
 """Runs blocking work in a thread and hands what it emits to the caller as an iterator.
 
+The thread is the caller's long-lived one (a one-thread executor): CUDA libraries keep their
+handles and workspaces per thread, and a fresh thread per request paid about 0.5 s of
+set-up on every image (measured on an H100 with an SD-1.5-sized pipeline).
+
 The work gets two functions: `emit(item)` queues an item for the caller, `stopped()` says
 whether the caller has closed the iterator. A pipeline's step callback calls `stopped()` and
 raises `Stopped` when it is true, so closing the iterator ends the work at the next step; the
@@ -12,6 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 __all__ = ["Stopped", "iterate_in_thread"]
@@ -33,8 +38,8 @@ class _Failed:
         self.error = error
 
 
-def iterate_in_thread(work: Work, name: str = "lampstand-work") -> Iterator[Any]:
-    """The items `work` emits, as it emits them."""
+def iterate_in_thread(work: Work, executor: ThreadPoolExecutor) -> Iterator[Any]:
+    """The items `work` emits, as it emits them; `work` runs on `executor`'s thread."""
     items: queue.Queue[Any] = queue.Queue()
     stop = threading.Event()
 
@@ -48,8 +53,7 @@ def iterate_in_thread(work: Work, name: str = "lampstand-work") -> Iterator[Any]
         finally:
             items.put(_Done())
 
-    thread = threading.Thread(target=run, name=name, daemon=True)
-    thread.start()
+    finished = executor.submit(run)
     try:
         while True:
             item = items.get()
@@ -60,4 +64,4 @@ def iterate_in_thread(work: Work, name: str = "lampstand-work") -> Iterator[Any]
             yield item
     finally:
         stop.set()
-        thread.join()
+        finished.result()
