@@ -39,6 +39,7 @@ __all__ = ["train_command"]
 
 err = Console(stderr=True)
 PLAIN_EVERY_S = 5.0
+NO_BASE_CACHE_ENV = "LAMPSTAND_NO_BASE_CACHE"  # "1": like --no-base-cache, for every run (the server's jobs too)
 
 
 class _Progress:
@@ -154,6 +155,10 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="continue from the latest checkpoint in --out")] = False,
     max_memory: Annotated[Optional[str], typer.Option(help='memory the run may use, e.g. "6GiB" (default: what is free)')] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch")] = None,
+    no_base_cache: Annotated[bool, typer.Option(
+        "--no-base-cache", envvar=NO_BASE_CACHE_ENV,
+        help="read a GGUF base every run instead of keeping its dequantised weights in "
+             "$XDG_CACHE_HOME/lampstand/train-bases")] = False,
     load: Annotated[bool, typer.Option("--load", help="load the adapter into the running server at the end")] = False,
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
@@ -176,7 +181,7 @@ def train_command(
             grad_accum=grad_accum, lr=lr, schedule=schedule, warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm,
             max_seq_len=max_seq_len, packing=packing, seed=seed, gradient_checkpointing=gradient_checkpointing,
             qlora=qlora, precision=precision, save_every=save_every, resume=resume,  # type: ignore[arg-type]
-            max_memory=_size(max_memory), threads=threads, config_path=config)
+            max_memory=_size(max_memory), threads=threads, base_cache=not no_base_cache, config_path=config)
         served = _served_base(base, settings) if load else None
         if not err.is_terminal:
             _quiet_library_progress()

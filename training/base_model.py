@@ -2,7 +2,8 @@
 
 `--base` may be a served model id or alias from the config, a GGUF file, a Hugging Face folder,
 or a Hugging Face repo id (fetched through huggingface_hub; offline, a missing repo is one
-`ModelUnavailable` line). GGUF weights are dequantised to floats by transformers for training.
+`ModelUnavailable` line). GGUF weights are dequantised to floats by transformers for training
+(`base_cache` keeps a dequantised copy that a source's `cached` points the loaders at).
 Finding (`resolve_base`) is cheap and never loads weights; the `load_*` functions do.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,7 @@ class BaseSource:
     source: str  # what --base said
     path: Path  # a .gguf file or a Hugging Face folder
     served_id: str | None  # the configured model with these weights, if any
+    cached: Path | None = None  # a Hugging Face folder with the GGUF's dequantised weights, loaded instead
 
     @property
     def gguf(self) -> Path | None:
@@ -44,6 +47,8 @@ class BaseSource:
 
     def from_pretrained_args(self) -> tuple[str, dict[str, Any]]:
         """The folder and keyword arguments transformers' `from_pretrained` takes for this base."""
+        if self.cached is not None:
+            return str(self.cached), {}
         if self.gguf is not None:
             return str(self.path.parent), {"gguf_file": self.path.name}
         return str(self.path), {}
@@ -94,13 +99,13 @@ def _fetch_repo(repo_id: str) -> Path:
                                f"cache ({constants.HF_HUB_CACHE}): {type(exc).__name__}") from exc
 
 
-def base_sha256(source: BaseSource) -> str:
+def base_sha256(source: BaseSource, hash_file: Callable[[Path], str] = file_sha256) -> str:
     """The GGUF file's sha256; for a folder, the sha256 of its weight files' names and hashes."""
     if source.gguf is not None:
-        return file_sha256(source.gguf)
+        return hash_file(source.gguf)
     digest = hashlib.sha256()
     for weight in sorted(p for p in source.path.iterdir() if p.suffix in WEIGHT_SUFFIXES):
-        digest.update(f"{weight.name} {file_sha256(weight)}\n".encode())
+        digest.update(f"{weight.name} {hash_file(weight)}\n".encode())
     return digest.hexdigest()
 
 
@@ -134,12 +139,17 @@ def load_tokenizer(source: BaseSource) -> Any:
     return tokenizer
 
 
-def load_model(source: BaseSource, dtype: Any, device: str, quantization: Any = None) -> Any:
-    """The causal LM's weights in `dtype` on `device` (4-bit when `quantization` is given)."""
+def load_model(source: BaseSource, dtype: Any, device: str, quantization: Any = None, config: Any = None) -> Any:
+    """The causal LM's weights in `dtype` on `device` (4-bit when `quantization` is given).
+
+    Pass the `load_base_config` result as `config`: for a GGUF, transformers would read it again.
+    """
     from transformers import AutoModelForCausalLM
 
     folder, kwargs = source.from_pretrained_args()
     kwargs["dtype"] = dtype
+    if config is not None:
+        kwargs["config"] = config
     if quantization is not None:
         kwargs |= {"quantization_config": quantization, "device_map": {"": device}}
     try:

@@ -54,6 +54,7 @@ class TrainConfig:
     resume: bool = False
     max_memory: int | None = None  # bytes; overrides what the device reports as available
     threads: int | None = None
+    base_cache: bool = True  # keep a GGUF base's dequantised weights for later runs (`base_cache`)
     config_path: Path | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -107,7 +108,7 @@ class TrainConfig:
         return args
 
 
-_FLAGS = {"eval_data": "--eval", "config_path": "--config"}
+_FLAGS = {"eval_data": "--eval", "config_path": "--config", "base_cache": "--no-base-cache"}
 
 
 def resolve_output(out: str, adapters_dir: Path) -> tuple[str, Path]:

@@ -19,11 +19,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lampstand.plugins.errors import InvalidRequest, LampstandError
 
+from .base_cache import (
+    MAX_CACHED_BYTES,
+    cache_root,
+    cached_file_sha256,
+    use_cached,
+    write_cached,
+)
 from .base_model import (
     BaseSource,
     base_sha256,
@@ -63,6 +71,7 @@ from .manifest import (
     AdapterManifest,
     BaseInfo,
     DataInfo,
+    file_sha256,
     write_manifest,
 )
 from .memory import (
@@ -146,6 +155,7 @@ class _Setup:
     out: Path
     source: BaseSource
     sha256: str
+    base_config: Any
     architecture: str
     tokenizer: Any
     train: TrainingData
@@ -208,12 +218,36 @@ def _memory(config: TrainConfig, base_config: Any, layers: dict[str, tuple[int, 
         available, precision.device, where)
 
 
+def _fill_base_cache(source: BaseSource, sha256: str, base_config: Any, tokenizer: Any, parameters: int,
+                     root: Path, reporter: Reporter) -> BaseSource:
+    """Dequantise a GGUF base into the cache once (when small enough); the source to train from."""
+    if parameters * 4 > MAX_CACHED_BYTES:
+        reporter.info(f"base: not cached: {parameters * 4 / 2**30:.1f} GiB of float32 weights is over the "
+                      f"{MAX_CACHED_BYTES / 2**30:g} GiB limit")
+        return source
+    try:
+        cached = write_cached(source, sha256, base_config, tokenizer, root)
+    except OSError as exc:  # a full or read-only disk costs only the cache: train from the GGUF
+        reporter.info(f"warning: cannot cache the dequantised base under {root}: {exc}")
+        return source
+    reporter.info(f"base: dequantised into {cached.cached}; later runs on this GGUF load it from there")
+    return cached
+
+
+def _find_base(config: TrainConfig, settings: Settings) -> tuple[BaseSource, str, Path | None]:
+    """The base (pointing at its dequantised copy when one is cached), its sha256, the cache root if used."""
+    cache = cache_root() if config.base_cache else None
+    source = resolve_base(config.base, settings)
+    sha256 = base_sha256(source, partial(cached_file_sha256, root=cache) if cache else file_sha256)
+    return (use_cached(source, sha256, cache) if cache else source), sha256, cache
+
+
 def _setup(config: TrainConfig, settings: Settings, reporter: Reporter) -> _Setup:
     name, out = resolve_output(config.out, settings.adapters.dir)
     resume_from = _check_output(out, config.resume)
     train_data = load_training_file(config.data)
     eval_data = load_training_file(config.eval_data) if config.eval_data is not None else None
-    source = resolve_base(config.base, settings)
+    source, sha256, cache = _find_base(config, settings)
     precision = choose_precision(config.precision, config.qlora)
     base_config = load_base_config(source)
     architecture = str(getattr(base_config, "model_type", "unknown"))
@@ -231,9 +265,12 @@ def _setup(config: TrainConfig, settings: Settings, reporter: Reporter) -> _Setu
     check_fits(estimate)
     reporter.info(f"data: {report.summary()}" + (f"; eval: {len(eval_sequences)} sequences" if eval_data else ""))
     reporter.info(f"memory: {estimate.describe()}")
-    reporter.info(f"base: {source.served_id or source.source} ({architecture}, {source.path}), "
+    copy = f", dequantised copy in {source.cached}" if source.cached else ""
+    reporter.info(f"base: {source.served_id or source.source} ({architecture}, {source.path}{copy}), "
                   f"LoRA r={config.rank} alpha={config.alpha:g} on {', '.join(targets)}, {precision.name}")
-    return _Setup(name, out, source, base_sha256(source), architecture, tokenizer, train_data, eval_data,
+    if cache is not None and source.gguf is not None and source.cached is None:
+        source = _fill_base_cache(source, sha256, base_config, tokenizer, parameters, cache, reporter)
+    return _Setup(name, out, source, sha256, base_config, architecture, tokenizer, train_data, eval_data,
                   sequences, eval_sequences, report, precision, targets, estimate, resume_from)
 
 
@@ -281,7 +318,8 @@ def _train(config: TrainConfig, setup: _Setup, reporter: Reporter) -> tuple[Any,
         torch.set_num_threads(config.threads)
     _seed(config.seed)
     quantization = quantization_config(setup.precision) if config.qlora else None
-    model = load_model(setup.source, setup.precision.weights, setup.precision.device, quantization)
+    model = load_model(setup.source, setup.precision.weights, setup.precision.device, quantization,
+                       config=setup.base_config)
     model = apply_lora(model, setup.targets, config.rank, config.alpha, config.dropout, config.qlora,
                        config.gradient_checkpointing)
     settings = _loop_settings(config, setup)
