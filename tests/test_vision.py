@@ -26,7 +26,7 @@ import openai
 import pytest
 from PIL import Image
 
-from conftest import SMOLLM, RunningServer, free_port, start_server, stop_server
+from conftest import SMOLLM, RunningServer, start_server, stop_server
 from tiny_llava import IMAGE_TOKENS as LLAVA_IMAGE_TOKENS
 from tiny_llava import write_tiny_llava
 from tiny_vision import IMAGE_TOKENS as MTMD_IMAGE_TOKENS

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import shutil
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from lampstand.plugins.contract import (
     ImageGenerator,
     Plugin,
 )
+from lampstand.plugins.fitting import expects_cuda
 from lampstand.plugins.errors import (
     InvalidRequest,
     MemoryBudgetExceeded,
@@ -90,13 +90,6 @@ class DiffusersPlugin(Plugin, ImageGenerator):
 
     # -- device, dtype and memory --
 
-    def _expects_gpu(self) -> bool:
-        """Whether the pipeline will go to CUDA, decided without importing torch (the server asks
-        for estimates in its own process): on "auto", whether an NVIDIA driver is installed."""
-        if self.options.device != "auto":
-            return self.options.device == "cuda"
-        return shutil.which("nvidia-smi") is not None
-
     def _dtype_name(self, gpu: bool) -> str:
         if self.options.dtype != "auto":
             return self.options.dtype
@@ -114,7 +107,7 @@ class DiffusersPlugin(Plugin, ImageGenerator):
 
     def estimate_footprint(self) -> Footprint:
         source = open_source(self.path, self.options.pipeline, read_pickle=False)
-        gpu = self._expects_gpu()
+        gpu = expects_cuda(self.options.device)
         bytes_per_value = DTYPE_BYTES[self._dtype_name(gpu)]
         weights = source.weights_bytes(bytes_per_value)
         width, height = self._files_default_size(source)

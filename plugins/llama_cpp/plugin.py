@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,11 @@ from lampstand.plugins.contract import (
 )
 from lampstand.plugins.errors import (
     CapabilityMissing,
-    ContextLengthExceeded,
     InvalidRequest,
     ModelUnavailable,
     UnsupportedParameter,
 )
+from lampstand.plugins.fitting import fit_to_context
 from lampstand.plugins.tool_calls import ToolCallParser, with_tool_calls
 from lampstand.plugins.types import (
     AdapterInfo,
@@ -40,7 +39,6 @@ from lampstand.plugins.types import (
     CompletionRequest,
     EmbeddingResult,
     GenerationChunk,
-    SamplingParams,
 )
 
 from .adapters import LoraAdapters
@@ -187,22 +185,6 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
     def _add_bos(self) -> bool:
         return bool(self._llm._model.add_bos_token()) and self._llm.token_bos() >= 0
 
-    def _budget(self, n_prompt: int, sampling: SamplingParams) -> SamplingParams:
-        """The sampling params with max_tokens fitted to the context, or a 400."""
-        n_ctx = self._llm.n_ctx()
-        room = n_ctx - n_prompt
-        if room <= 0 or (sampling.max_tokens_explicit and sampling.max_tokens > room):
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {n_ctx} tokens. However, you requested "
-                f"{n_prompt + sampling.max_tokens} tokens ({n_prompt} in the "
-                f"messages, {sampling.max_tokens} in the completion). Please reduce the length of "
-                "the messages or completion.",
-                param="messages",
-            )
-        if sampling.max_tokens <= room:
-            return sampling
-        return replace(sampling, max_tokens=room)
-
     # -- capabilities ----------------------------------------------------------------
 
     def _require_generation(self) -> None:
@@ -222,7 +204,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         if any(m.images for m in request.messages):
             return self._chat_with_images(request)
         prompt = self.chat_prompt_tokens(request)
-        sampling = self._budget(len(prompt), request.sampling)
+        sampling = fit_to_context(self._llm.n_ctx(), len(prompt), request.sampling)
         key = self._adapters.apply(self._llm, request.adapter)
         chunks = decode_stream(self._llm, self._vocab, self._cache, prompt, sampling, self.options,
                                grammar_for_chat(request), key)
@@ -238,7 +220,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
             raise UnsupportedParameter("tools cannot be combined with images on this model", param="tools")
         prompt = self._projector.tokenize(request)
         try:
-            sampling = self._budget(prompt.n_tokens, request.sampling)
+            sampling = fit_to_context(self._llm.n_ctx(), prompt.n_tokens, request.sampling, images=True)
             grammar = grammar_for_chat(request)
             self._adapters.apply(self._llm, request.adapter)  # the whole prompt runs again, so no cache key
         except BaseException:
@@ -250,7 +232,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
     def complete(self, request: CompletionRequest) -> Iterator[GenerationChunk]:
         self._require_generation()
         prompt = self._completion_prompt(request)
-        sampling = self._budget(len(prompt), request.sampling)
+        sampling = fit_to_context(self._llm.n_ctx(), len(prompt), request.sampling)
         key = self._adapters.apply(self._llm, request.adapter)
         chunks = decode_stream(self._llm, self._vocab, self._cache, prompt, sampling, self.options, cache_key=key)
         if not request.echo:

@@ -7,12 +7,12 @@ one a model is; the cross-encoder side lives in `cross_encoder`.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lampstand.plugins.contract import Capability, Embedder, Footprint, Plugin, Reranker
+from lampstand.plugins.fitting import expects_cuda
 from lampstand.plugins.errors import CapabilityMissing, InvalidRequest, ModelUnavailable
 from lampstand.plugins.types import EmbeddingResult, RerankRequest, RerankResult
 
@@ -48,8 +48,7 @@ class SentenceTransformersPlugin(Plugin, Embedder, Reranker):
 
     def estimate_footprint(self) -> Footprint:
         size = _weights_bytes(self.path) + ACTIVATION_BYTES + RUNTIME_BYTES
-        on_gpu = self.options.device == "cuda" or (self.options.device == "auto" and shutil.which("nvidia-smi"))
-        return Footprint(0, size) if on_gpu else Footprint(ram_bytes=size)  # without importing torch
+        return Footprint(0, size) if expects_cuda(self.options.device) else Footprint(ram_bytes=size)
 
     def measured_footprint(self) -> Footprint | None:
         if self._model is None:

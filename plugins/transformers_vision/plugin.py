@@ -12,16 +12,15 @@ from __future__ import annotations
 import gc
 import importlib.util
 import json
-import shutil
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from lampstand.plugins.chat_template import ChatTemplate
 from lampstand.plugins.contract import Capability, ChatModel, Footprint, Plugin
-from lampstand.plugins.errors import ContextLengthExceeded, ModelUnavailable, UnsupportedParameter
-from lampstand.plugins.types import ChatRequest, GenerationChunk, SamplingParams
+from lampstand.plugins.fitting import expects_cuda, fit_to_context
+from lampstand.plugins.errors import ModelUnavailable, UnsupportedParameter
+from lampstand.plugins.types import ChatRequest, GenerationChunk
 
 from .decode import decode_stream
 from .options import TransformersVisionOptions
@@ -83,18 +82,11 @@ class TransformersVisionPlugin(Plugin, ChatModel):
             config = {}
         stored = str(config.get("dtype") or config.get("torch_dtype") or "float32")
         weights = self._weights_bytes() / DTYPE_BYTES.get(stored, 4)  # parameters, about one per element
-        on_gpu = self._expects_gpu()
+        on_gpu = expects_cuda(self.options.device)
         per_weight = NF4_BYTES if on_gpu and self._wants_4bit(on_gpu) else DTYPE_BYTES[self._dtype_name(on_gpu)]
         size = int(weights * per_weight)
         size += size // ACTIVATION_SHARE
         return Footprint(ram_bytes=RUNTIME_BYTES, vram_bytes=size) if on_gpu else Footprint(size + RUNTIME_BYTES)
-
-    def _expects_gpu(self) -> bool:
-        """Whether the model will go to CUDA, decided without importing torch (the server asks
-        for estimates in its own process): on "auto", whether an NVIDIA driver is installed."""
-        if self.options.device != "auto":
-            return self.options.device == "cuda"
-        return shutil.which("nvidia-smi") is not None
 
     def _wants_4bit(self, on_gpu: bool) -> bool:
         if self.options.load_in_4bit == "auto":
@@ -211,21 +203,10 @@ class TransformersVisionPlugin(Plugin, ChatModel):
         inputs = {key: value.to(self._model.device) for key, value in inputs.items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
-        sampling = self._budget(int(inputs["input_ids"].shape[1]), request.sampling)
+        sampling = fit_to_context(int(self.context_length() or 0), int(inputs["input_ids"].shape[1]), request.sampling,
+                                  images=True)
         return decode_stream(self._model, self._processor.tokenizer, inputs, sampling, self._end_tokens,
                              banned=(self._processor.image_token_id,))
-
-    def _budget(self, prompt_tokens: int, sampling: SamplingParams) -> SamplingParams:
-        """The sampling params with max_tokens fitted to the context, or a 400."""
-        n_ctx = int(self.context_length() or 0)
-        room = n_ctx - prompt_tokens
-        if room <= 0 or (sampling.max_tokens_explicit and sampling.max_tokens > room):
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {n_ctx} tokens. However, you requested "
-                f"{prompt_tokens + sampling.max_tokens} tokens ({prompt_tokens} in the messages, images "
-                f"included, {sampling.max_tokens} in the completion). Please reduce the length of the "
-                "messages, the number of images or the completion.", param="messages")
-        return sampling if sampling.max_tokens <= room else replace(sampling, max_tokens=room)
 
 
 def _refuse_unsupported(request: ChatRequest) -> None:

@@ -1,0 +1,34 @@
+"""What every local backend decides the same way: whether a model will run on CUDA, and how
+many tokens an answer may take in the context that is left. Engine-free."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+from .errors import ContextLengthExceeded
+from .types import SamplingParams
+
+__all__ = ["expects_cuda", "fit_to_context"]
+
+
+def expects_cuda(device: str) -> bool:
+    """Whether a model set to `device` ("auto", "cpu", "cuda") will run on CUDA, decided without
+    importing torch (the server asks for estimates in its own process): on "auto", whether an
+    NVIDIA driver is installed."""
+    if device != "auto":
+        return device == "cuda"
+    return shutil.which("nvidia-smi") is not None
+
+
+def fit_to_context(n_ctx: int, n_prompt: int, sampling: SamplingParams, *, images: bool = False) -> SamplingParams:
+    """`sampling` with max_tokens fitted to the context left after the prompt, or a 400 when an
+    explicit max_tokens (or the prompt alone) does not fit. `images`: the prompt counts images."""
+    room = n_ctx - n_prompt
+    if room <= 0 or (sampling.max_tokens_explicit and sampling.max_tokens > room):
+        where = "in the messages, images included" if images else "in the messages"
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+            f"{n_prompt + sampling.max_tokens} tokens ({n_prompt} {where}, {sampling.max_tokens} in the "
+            "completion). Please reduce the length of the messages or completion.", param="messages")
+    return sampling if sampling.max_tokens <= room else replace(sampling, max_tokens=room)
