@@ -49,6 +49,7 @@ bench: install
 	$(BIN)/python bench/speech.py
 	$(BIN)/python bench/rag.py
 	$(BIN)/python bench/adapters.py
+	$(BIN)/python bench/images.py
 
 install: $(VENV)/.installed
 
