@@ -137,7 +137,8 @@ def test_default_size_and_seed_drawn(http: httpx.Client) -> None:
     assert response.json()["size"] == "64x64" and isinstance(response.json()["data"][0]["seed"], int)
 
 
-def test_url_response_serves_the_png_until_it_expires(http: httpx.Client) -> None:
+def test_url_response_serves_the_png_until_it_expires(http: httpx.Client, server: RunningServer) -> None:
+    outputs = server.log.parent / "data" / "lampstand" / "images"
     response = generate(http, seed=5, response_format="url")
     assert response.status_code == 200, response.text
     url = response.json()["data"][0]["url"]
@@ -145,9 +146,11 @@ def test_url_response_serves_the_png_until_it_expires(http: httpx.Client) -> Non
     fetched = httpx.get(url)
     assert fetched.status_code == 200 and fetched.headers["content-type"] == "image/png"
     assert fetched.content == pngs(generate(http, seed=5))[0]
+    assert (outputs / url.rsplit("/", 1)[1]).is_file()
     time.sleep(URL_TTL + 0.5)
     error = error_of(httpx.get(url), 404)
     assert error["code"] == "not_found"
+    assert not (outputs / url.rsplit("/", 1)[1]).exists()  # deleted once expired
     for name in ("nope.png", "..%2F..%2Fetc%2Fpasswd", "0" * 32 + ".txt"):
         assert http.get(f"/v1/images/files/{name}").status_code == 404
 

@@ -1,8 +1,8 @@
 """Generated images kept for a while on disk, for `response_format: "url"`.
 
 Each image is one PNG under `[images] output_dir` with a random 128-bit name, so a URL cannot
-be guessed; it is served until `url_ttl` seconds after it was written and deleted at the
-next sweep after that (every save sweeps).
+be guessed; it is served until `url_ttl` seconds after it was written, and deleted when it is
+asked for after that or at the next sweep (every save sweeps), whichever comes first.
 """
 
 from __future__ import annotations
@@ -43,7 +43,10 @@ class ImageOutputs:
             written = path.stat().st_mtime
         except OSError:
             return None
-        return path if time.time() - written <= self.ttl else None
+        if time.time() - written <= self.ttl:
+            return path
+        path.unlink(missing_ok=True)  # expired: gone now, not only at the next save's sweep
+        return None
 
     def sweep(self) -> int:
         """Delete expired images (and leftovers of interrupted writes); how many went."""
