@@ -127,9 +127,30 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     stop_server(running)
 
 
+def sdk_client(server: RunningServer) -> openai.OpenAI:
+    """The OpenAI SDK pointed at `server`, without retries."""
+    return openai.OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0, timeout=120)
+
+
+def http_session(server: RunningServer) -> Iterator[httpx.Client]:
+    """An httpx client on `server`'s root URL, for a fixture to yield from."""
+    with httpx.Client(base_url=server.url, timeout=120) as session:
+        yield session
+
+
+SMOLLM_TEXT_ONLY = f"""
+[[models]]
+id = "smollm2"
+plugin = "llama_cpp"
+path = "{SMOLLM}"
+n_ctx = 512
+n_threads = 2
+"""
+
+
 @pytest.fixture(scope="session")
 def client(server: RunningServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0, timeout=120)
+    return sdk_client(server)
 
 
 @pytest.fixture(scope="session")
@@ -139,5 +160,4 @@ def async_client(server: RunningServer) -> openai.AsyncOpenAI:
 
 @pytest.fixture(scope="session")
 def http(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=120) as session:
-        yield session
+    yield from http_session(server)

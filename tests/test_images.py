@@ -24,7 +24,7 @@ import openai
 import pytest
 from PIL import Image
 
-from conftest import SMOLLM, RunningServer, start_server, stop_server
+from conftest import SMOLLM_TEXT_ONLY, RunningServer, http_session, sdk_client, start_server, stop_server
 from tiny_diffusion import write_not_a_lora, write_tiny_sd, write_tiny_style_lora
 
 URL_TTL = 3.0
@@ -58,14 +58,7 @@ path = "{folders['sd']}"
 default_steps = 2
 max_steps = 400
 cpu_threads = 2
-
-[[models]]
-id = "smollm2"
-plugin = "llama_cpp"
-path = "{SMOLLM}"
-n_ctx = 512
-n_threads = 2
-"""
+{SMOLLM_TEXT_ONLY}"""
     running = start_server(tmp_path_factory.mktemp("images-server"), config)
     yield running
     stop_server(running)
@@ -73,13 +66,12 @@ n_threads = 2
 
 @pytest.fixture(scope="module")
 def client(server: RunningServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=120)
+    return sdk_client(server)
 
 
 @pytest.fixture(scope="module")
 def http(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=120) as session:
-        yield session
+    yield from http_session(server)
 
 
 def generate(http: httpx.Client, **fields: object) -> httpx.Response:
@@ -208,8 +200,8 @@ def test_wrong_models_and_malformed_bodies(http: httpx.Client) -> None:
 
 def test_stream_reports_each_step_then_each_image(http: httpx.Client) -> None:
     events = []
-    with http.stream("POST", "/v1/images/generations",
-                     json={"model": "tiny-sd", "prompt": "x", "n": 2, "steps": 3, "seed": 9, "stream": True}) as response:
+    body = {"model": "tiny-sd", "prompt": "x", "n": 2, "steps": 3, "seed": 9, "stream": True}
+    with http.stream("POST", "/v1/images/generations", json=body) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             if line.startswith("data: ") and line != "data: [DONE]":

@@ -26,7 +26,7 @@ import openai
 import pytest
 from PIL import Image
 
-from conftest import SMOLLM, RunningServer, start_server, stop_server
+from conftest import SMOLLM, SMOLLM_TEXT_ONLY, RunningServer, http_session, sdk_client, start_server, stop_server
 from tiny_llava import IMAGE_TOKENS as LLAVA_IMAGE_TOKENS
 from tiny_llava import write_tiny_llava
 from tiny_vision import IMAGE_TOKENS as MTMD_IMAGE_TOKENS
@@ -131,14 +131,7 @@ id = "tiny-llava"
 plugin = "transformers_vision"
 path = "{roots['llava']}"
 cpu_threads = 2
-
-[[models]]
-id = "smollm2"
-plugin = "llama_cpp"
-path = "{SMOLLM}"
-n_ctx = 512
-n_threads = 2
-"""
+{SMOLLM_TEXT_ONLY}"""
     running = start_server(tmp_path_factory.mktemp("vision-server"), config)
     yield running
     stop_server(running)
@@ -146,13 +139,12 @@ n_threads = 2
 
 @pytest.fixture(scope="module")
 def client(server: RunningServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=120)
+    return sdk_client(server)
 
 
 @pytest.fixture(scope="module")
 def http(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=120) as session:
-        yield session
+    yield from http_session(server)
 
 
 def chat(http: httpx.Client, messages: list[dict], model: str = "smol-vision", **fields: object) -> httpx.Response:
