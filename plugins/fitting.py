@@ -1,15 +1,16 @@
-"""What every local backend decides the same way: whether a model will run on CUDA, and how
-many tokens an answer may take in the context that is left. Engine-free."""
+"""What every local backend decides the same way: whether a model will run on CUDA (guessed
+before loading, decided at load), the dtype it loads in, and how many tokens an answer may take
+in the context that is left. torch is imported only by `cuda_at_load`."""
 
 from __future__ import annotations
 
 import shutil
 from dataclasses import replace
 
-from .errors import ContextLengthExceeded
+from .errors import ContextLengthExceeded, ModelUnavailable
 from .types import SamplingParams
 
-__all__ = ["expects_cuda", "fit_to_context"]
+__all__ = ["expects_cuda", "cuda_at_load", "default_dtype", "fit_to_context"]
 
 
 def expects_cuda(device: str) -> bool:
@@ -19,6 +20,24 @@ def expects_cuda(device: str) -> bool:
     if device != "auto":
         return device == "cuda"
     return shutil.which("nvidia-smi") is not None
+
+
+def cuda_at_load(device: str) -> bool:
+    """Whether a model set to `device` loads on CUDA, as torch sees the machine now;
+    `ModelUnavailable` when "cuda" is asked for and torch sees none."""
+    import torch
+
+    available = torch.cuda.is_available()
+    if device == "cuda" and not available:
+        raise ModelUnavailable('device = "cuda" but torch sees no CUDA device')
+    return available if device == "auto" else device == "cuda"
+
+
+def default_dtype(dtype: str, on_gpu: bool) -> str:
+    """The torch dtype name to load in: the option, or for "auto" float16 on CUDA, float32 on the CPU."""
+    if dtype != "auto":
+        return dtype
+    return "float16" if on_gpu else "float32"
 
 
 def fit_to_context(n_ctx: int, n_prompt: int, sampling: SamplingParams, *, images: bool = False) -> SamplingParams:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import InvalidRequest
@@ -24,11 +25,12 @@ __all__ = ["ImageLimits", "FORMATS", "inspect_image", "open_image"]
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp"}
 
 
+@dataclass(frozen=True)
 class ImageLimits:
     """How large a decoded image may be: pixels in all, and pixels along either side."""
 
-    def __init__(self, max_pixels: int = 40_000_000, max_side: int = 16384) -> None:
-        self.max_pixels, self.max_side = max_pixels, max_side
+    max_pixels: int = 40_000_000
+    max_side: int = 16384
 
 
 def _decoded(data: bytes, limits: ImageLimits, param: str) -> Image:

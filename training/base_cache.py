@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .base_model import BaseSource, load_model
-from .manifest import file_sha256
+from .manifest import file_sha256, write_text_atomically
 
 __all__ = ["MARKER", "MAX_CACHED_BYTES", "base_folder", "cache_root", "cached_file_sha256", "is_complete",
            "use_cached", "write_cached", "write_marker"]
@@ -44,16 +44,6 @@ def cache_root() -> Path:
     return Path(base) / "lampstand"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def cached_file_sha256(path: Path, root: Path) -> str:
     """`file_sha256(path)`, remembered under `root` until the file's size, mtime or inode changes."""
@@ -69,7 +59,7 @@ def cached_file_sha256(path: Path, root: Path) -> str:
     digest = file_sha256(path)
     try:
         record.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(record, digest + "\n")
+        write_text_atomically(record, digest + "\n")
     except OSError:  # a read-only cache only costs the next run a rehash
         pass
     return digest

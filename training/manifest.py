@@ -19,7 +19,7 @@ from typing import Any
 from lampstand.plugins.errors import InvalidRequest
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_FILE", "AdapterManifest", "BaseInfo", "DataInfo", "AdapterFiles",
-           "file_sha256", "write_manifest", "read_manifest"]
+           "file_sha256", "write_text_atomically", "write_manifest", "read_manifest"]
 
 MANIFEST_FORMAT = "lampstand-adapter/1"
 MANIFEST_FILE = "manifest.json"
@@ -98,21 +98,25 @@ class AdapterManifest:
         )
 
 
-def write_manifest(directory: Path, manifest: AdapterManifest) -> Path:
-    """Write `<directory>/manifest.json` atomically (temp file, then rename)."""
-    directory = Path(directory)
-    text = json.dumps(manifest.to_dict(), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=directory)
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename (a temp file beside it, synced first)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, directory / MANIFEST_FILE)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return directory / MANIFEST_FILE
+
+
+def write_manifest(directory: Path, manifest: AdapterManifest) -> Path:
+    """Write `<directory>/manifest.json` atomically (temp file, then rename)."""
+    path = Path(directory) / MANIFEST_FILE
+    write_text_atomically(path, json.dumps(manifest.to_dict(), indent=2) + "\n")
+    return path
 
 
 def read_manifest(directory: Path) -> AdapterManifest | None:

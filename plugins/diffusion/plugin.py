@@ -27,7 +27,7 @@ from lampstand.plugins.contract import (
     ImageGenerator,
     Plugin,
 )
-from lampstand.plugins.fitting import expects_cuda
+from lampstand.plugins.fitting import cuda_at_load, default_dtype, expects_cuda
 from lampstand.plugins.errors import (
     InvalidRequest,
     MemoryBudgetExceeded,
@@ -90,11 +90,6 @@ class DiffusersPlugin(Plugin, ImageGenerator):
 
     # -- device, dtype and memory --
 
-    def _dtype_name(self, gpu: bool) -> str:
-        if self.options.dtype != "auto":
-            return self.options.dtype
-        return "float16" if gpu else "float32"
-
     def _plan_for(self, weights: tuple[int, int], width: int, height: int, budget: int | None) -> MemoryPlan:
         """The plan for `weights` (all, largest component) at one image size; without a budget
         (an estimate under "auto", before the card is asked) the whole pipeline on the GPU."""
@@ -108,7 +103,7 @@ class DiffusersPlugin(Plugin, ImageGenerator):
     def estimate_footprint(self) -> Footprint:
         source = open_source(self.path, self.options.pipeline, read_pickle=False)
         gpu = expects_cuda(self.options.device)
-        bytes_per_value = DTYPE_BYTES[self._dtype_name(gpu)]
+        bytes_per_value = DTYPE_BYTES[default_dtype(self.options.dtype, gpu)]
         weights = source.weights_bytes(bytes_per_value)
         width, height = self._files_default_size(source)
         if not gpu:  # activations grow with the dtype like the weights; the rule of thumb is for 2 bytes
@@ -123,14 +118,12 @@ class DiffusersPlugin(Plugin, ImageGenerator):
     def load(self) -> None:
         try:
             import diffusers  # noqa: F401  (checked here so the message names the extra)
-            import torch
+            import torch  # noqa: F401
         except ImportError as exc:
             raise ModelUnavailable("the diffusers plugin needs `pip install lampstand[sd]`") from exc
         source = open_source(self.path, self.options.pipeline)
         config = component_config_folder(source, self.options.config, self.model_id) if source.single_file else None
-        gpu = torch.cuda.is_available() if self.options.device == "auto" else self.options.device == "cuda"
-        if gpu and not torch.cuda.is_available():
-            raise ModelUnavailable("device = \"cuda\" but torch sees no CUDA device")
+        gpu = cuda_at_load(self.options.device)
         # Every torch call runs on this one thread, loading included: OpenMP keeps a thread team
         # per calling thread and stops spin-waiting once teams outnumber the cores, which cost
         # 12% per step on 2 cores; CUDA keeps its handles per thread too.
@@ -147,7 +140,7 @@ class DiffusersPlugin(Plugin, ImageGenerator):
 
         if self.options.cpu_threads:
             torch.set_num_threads(self.options.cpu_threads)
-        dtype_name = self._dtype_name(gpu)
+        dtype_name = default_dtype(self.options.dtype, gpu)
         self._device = "cuda" if gpu else "cpu"
         self._weights = source.weights_bytes(DTYPE_BYTES[dtype_name])
         if gpu:  # measured before the weights arrive: what the pipeline may take

@@ -18,7 +18,7 @@ from typing import Any
 
 from lampstand.plugins.chat_template import ChatTemplate
 from lampstand.plugins.contract import Capability, ChatModel, Footprint, Plugin
-from lampstand.plugins.fitting import expects_cuda, fit_to_context
+from lampstand.plugins.fitting import cuda_at_load, default_dtype, expects_cuda, fit_to_context
 from lampstand.plugins.errors import ModelUnavailable, UnsupportedParameter
 from lampstand.plugins.types import ChatRequest, GenerationChunk
 
@@ -83,7 +83,8 @@ class TransformersVisionPlugin(Plugin, ChatModel):
         stored = str(config.get("dtype") or config.get("torch_dtype") or "float32")
         weights = self._weights_bytes() / DTYPE_BYTES.get(stored, 4)  # parameters, about one per element
         on_gpu = expects_cuda(self.options.device)
-        per_weight = NF4_BYTES if on_gpu and self._wants_4bit(on_gpu) else DTYPE_BYTES[self._dtype_name(on_gpu)]
+        dtype = default_dtype(self.options.dtype, on_gpu)
+        per_weight = NF4_BYTES if on_gpu and self._wants_4bit(on_gpu) else DTYPE_BYTES[dtype]
         size = int(weights * per_weight)
         size += size // ACTIVATION_SHARE
         return Footprint(ram_bytes=RUNTIME_BYTES, vram_bytes=size) if on_gpu else Footprint(size + RUNTIME_BYTES)
@@ -92,11 +93,6 @@ class TransformersVisionPlugin(Plugin, ChatModel):
         if self.options.load_in_4bit == "auto":
             return on_gpu and importlib.util.find_spec("bitsandbytes") is not None
         return bool(self.options.load_in_4bit)
-
-    def _dtype_name(self, on_gpu: bool) -> str:
-        if self.options.dtype != "auto":
-            return self.options.dtype
-        return "float16" if on_gpu else "float32"
 
     def load(self) -> None:
         _config(self.path)  # a 424 naming why the folder is not a LLaVA model
@@ -107,9 +103,7 @@ class TransformersVisionPlugin(Plugin, ChatModel):
             raise ModelUnavailable("the transformers_vision plugin needs `pip install lampstand[vision]`") from exc
         if not self._weights_bytes():
             raise ModelUnavailable(f"{self.path.name} has no .safetensors weights; pickled weights are never loaded")
-        on_gpu = self.options.device == "cuda" or (self.options.device == "auto" and torch.cuda.is_available())
-        if on_gpu and not torch.cuda.is_available():
-            raise ModelUnavailable("device = 'cuda' but torch sees no CUDA GPU")
+        on_gpu = cuda_at_load(self.options.device)
         settings = self._load_settings(on_gpu, torch)
         if not on_gpu and self.options.cpu_threads:
             torch.set_num_threads(self.options.cpu_threads)  # the worker runs this one model
@@ -136,7 +130,7 @@ class TransformersVisionPlugin(Plugin, ChatModel):
 
     def _load_settings(self, on_gpu: bool, torch: Any) -> dict[str, Any]:
         """`from_pretrained` keyword arguments for the device, dtype and quantization asked for."""
-        dtype = getattr(torch, self._dtype_name(on_gpu))
+        dtype = getattr(torch, default_dtype(self.options.dtype, on_gpu))
         if not self._wants_4bit(on_gpu):
             return {"dtype": dtype}
         if not on_gpu:

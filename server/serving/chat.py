@@ -93,11 +93,11 @@ async def create_chat_completion(pool: ModelPool, settings: ServerSettings, body
     images are read through `images` before the request joins the model's queue.
     """
     hosted, adapter = pool.target(extras.chat_model if extras else body.model, Capability.CHAT, body.lora_scale)
-    vision = Capability.VISION in hosted.capabilities and images is not None
-    read = await images.read_messages(body.messages) if vision and images is not None else {}
+    reader = images if Capability.VISION in hosted.capabilities else None
+    read = await reader.read_messages(body.messages) if reader is not None else {}
 
     def build() -> list[ChatRequest]:
-        base = chat_request(body, settings, vision=vision, images=read)
+        base = chat_request(body, settings, vision=reader is not None, images=read)
         return [replace(base, sampling=seeded(base.sampling, i), adapter=adapter) for i in range(body.n)]
 
     chunks = await generate(pool, hosted, body.keep_alive, "chat", build)

@@ -2,7 +2,7 @@
 
 Each image is one PNG under `[images] output_dir` with a random 128-bit name, so a URL cannot
 be guessed; it is served until `url_ttl` seconds after it was written, and deleted when it is
-asked for after that or at the next sweep (every save sweeps), whichever comes first.
+asked for after that or at the next sweep (every save sweeps once), whichever comes first.
 """
 
 from __future__ import annotations
@@ -24,15 +24,18 @@ class ImageOutputs:
     def __init__(self, folder: Path, ttl: float) -> None:
         self.folder, self.ttl = folder, ttl
 
-    def save(self, png: bytes) -> str:
-        """Write `png` under a new random name and return that name."""
+    def save(self, pngs: list[bytes]) -> list[str]:
+        """Write each PNG under a new random name (after sweeping once); their names, in order."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self.sweep()
-        name = f"{secrets.token_hex(16)}.png"
-        temporary = self.folder / f".{name}.part"
-        temporary.write_bytes(png)
-        os.replace(temporary, self.folder / name)
-        return name
+        names = []
+        for png in pngs:
+            name = f"{secrets.token_hex(16)}.png"
+            temporary = self.folder / f".{name}.part"
+            temporary.write_bytes(png)
+            os.replace(temporary, self.folder / name)
+            names.append(name)
+        return names
 
     def find(self, name: str) -> Path | None:
         """The file of a live image called `name`; None for a name never given out or expired."""
@@ -54,7 +57,8 @@ class ImageOutputs:
             return 0
         cutoff, removed = time.time() - self.ttl, 0
         for entry in os.scandir(self.folder):
-            if (_NAME.fullmatch(entry.name) or entry.name.endswith(".png.part")) and entry.is_file(follow_symlinks=False):
+            ours = _NAME.fullmatch(entry.name) or entry.name.endswith(".png.part")
+            if ours and entry.is_file(follow_symlinks=False):
                 try:
                     if entry.stat(follow_symlinks=False).st_mtime < cutoff:
                         os.unlink(entry.path)

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 
 from lampstand.plugins.contract import Capability
-from lampstand.plugins.errors import InvalidRequest, LampstandError, PathNotAllowed
+from lampstand.plugins.errors import InvalidRequest, PathNotAllowed
 from lampstand.plugins.paths import confine
 from lampstand.plugins.types import GeneratedImage, ImageGenerationRequest, ImageProgress, StyleLora
 
@@ -45,8 +45,7 @@ class ImageService:
                        ) -> p.ImagesResponse | AsyncIterator[str]:
         """The images, as base64 PNGs or as URLs under `base_url` that live `url_ttl` seconds;
         with `stream`, SSE frames of progress events and each finished image."""
-        hosted = (self.pool.require(body.model, Capability.IMAGE_GENERATION) if body.model
-                  else self.pool.pick(None, Capability.IMAGE_GENERATION, "image generation"))
+        hosted = self.pool.pick(body.model, Capability.IMAGE_GENERATION, "image generation")
         request = self.plugin_request(body)
         if body.stream and body.response_format == "url":
             raise InvalidRequest('a streamed generation sends b64_json images; response_format "url" '
@@ -57,7 +56,7 @@ class ImageService:
         images = [item async for item in items if isinstance(item, GeneratedImage)]
         images.sort(key=lambda image: image.index)
         if (body.response_format or "b64_json") == "url":
-            names = [await asyncio.to_thread(self.outputs.save, image.png) for image in images]
+            names = await asyncio.to_thread(self.outputs.save, [image.png for image in images])
             data = [p.ImageOut(url=f"{base_url}v1/images/files/{name}", seed=image.seed)
                     for name, image in zip(names, images)]
         else:
@@ -122,7 +121,6 @@ async def _generate(lease: Lease, request: ImageGenerationRequest) -> AsyncItera
     metrics, model = lease.pool.metrics, lease.hosted.id
     steps_done, step_seconds = metrics.image_steps.labels(model), metrics.image_step_seconds.labels(model)
     arrived = last = time.monotonic()
-    finished = False
     try:
         async with lease:
             worker = await lease.worker()
@@ -137,12 +135,8 @@ async def _generate(lease: Lease, request: ImageGenerationRequest) -> AsyncItera
                 else:
                     metrics.images_generated.labels(model).inc()
                 yield item
-        finished = True
-    except LampstandError:
-        finished = True  # reported to the client as its error
+    except (asyncio.CancelledError, GeneratorExit):  # the client went away (or the stream was closed)
+        metrics.image_generations_cancelled.labels(model).inc()
+        log.info("image generation cancelled", extra={"model": model})
         raise
-    finally:
-        if not finished:
-            metrics.image_generations_cancelled.labels(model).inc()
-            log.info("image generation cancelled", extra={"model": model})
     metrics.e2e.labels(model).observe(time.monotonic() - arrived)
