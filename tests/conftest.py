@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,15 +86,26 @@ class RunningServer:
         return self.process.poll() is None
 
 
-def start_server(tmp: Path, config: str, env: dict[str, str] | None = None) -> RunningServer:
-    """Start `lampstand serve` with `config` and wait until /health answers 200."""
-    config_path = tmp / "lampstand.toml"
-    config_path.write_text(config)
+LAMPSTAND = (sys.executable, "-m", "lampstand.clients")
+
+
+def start_server(
+    tmp: Path, config: str | None, env: dict[str, str] | None = None, command: Sequence[str] = LAMPSTAND,
+) -> RunningServer:
+    """Start `command serve` with `config` (None: the built-in default) and wait for /health's 200.
+
+    The server runs in `tmp`, so it imports lampstand from wherever `command` finds it.
+    """
+    config_args: list[str] = []
+    if config is not None:
+        config_path = tmp / "lampstand.toml"
+        config_path.write_text(config)
+        config_args = ["--config", str(config_path)]
     port = free_port()
     log = tmp / "server.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "lampstand.clients", "serve", "--config", str(config_path), "--port", str(port)],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        [*command, "serve", *config_args, "--port", str(port)],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=tmp,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "XDG_DATA_HOME": str(tmp / "data"), **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
