@@ -32,7 +32,10 @@ from lampstand.indexer.evaluation import (
     load_answer_qa,
     load_retrieval_qa,
 )
+from lampstand.indexer.evaluation.baseline import BASELINE_MODE, WindowBM25
+from lampstand.indexer.evaluation.heldout import HeldoutCorpus, build_heldout_corpus
 from lampstand.indexer.evaluation.runner import MODES, NDCG_K
+from lampstand.indexer.sources import SourceOptions
 from lampstand.plugins.errors import LampstandError
 
 from .evaluate import EvalClient
@@ -91,21 +94,35 @@ def retrieval(
     name: NameArgument,
     qa: QaOption,
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="recall@1, @5 and @k; at least 10 hits asked")] = 10,
+    with_baseline: Annotated[bool, typer.Option("--baseline/--no-baseline",
+                                                help="also score BM25 over 40-line windows of the same files")] = True,
+    baseline_root: Annotated[Optional[list[Path]], typer.Option(
+        "--baseline-root", help="where the indexed files are, when not at the index's paths (a remote server)")] = None,
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Recall@k, MRR and nDCG@10 of dense, lexical, hybrid and hybrid+rerank search, side by side."""
+    """Recall@k, MRR and nDCG@10 of dense, lexical, hybrid and hybrid+rerank search, beside the BM25 baseline."""
     try:
         queries = group_queries(load_retrieval_qa(qa))
-        with EvalClient(url, api_key) as client, _progress(len(queries) * len(MODES)) as advance:
+        with EvalClient(url, api_key) as client, _progress(len(queries) * (len(MODES) + 1)) as advance:
+            baseline = _baseline(client.index(name), baseline_root) if with_baseline else None
             report = evaluate_retrieval(queries, client.search(name), k=k, progress=advance)
+            if baseline is not None:
+                scored = evaluate_retrieval(queries, baseline.search, k=k, modes=(BASELINE_MODE,), progress=advance)
+                report.modes.insert(0, scored.modes[0])
     except LampstandError as exc:
         fail(exc)
     if as_json:
         print(json.dumps(_retrieval_json(name, report), indent=2))
     else:
         _print_retrieval(name, report)
+
+
+def _baseline(card: dict[str, Any], roots: list[Path] | None) -> WindowBM25:
+    """The naive baseline over the files the index holds (its paths and globs, or `roots`)."""
+    options = SourceOptions(include=tuple(card.get("include") or ()), exclude=tuple(card.get("exclude") or ()))
+    return WindowBM25(roots or [Path(path) for path in card["paths"]], options)
 
 
 def _answers_table(name: str, report: AnswerReport) -> Table:
@@ -180,4 +197,36 @@ def corpus(
         print(json.dumps(asdict(info), indent=2, default=str))
     else:
         for line in _corpus_lines(info):
+            typer.echo(line)
+
+
+def _heldout_lines(corpus: HeldoutCorpus) -> list[str]:
+    lines = [f"{corpus.files} files in {corpus.root}",
+             f"{corpus.notes_questions} notes questions: {corpus.notes_qa}",
+             f"{corpus.code_questions} code questions: {corpus.code_qa}",
+             f"index it with: lampstand index add NAME {corpus.root}"]
+    if corpus.skipped:
+        lines.insert(1, f"skipped (unreadable or too large): {len(corpus.skipped)}")
+    return lines
+
+
+@eval_app.command()
+def heldout(
+    source: Annotated[Path, typer.Argument(help="folder of Markdown notes and/or Python code")],
+    target: Annotated[Path, typer.Argument(help="new or empty folder to write")],
+    max_questions: Annotated[int, typer.Option("--max-questions", min=1, help="questions per kind")] = 100,
+    seed: Annotated[int, typer.Option(help="seed for sampling questions")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Copy SOURCE into TARGET/corpus with each asked sentence or docstring removed, and write the questions."""
+    try:
+        corpus = build_heldout_corpus(source, target, max_questions=max_questions, seed=seed)
+    except LampstandError as exc:
+        fail(exc)
+    except OSError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps(asdict(corpus), indent=2, default=str))
+    else:
+        for line in _heldout_lines(corpus):
             typer.echo(line)

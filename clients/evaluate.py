@@ -73,9 +73,16 @@ class EvalClient:
 
         return run
 
+    def index(self, name: str) -> dict[str, Any]:
+        """The index's card (`paths`, `include`, `exclude`, ...), as `GET /v1/indexes/{name}` returns it."""
+        return dict(self._send("GET", f"/v1/indexes/{quote(name, safe='')}"))
+
     def _post(self, path: str, body: dict[str, Any], rerank: bool = False) -> Any:
+        return self._send("POST", path, body, rerank)
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None = None, rerank: bool = False) -> Any:
         try:
-            response = self._http.post(path, json=body)
+            response = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise LampstandError(f"cannot reach {self.url}: {exc}. Is `lampstand serve` running?") from exc
         if response.status_code < 400:

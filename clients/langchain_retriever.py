@@ -90,6 +90,8 @@ class LampstandRetriever(BaseRetriever):
     mode: Literal["dense", "lexical", "hybrid"] = "hybrid"
     rerank: bool = False
     """Rescore the candidates with the server's cross-encoder."""
+    expand: bool = True
+    """Each document is the span (up to 60 lines) around its matches; False: the matching chunk alone."""
     path_glob: str | None = None
     """Only chunks whose path matches this glob (SQLite GLOB rules)."""
     language: str | None = None
@@ -109,7 +111,7 @@ class LampstandRetriever(BaseRetriever):
         wanted = {"path_glob": self.path_glob, "language": self.language}
         filters = wanted if any(v is not None for v in wanted.values()) else None
         return {"query": query, "top_k": self.top_k, "mode": self.mode,
-                "rerank": self.rerank, "filters": filters}
+                "rerank": self.rerank, "expand": self.expand, "filters": filters}
 
     def _headers(self) -> dict[str, str]:
         key = self.api_key.get_secret_value() if self.api_key else None

@@ -1,9 +1,15 @@
-"""Searching one index: dense, lexical or hybrid (reciprocal rank fusion), then reranking.
+"""Searching one index: dense, lexical or hybrid (weighted reciprocal rank fusion), then reranking.
 
-`search_index` asks the store for candidates in the chosen mode, fuses the two rankings for
-hybrid search, and, when a reranker is given, rescores the best candidates with it. In
-hybrid mode the lexical search runs in a thread while the query is being embedded. The
-query embedder and the reranker are async callables; this module never imports an engine.
+`search_index` asks the store for candidate chunks in the chosen mode; with `expand` (the
+server's default) each ranking becomes a ranking of spans, the stretch of file around each
+chunk (`spans`), so that neighbouring matches count once and a result shows its context.
+Hybrid search fuses the two rankings, and, when a reranker is given, the best candidates are
+rescored with it. In hybrid mode the lexical search runs in a thread while the query is
+being embedded. The query embedder and the reranker are async callables; this module never
+imports an engine.
+
+The fusion constants were chosen on the dev split of `bench/retrieval_quality.py` (npm's
+docs, a slice of the standard library) and are reported on a split they were not tuned on.
 """
 
 from __future__ import annotations
@@ -16,14 +22,17 @@ from typing import Literal
 import numpy as np
 
 from .chunks import Chunk
+from .spans import collapse_to_spans, span_chunk, spans_of
 from .store import ChunkStore, Filters, Hit
 
 __all__ = ["RRF_K", "SearchMode", "SearchQuery", "reciprocal_rank_fusion", "search_index"]
 
 SearchMode = Literal["dense", "lexical", "hybrid"]
-RRF_K = 60  # the constant of Cormack et al.; ranks beyond the first few weigh about the same
+RRF_K = 10  # smaller than Cormack et al.'s 60: the first few ranks of each side decide
+DENSE_WEIGHT, LEXICAL_WEIGHT = 1.0, 0.5  # MiniLM's ranking was the stronger one on both kinds
 HYBRID_DEPTH = 4  # each side of a hybrid search contributes this many times top_k candidates
 MIN_DEPTH = 20
+SPAN_DEPTH = 100  # chunks fetched per side when spans are returned: several fold into one span
 
 EmbedQuery = Callable[[str], Awaitable[np.ndarray]]
 Rerank = Callable[[str, Sequence[Chunk]], Awaitable[Sequence[float]]]
@@ -38,15 +47,17 @@ class SearchQuery:
     mode: SearchMode = "hybrid"
     filters: Filters | None = None
     rerank_candidates: int = 30
+    expand: bool = False  # return the span around each matching chunk (see `spans`)
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int = RRF_K) -> list[Hit]:
-    """One ranking from several: each hit scores the sum of 1 / (k + rank) over the rankings."""
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int = RRF_K,
+                           weights: Sequence[float] | None = None) -> list[Hit]:
+    """One ranking from several: each hit scores the sum of weight / (k + rank) over the rankings."""
     scores: dict[int, float] = {}
     hits: dict[int, Hit] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
         for hit in ranking:
-            scores[hit.row_id] = scores.get(hit.row_id, 0.0) + 1.0 / (k + hit.rank)
+            scores[hit.row_id] = scores.get(hit.row_id, 0.0) + weight / (k + hit.rank)
             hits.setdefault(hit.row_id, hit)
     order = sorted(scores, key=lambda row: (-scores[row], row))
     return [replace(hits[row], score=scores[row], rank=rank) for rank, row in enumerate(order, 1)]
@@ -54,15 +65,17 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int = RRF_K) ->
 
 def _depth(query: SearchQuery, reranking: bool) -> int:
     wanted = max(query.top_k, query.rerank_candidates) if reranking else query.top_k
-    return wanted if query.mode != "hybrid" else max(wanted * HYBRID_DEPTH, MIN_DEPTH)
+    depth = wanted if query.mode != "hybrid" else max(wanted * HYBRID_DEPTH, MIN_DEPTH)
+    return max(depth, SPAN_DEPTH) if query.expand else depth
 
 
-async def _candidates(store: ChunkStore, query: SearchQuery, embed_query: EmbedQuery, depth: int) -> list[Hit]:
+async def _rankings(store: ChunkStore, query: SearchQuery, embed_query: EmbedQuery, depth: int) -> list[list[Hit]]:
+    """The chunk rankings of the query's mode: [dense, lexical] for hybrid, else one."""
     if query.mode == "lexical":
-        return await asyncio.to_thread(store.search_lexical, query.text, depth, query.filters)
+        return [await asyncio.to_thread(store.search_lexical, query.text, depth, query.filters)]
     if query.mode == "dense":
         vector = await embed_query(query.text)
-        return await asyncio.to_thread(store.search_dense, vector, depth, query.filters)
+        return [await asyncio.to_thread(store.search_dense, vector, depth, query.filters)]
     lexical = asyncio.ensure_future(asyncio.to_thread(store.search_lexical, query.text, depth, query.filters))
     try:
         vector = await embed_query(query.text)
@@ -70,7 +83,27 @@ async def _candidates(store: ChunkStore, query: SearchQuery, embed_query: EmbedQ
         lexical.cancel()
         raise
     dense = await asyncio.to_thread(store.search_dense, vector, depth, query.filters)
-    return reciprocal_rank_fusion([dense, await lexical])
+    return [dense, await lexical]
+
+
+def _fused(rankings: list[list[Hit]]) -> list[Hit]:
+    return rankings[0] if len(rankings) == 1 else reciprocal_rank_fusion(rankings, weights=(DENSE_WEIGHT, LEXICAL_WEIGHT))
+
+
+def _span_candidates(store: ChunkStore, rankings: list[list[Hit]], wanted: int) -> list[Hit]:
+    """The best `wanted` spans, each hit carrying its whole span as one chunk."""
+    spans = spans_of(store, rankings)
+    top = _fused([collapse_to_spans(ranking, spans) for ranking in rankings])[:wanted]
+    chunks = store.chunks(row_id for hit in top for row_id in spans[hit.row_id].row_ids)
+    return [replace(hit, chunk=span_chunk(spans[hit.row_id], chunks, hit.chunk)) for hit in top]
+
+
+async def _candidates(store: ChunkStore, query: SearchQuery, embed_query: EmbedQuery, reranking: bool) -> list[Hit]:
+    rankings = await _rankings(store, query, embed_query, _depth(query, reranking))
+    if not query.expand:
+        return _fused(rankings)
+    wanted = max(query.top_k, query.rerank_candidates) if reranking else query.top_k
+    return await asyncio.to_thread(_span_candidates, store, rankings, wanted)
 
 
 async def _reranked(query: SearchQuery, hits: list[Hit], rerank: Rerank) -> list[Hit]:
@@ -86,7 +119,7 @@ async def search_index(
     store: ChunkStore, query: SearchQuery, embed_query: EmbedQuery, rerank: Rerank | None = None
 ) -> list[Hit]:
     """The `top_k` best chunks for the query, best first, ranks 1..n."""
-    hits = await _candidates(store, query, embed_query, _depth(query, rerank is not None))
+    hits = await _candidates(store, query, embed_query, rerank is not None)
     if rerank is not None:
         hits = await _reranked(query, hits, rerank)
     return hits[: query.top_k]

@@ -575,6 +575,8 @@ class IndexSearchRequest(Request):
     mode: SearchModeName = "hybrid"
     rerank: bool = False
     filters: IndexFilters | None = None
+    # Each result is the span of up to 60 lines around its matching chunks; false: the chunk alone.
+    expand: bool = True
 
 
 class SearchResult(Response):

@@ -102,7 +102,8 @@ def run_json(server: RunningServer, *args: str) -> dict[str, Any]:
 def test_eval_retrieval_side_by_side(indexed: RunningServer, corpus: CorpusInfo) -> None:
     report = run_json(indexed, "retrieval", INDEX, "--qa", str(corpus.retrieval_qa), "--k", "10")
     modes = {mode["name"]: mode for mode in report["modes"]}
-    assert list(modes) == ["dense", "lexical", "hybrid"]
+    assert list(modes) == ["bm25-windows", "dense", "lexical", "hybrid"]
+    assert modes["bm25-windows"]["recall"]["10"] >= 0.8, "the naive baseline finds verbatim questions too"
     assert set(report["skipped"]) == {"hybrid+rerank"}
     assert report["questions"] == corpus.questions
     for name, (recall_floor, mrr_floor) in RETRIEVAL_FLOORS.items():
@@ -115,7 +116,8 @@ def test_eval_retrieval_side_by_side(indexed: RunningServer, corpus: CorpusInfo)
 def test_eval_retrieval_table(indexed: RunningServer, corpus: CorpusInfo) -> None:
     done = lampstand(indexed, "eval", "retrieval", INDEX, "--qa", str(corpus.retrieval_qa_hard), "--k", "5")
     assert done.returncode == 0, done.stderr
-    for word in ("recall@1", "recall@5", "MRR", "nDCG@10", "dense", "lexical", "hybrid", "hybrid+rerank: skipped"):
+    for word in ("recall@1", "recall@5", "MRR", "nDCG@10", "bm25-windows", "dense", "lexical", "hybrid",
+                 "hybrid+rerank: skipped"):
         assert word in done.stdout
 
 
@@ -127,6 +129,26 @@ def test_eval_answers(indexed: RunningServer, corpus: CorpusInfo, workdir: Path)
     assert 0 <= report["rouge_l"] <= 1 and 0 <= report["bleu"] <= 100
     assert report["source_hit_rate"] is not None and 0 <= report["citation_hit_rate"] <= report["source_hit_rate"]
     assert all(outcome["answer"] for outcome in report["outcomes"])
+
+
+def test_eval_heldout_then_retrieval(indexed: RunningServer, workdir: Path) -> None:
+    """`eval heldout` over a folder of code and notes, indexed and scored beside the baseline."""
+    source = workdir / "heldout-source"
+    (source / "notes").mkdir(parents=True)
+    for module in ("textwrap", "shlex"):
+        (source / f"{module}.py").write_text((Path(sys.modules["shutil"].__file__).parent / f"{module}.py").read_text())
+    (source / "notes" / "lamp.md").write_text(
+        "# Lamps\n\nA brass lamp gives a warm light on the reading table at night. It needs oil.\n\n"
+        "## Wicks\n\nCotton wicks are trimmed flat before every lighting to stop smoke. Keep spares.\n")
+    done = lampstand(indexed, "eval", "heldout", str(source), str(workdir / "heldout"), "--max-questions", "5", "--json")
+    assert done.returncode == 0, done.stderr
+    built = json.loads(done.stdout)
+    assert (built["notes_questions"], built["code_questions"]) == (2, 5)
+    added = lampstand(indexed, "index", "add", "heldout", built["root"], "--json")
+    assert added.returncode == 0, added.stderr
+    report = run_json(indexed, "retrieval", "heldout", "--qa", built["code_qa"], "--k", "10")
+    assert [mode["name"] for mode in report["modes"]] == ["bm25-windows", "dense", "lexical", "hybrid"]
+    assert report["questions"] == 5 and all(0 <= mode["mrr"] <= 1 for mode in report["modes"])
 
 
 def test_eval_errors_are_one_line(indexed: RunningServer, corpus: CorpusInfo) -> None:

@@ -208,13 +208,28 @@ def test_lexical_filters_and_hostile_queries(opener: Opener) -> None:
     )
 
 
-def test_lexical_drops_terms_in_most_chunks(opener: Opener) -> None:
+def test_lexical_counts_every_term_stems_and_skips_stop_words(opener: Opener) -> None:
     store = opener()
     fill(store)
-    # "shared" is in every chunk; with a rarer term present only the rare one is matched.
-    hits = store.search_lexical("shared page2", k=50)
-    assert {hit.chunk.path for hit in hits} == {"docs/page2.md"}
-    assert store.search_lexical("shared", k=50)  # alone, a common term still matches
+    # "shared" is in every chunk: it still counts, and the rarer term decides the order.
+    hits = store.search_lexical("the shared page2", k=50)
+    assert len(hits) == 30 and {hit.chunk.path for hit in hits[:3]} == {"docs/page2.md"}
+    assert len(store.search_lexical("sharing", k=50)) == 30  # porter: shared, sharing -> share
+    assert len(store.search_lexical("the", k=50)) == 0  # only stop words: kept, and in no chunk
+
+
+def test_index_from_before_stemming_is_retokenized_on_open(opener: Opener, tmp_path: Path) -> None:
+    store = opener()
+    fill(store)
+    store.close()
+    with sqlite3.connect(tmp_path / "index" / "catalog.sqlite3") as conn:
+        conn.executescript(
+            "DROP TABLE chunks_fts; CREATE VIRTUAL TABLE chunks_fts USING fts5 (text, context, path, "
+            "content = 'chunks', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2');"
+            "INSERT INTO chunks_fts (chunks_fts) VALUES ('rebuild');")
+    reopened = opener()
+    assert len(reopened.search_lexical("sharing", k=50)) == 30
+    assert [h.chunk for h in reopened.search_lexical("mod5x0y1", k=1)] == [file_chunks("src/mod5.py")[1]]
 
 
 def test_update_and_delete_files(opener: Opener) -> None:

@@ -133,9 +133,12 @@ def test_fields_reach_the_server(retriever: LampstandRetriever, http: httpx.Clie
 
 
 def test_a_pdf_page_is_cited(retriever: LampstandRetriever) -> None:
-    (top, *_) = retriever.model_copy(update={"path_glob": "*.pdf"}).invoke("lighthouse keeper")
+    (top, *_) = retriever.model_copy(update={"path_glob": "*.pdf", "expand": False}).invoke("lighthouse keeper")
     assert (top.metadata["path"], top.metadata["context"]) == ("lighthouse.pdf", ["page 2"])
     assert top.page_content == "The lighthouse keeper trims the lamp wick nightly."
+    (span, *_) = retriever.model_copy(update={"path_glob": "*.pdf"}).invoke("lighthouse keeper")
+    assert span.metadata["context"] == ["page 2"]  # where the match was; the span holds its neighbours too
+    assert "The lighthouse keeper trims the lamp wick nightly." in span.page_content
 
 
 def test_server_errors_carry_the_servers_message(retriever: LampstandRetriever,
@@ -180,6 +183,6 @@ def test_the_request_body_follows_the_search_api() -> None:
     plain = LampstandRetriever(index="my notes", base_url="http://h:1/v1/", api_key=None)
     assert plain.search_url == "http://h:1/v1/indexes/my%20notes/search"
     assert plain.search_body("q") == {"query": "q", "top_k": 5, "mode": "hybrid",
-                                      "rerank": False, "filters": None}
+                                      "rerank": False, "expand": True, "filters": None}
     filtered = plain.model_copy(update={"language": "python", "rerank": True, "top_k": 3})
     assert filtered.search_body("q")["filters"] == {"path_glob": None, "language": "python"}

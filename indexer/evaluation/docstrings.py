@@ -23,9 +23,11 @@ __all__ = [
     "Definition",
     "definitions",
     "first_paragraph",
+    "first_sentence",
     "reference_answer",
     "summary_of",
     "without_names",
+    "words",
 ]
 
 MIN_WORDS = 5
@@ -54,7 +56,8 @@ class Definition:
     docstring: str  # as `ast.get_docstring` cleans it
 
 
-def _words(text: str) -> list[str]:
+def words(text: str) -> list[str]:
+    """The whitespace-separated words of `text` that contain a letter."""
     return [word for word in text.split() if re.search("[A-Za-z]", word)]
 
 
@@ -78,12 +81,13 @@ def reference_answer(docstring: str) -> str:
     PEP 257 puts a one-line summary first; the paragraph after it is what explains it.
     """
     paragraphs = _paragraphs(docstring)
-    if len(paragraphs) > 1 and _first_sentence(paragraphs[0]) == paragraphs[0]:
+    if len(paragraphs) > 1 and first_sentence(paragraphs[0]) == paragraphs[0]:
         return f"{paragraphs[0]} {paragraphs[1]}"
     return paragraphs[0] if paragraphs else ""
 
 
-def _first_sentence(paragraph: str) -> str:
+def first_sentence(paragraph: str) -> str:
+    """The paragraph up to the end of its first sentence (all of it when no sentence ends)."""
     end = _SENTENCE_END.search(paragraph)
     return paragraph[: end.end()] if end else paragraph
 
@@ -91,8 +95,8 @@ def _first_sentence(paragraph: str) -> str:
 def summary_of(docstring: str) -> str | None:
     """The first sentence of the first paragraph, or None when it is not informative."""
     paragraph = first_paragraph(docstring)
-    summary = _first_sentence(paragraph)
-    if len(_words(summary)) < MIN_WORDS or len(summary) > MAX_SUMMARY_CHARS:
+    summary = first_sentence(paragraph)
+    if len(words(summary)) < MIN_WORDS or len(summary) > MAX_SUMMARY_CHARS:
         return None
     if _SIGNATURE.match(summary) or _STOCK.match(summary) or ">>>" in paragraph:
         return None

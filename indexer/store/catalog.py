@@ -27,7 +27,11 @@ __all__ = ["CHUNK_COLUMNS", "Catalog", "chunk_from_row", "filter_sql"]
 CONTEXT_SEPARATOR = "\x1f"  # unit separator: joins a chunk's context path in one column
 CHUNK_COLUMNS = "c.id, c.path, c.start_line, c.end_line, c.language, c.kind, c.text, c.context"
 
-SCHEMA = """
+# Stemmed (porter) over unicode61; an index written with another tokenizer is re-tokenized
+# from its chunks table when a writer opens it (`_retokenize_if_outdated`).
+FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, file_hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -46,9 +50,8 @@ CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks (path, language, id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5 (
     text, context, path,
     content = 'chunks', content_rowid = 'id',
-    tokenize = 'unicode61 remove_diacritics 2'
+    tokenize = '{FTS_TOKENIZER}'
 );
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab (chunks_fts, 'row');
 CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
     INSERT INTO chunks_fts (rowid, text, context, path)
     VALUES (new.id, new.text, new.context, new.path);
@@ -102,12 +105,21 @@ class Catalog:
             )
             self.connection.execute("PRAGMA journal_mode = WAL")
             self.connection.execute("PRAGMA synchronous = FULL")
-            self.connection.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
+            self.connection.executescript(f"BEGIN IMMEDIATE; {self._retokenize_if_outdated()} COMMIT;")
         else:
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
             self.connection = sqlite3.connect(
                 uri, uri=True, isolation_level=None, check_same_thread=False
             )
+
+    def _retokenize_if_outdated(self) -> str:
+        """The schema script; for a full-text table written with another tokenizer (or an
+        index from before stemming), it drops that table and rebuilds it from the chunks."""
+        row = self.connection.execute("SELECT sql FROM sqlite_master WHERE name = 'chunks_fts'").fetchone()
+        if row is None or FTS_TOKENIZER in str(row[0]):
+            return SCHEMA
+        return ("DROP TABLE IF EXISTS chunks_vocab; DROP TABLE chunks_fts;"
+                f"{SCHEMA} INSERT INTO chunks_fts (chunks_fts) VALUES ('rebuild');")
 
     @staticmethod
     def exists(directory: Path) -> bool:
@@ -253,6 +265,18 @@ class Catalog:
             [_id_list(ids), *params],
         )
         return dict(chunk_from_row(row) for row in cursor)
+
+    def line_ranges(self, paths: Iterable[str]) -> dict[str, list[tuple[int, int, int]]]:
+        """path -> (id, start_line, end_line) of each of its chunks, in line order."""
+        ranges: dict[str, list[tuple[int, int, int]]] = {}
+        cursor = self.connection.execute(
+            "SELECT c.path, c.id, c.start_line, c.end_line FROM chunks c "
+            "WHERE c.path IN (SELECT value FROM json_each(?)) ORDER BY c.path, c.start_line, c.id",
+            [json.dumps(sorted(set(paths)))],
+        )
+        for path, row_id, start, end in cursor:
+            ranges.setdefault(str(path), []).append((int(row_id), int(start), int(end)))
+        return ranges
 
     def matching_ids(self, filters: Filters | None, limit: int | None = None) -> np.ndarray:
         """Ids passing `filters`, sorted (int64); at most `limit` of them (any ones) if given."""

@@ -31,7 +31,7 @@ from .base import Filters, Hit, Neighbours, StoreStats, VectorBackend
 from .catalog import Catalog
 from .durable import WriterLock, write_file_atomically
 from .errors import InvalidVectors, StoreReadOnly
-from .lexical import FrequencyCache, search_bm25
+from .lexical import search_bm25
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_FILE", "ChunkStore"]
 
@@ -77,7 +77,6 @@ class ChunkStore:
         self._seen_version = catalog.data_version()
         self._generation = int(catalog.get_meta("generation") or 0)
         self._closed = False
-        self._frequencies = FrequencyCache()
         if lock is not None:
             self._write_manifest()  # repairs a copy a crash left one commit behind
 
@@ -230,18 +229,21 @@ class ChunkStore:
     def search_lexical(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
         """The `k` chunks best matching `query` by BM25 (FTS5), best first."""
         with self._reading():
-            found = search_bm25(
-                self._catalog.connection,
-                query,
-                k,
-                filters,
-                self._catalog.chunk_count(),
-                self._frequencies,
-            )
+            found = search_bm25(self._catalog.connection, query, k, filters)
             return [
                 Hit(chunk, score, rank, row_id)
                 for rank, (row_id, score, chunk) in enumerate(found, 1)
             ]
+
+    def line_ranges(self, paths: Iterable[str]) -> dict[str, list[tuple[int, int, int]]]:
+        """path -> (row id, start_line, end_line) of each of its chunks, in line order."""
+        with self._reading():
+            return self._catalog.line_ranges(paths)
+
+    def chunks(self, row_ids: Iterable[int]) -> dict[int, Chunk]:
+        """The chunks of `row_ids` that exist, by row id."""
+        with self._reading():
+            return self._catalog.rows(row_ids)
 
     def refresh(self) -> bool:
         """Follow another process's commits (readers do this before every search)."""

@@ -217,12 +217,12 @@ class IndexService:
     async def search(self, name: str, body: p.IndexSearchRequest) -> p.SearchResponse:
         """The chunks of `name` that best answer the query."""
         hits = await self.retrieve(name, body.query, top_k=body.top_k, mode=body.mode, rerank=body.rerank,
-                                   filters=body.filters)
+                                   filters=body.filters, expand=body.expand)
         return p.SearchResponse(index=name, mode=body.mode, reranked=body.rerank,
                                 data=[_result(hit) for hit in hits])
 
     async def retrieve(self, name: str, text: str, *, top_k: int | None, mode: str, rerank: bool,
-                       filters: p.IndexFilters | None) -> list[Hit]:
+                       filters: p.IndexFilters | None, expand: bool = False) -> list[Hit]:
         """Ranked hits (shared by search and rag)."""
         settings = self.settings
         if len(text) > settings.max_query_chars:
@@ -238,7 +238,7 @@ class IndexService:
                 f"index {name!r} was built with embedding model {store.embedding_model!r}, but queries would "
                 f"use {embedder.model_id!r}; rebuild it (`lampstand index update {name} --rebuild`)", param="index")
         query = SearchQuery(text=text, top_k=top_k, mode=mode,  # type: ignore[arg-type]
-                            filters=_filters(filters), rerank_candidates=settings.rerank_candidates)
+                            filters=_filters(filters), rerank_candidates=settings.rerank_candidates, expand=expand)
         return await search_index(store, query, embedder.embed_query, reranker.rerank if reranker else None)
 
     async def close(self) -> None:
