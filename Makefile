@@ -112,17 +112,17 @@ $(VENV)/.installed: pyproject.toml setup.py $(LOCK) $(VENV)/.llama-$(LLAMA_KEY)
 
 # Refresh the lock: `make lock` adds what pyproject.toml now asks for and keeps every other pin;
 # `make lock-upgrade` moves every package to the newest version pyproject.toml allows. Both run
-# the suite against the new CPU lock and put the old locks back if it fails.
+# the suite against this machine's new lock and put the old locks back if it fails.
 lock lock-upgrade: | $(VENV)/.created
 	cp requirements-cpu.txt requirements-cpu.txt.previous
 	cp requirements-cuda.txt requirements-cuda.txt.previous
 	$(MAKE) --no-print-directory compile-lock VARIANT=cpu $(if $(filter lock-upgrade,$@),UPGRADE=--upgrade)
 	$(MAKE) --no-print-directory compile-lock VARIANT=cuda $(if $(filter lock-upgrade,$@),UPGRADE=--upgrade)
-	@if $(MAKE) --no-print-directory test VARIANT=cpu; then rm requirements-*.txt.previous; \
+	@if $(MAKE) --no-print-directory test; then rm requirements-*.txt.previous; \
 	else for v in cpu cuda; do mv requirements-$$v.txt requirements-$$v.txt.rejected; \
 		mv requirements-$$v.txt.previous requirements-$$v.txt; done; \
 		echo "the suite failed on the refreshed lock: kept the old one (new one in requirements-*.txt.rejected)"; \
-		$(MAKE) --no-print-directory install VARIANT=cpu; exit 1; fi
+		$(MAKE) --no-print-directory install; exit 1; fi
 
 .PHONY: compile-lock
 compile-lock:

@@ -186,17 +186,23 @@ def corpus(
     as_json: JsonOption = False,
 ) -> None:
     """Copy a slice of Python's standard library into TARGET, with question files derived from its docstrings."""
+    _report_corpus(lambda: build_stdlib_corpus(target, modules=modules or DEFAULT_MODULES, docs=docs,
+                                               max_questions=max_questions, max_answers=max_answers, seed=seed),
+                   _corpus_lines, as_json)
+
+
+def _report_corpus(build: Callable[[], Any], describe: Callable[[Any], list[str]], as_json: bool) -> None:
+    """Build a question corpus and print what was written (one error line and exit 2 on failure)."""
     try:
-        info = build_stdlib_corpus(target, modules=modules or DEFAULT_MODULES, docs=docs,
-                                   max_questions=max_questions, max_answers=max_answers, seed=seed)
+        built = build()
     except LampstandError as exc:
         fail(exc)
     except OSError as exc:
         fail(str(exc))
     if as_json:
-        print(json.dumps(asdict(info), indent=2, default=str))
+        print(json.dumps(asdict(built), indent=2, default=str))
     else:
-        for line in _corpus_lines(info):
+        for line in describe(built):
             typer.echo(line)
 
 
@@ -219,14 +225,5 @@ def heldout(
     as_json: JsonOption = False,
 ) -> None:
     """Copy SOURCE into TARGET/corpus with each asked sentence or docstring removed, and write the questions."""
-    try:
-        corpus = build_heldout_corpus(source, target, max_questions=max_questions, seed=seed)
-    except LampstandError as exc:
-        fail(exc)
-    except OSError as exc:
-        fail(str(exc))
-    if as_json:
-        print(json.dumps(asdict(corpus), indent=2, default=str))
-    else:
-        for line in _heldout_lines(corpus):
-            typer.echo(line)
+    _report_corpus(lambda: build_heldout_corpus(source, target, max_questions=max_questions, seed=seed),
+                   _heldout_lines, as_json)

@@ -140,7 +140,8 @@ def test_eval_heldout_then_retrieval(indexed: RunningServer, workdir: Path) -> N
     (source / "notes" / "lamp.md").write_text(
         "# Lamps\n\nA brass lamp gives a warm light on the reading table at night. It needs oil.\n\n"
         "## Wicks\n\nCotton wicks are trimmed flat before every lighting to stop smoke. Keep spares.\n")
-    done = lampstand(indexed, "eval", "heldout", str(source), str(workdir / "heldout"), "--max-questions", "5", "--json")
+    done = subprocess.run([*LAMPSTAND, "eval", "heldout", str(source), str(workdir / "heldout"),
+                           "--max-questions", "5", "--json"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     built = json.loads(done.stdout)
     assert (built["notes_questions"], built["code_questions"]) == (2, 5)
@@ -171,6 +172,6 @@ def rerank_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
 def test_eval_retrieval_with_a_reranker(rerank_server: RunningServer) -> None:
     qa = Path(rerank_server.log).parent / "corpus" / "qa_retrieval.jsonl"
     report = run_json(rerank_server, "retrieval", INDEX, "--qa", str(qa), "--k", "5")
-    assert [mode["name"] for mode in report["modes"]] == ["dense", "lexical", "hybrid", "hybrid+rerank"]
+    assert [mode["name"] for mode in report["modes"]] == ["bm25-windows", "dense", "lexical", "hybrid", "hybrid+rerank"]
     assert report["skipped"] == {}
     assert all(0 <= mode["recall"]["5"] <= 1 for mode in report["modes"])
