@@ -9,8 +9,8 @@ same files, built in this process.
 Two splits, so that what is tuned is not what is reported:
 - `dev` (what search settings were chosen on): npm's command docs (Markdown, as the npm package
   ships them) and a slice of Python's standard library;
-- `report` (the default, never tuned on): Node.js's API docs (Markdown, as Debian's nodejs package
-  ships them) and the sources of a Python library installed here (`--code-package`, default rich).
+- `report` (the default, never tuned on): Node.js's API docs (Markdown, as the nodejs package
+  installs them) and the sources of a Python library installed here (`--code-package`, default rich).
 
 Run: python bench/retrieval_quality.py [--split report|dev] [--max-questions 100] [--seed 0]
                                        [--notes DIR] [--code DIR] [--code-package NAME]
@@ -33,9 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server_process import MINILM, print_load, running_server  # noqa: E402
 
 from lampstand.clients.evaluate import EvalClient  # noqa: E402
-from lampstand.indexer.evaluation import evaluate_retrieval, group_queries, load_retrieval_qa  # noqa: E402
-from lampstand.indexer.evaluation.baseline import BASELINE_MODE, WindowBM25  # noqa: E402
-from lampstand.indexer.evaluation.heldout import build_heldout_corpus  # noqa: E402
+from lampstand.indexer.evaluation import (  # noqa: E402
+    BASELINE_MODE,
+    WindowBM25,
+    build_heldout_corpus,
+    evaluate_retrieval,
+    group_queries,
+    load_retrieval_qa,
+)
 from lampstand.indexer.evaluation.runner import MODES, RetrievalReport  # noqa: E402
 from lampstand.indexer.evaluation.stdlib_corpus import stdlib_dir  # noqa: E402
 

@@ -21,10 +21,14 @@ from rich.progress import Progress
 from rich.table import Table
 
 from lampstand.indexer.evaluation import (
+    BASELINE_MODE,
     DEFAULT_MODULES,
     AnswerReport,
     CorpusInfo,
+    HeldoutCorpus,
     RetrievalReport,
+    WindowBM25,
+    build_heldout_corpus,
     build_stdlib_corpus,
     evaluate_answers,
     evaluate_retrieval,
@@ -32,8 +36,6 @@ from lampstand.indexer.evaluation import (
     load_answer_qa,
     load_retrieval_qa,
 )
-from lampstand.indexer.evaluation.baseline import BASELINE_MODE, WindowBM25
-from lampstand.indexer.evaluation.heldout import HeldoutCorpus, build_heldout_corpus
 from lampstand.indexer.evaluation.runner import MODES, NDCG_K
 from lampstand.indexer.sources import SourceOptions
 from lampstand.plugins.errors import LampstandError

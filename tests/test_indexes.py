@@ -163,7 +163,7 @@ def test_build_counts_files_chunks_and_skips(http: httpx.Client, notes: Path) ->
 
 
 def test_chunks_carry_exact_lines_and_context(http: httpx.Client, notes: Path) -> None:
-    for hit in search(http, "notes", "tomatoes sun watering", top_k=10, mode="lexical")["data"]:
+    for hit in search(http, "notes", "tomatoes sun watering", top_k=10, mode="lexical", expand=False)["data"]:
         lines = (notes / hit["path"]).read_text().splitlines()
         assert hit["text"] == "\n".join(lines[hit["start_line"] - 1:hit["end_line"]])
     top = search(http, "notes", "how much sun do tomatoes need", top_k=1, mode="dense")["data"][0]
@@ -417,6 +417,20 @@ def test_injected_instructions_stay_quoted_data(http: httpx.Client, roots: Path)
     assert user.count("</source>") == 1 and "<|im_start|>" not in user
 
 
+def test_results_expand_to_spans_of_neighbouring_chunks(http: httpx.Client, notes: Path) -> None:
+    chunks = search(http, "notes", "tomatoes basil degrees", top_k=20, mode="lexical", expand=False)["data"]
+    spans = search(http, "notes", "tomatoes basil degrees", top_k=20, mode="lexical")["data"]
+    assert [c["path"] for c in chunks].count("garden.md") == 2  # two sections of one short file ...
+    assert [s["path"] for s in spans] == ["garden.md", "recipes/bread.md"]  # ... are one result
+    assert len({(span["path"], span["start_line"]) for span in spans}) == len(spans)
+    for chunk in chunks:  # every matching chunk lies inside the span returned for it
+        assert any(span["path"] == chunk["path"] and span["start_line"] <= chunk["start_line"]
+                   and chunk["end_line"] <= span["end_line"] for span in spans), chunk
+    for span in (span for span in spans if span["language"] == "markdown"):
+        lines = (notes / span["path"]).read_text().splitlines()
+        assert span["text"] == "\n".join(lines[span["start_line"] - 1:span["end_line"]])
+
+
 # -- bad input --------------------------------------------------------------------------------
 
 BAD_REQUESTS = [
@@ -440,6 +454,7 @@ BAD_REQUESTS = [
     ("post", "/v1/indexes/notes/search", {"query": "x", "mode": "psychic"}, 400),
     ("post", "/v1/indexes/notes/search", {"query": "x", "filters": {"language": ["py"]}}, 400),
     ("post", "/v1/indexes/notes/search", "not json", 400),
+    ("post", "/v1/indexes/notes/search", {"query": "x", "expand": "sometimes"}, 400),
     ("post", "/v1/indexes/notes/update", {"rebuild": True, "paths": ["a.md"]}, 400),
     ("post", "/v1/indexes/notes/update", {"paths": ["../../etc/passwd"]}, 400),
     ("post", "/v1/indexes/notes/update", {"paths": ["/etc/passwd"]}, 400),

@@ -5,7 +5,9 @@
 - `metrics`: recall@k, MRR, nDCG@10, ROUGE-L F1, corpus BLEU, hit rates (pure functions);
 - `runner`: scores search and rag callables mode by mode into plain dataclasses;
 - `stdlib_corpus` and `docstrings`: a corpus copied from the interpreter's standard library
-  with questions derived from its docstrings.
+  with questions derived from its docstrings (they stay in the text: lookup, not retrieval);
+- `heldout`: held-out questions from any folder, the asked text removed from the indexed copy;
+- `baseline`: BM25 over 40-line windows (bm25s), the naive baseline beside every report.
 
 Nothing here talks HTTP or renders output: `lampstand.clients.evaluate` makes the callables
 from a server's API and `lampstand.clients.eval_cli` prints the tables.
@@ -13,6 +15,7 @@ from a server's API and `lampstand.clients.eval_cli` prints the tables.
 
 from __future__ import annotations
 
+from .baseline import BASELINE_MODE, WindowBM25
 from .errors import CorpusError, MissingDependency, QAFileError, RerankerUnavailable
 from .metrics import (
     corpus_bleu,
@@ -24,6 +27,7 @@ from .metrics import (
     rouge_l_f1,
     rouge_l_f1_scores,
 )
+from .heldout import HeldoutCorpus, build_heldout_corpus
 from .qa import (
     AnswerRow,
     RetrievalQuery,
@@ -48,6 +52,7 @@ from .runner import (
 from .stdlib_corpus import DEFAULT_MODULES, CorpusInfo, build_stdlib_corpus
 
 __all__ = [
+    "BASELINE_MODE",
     "DEFAULT_MODULES",
     "MODES",
     "AnswerFn",
@@ -55,6 +60,7 @@ __all__ = [
     "AnswerRow",
     "CorpusError",
     "CorpusInfo",
+    "HeldoutCorpus",
     "MissingDependency",
     "ModeScores",
     "QAFileError",
@@ -65,6 +71,8 @@ __all__ = [
     "RetrievalRow",
     "SearchFn",
     "Target",
+    "WindowBM25",
+    "build_heldout_corpus",
     "build_stdlib_corpus",
     "corpus_bleu",
     "evaluate_answers",
