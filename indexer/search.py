@@ -63,8 +63,13 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int = RRF_K,
     return [replace(hits[row], score=scores[row], rank=rank) for rank, row in enumerate(order, 1)]
 
 
+def _wanted(query: SearchQuery, reranking: bool) -> int:
+    """Results the search must deliver: top_k, or the reranker's pool."""
+    return max(query.top_k, query.rerank_candidates) if reranking else query.top_k
+
+
 def _depth(query: SearchQuery, reranking: bool) -> int:
-    wanted = max(query.top_k, query.rerank_candidates) if reranking else query.top_k
+    wanted = _wanted(query, reranking)
     depth = wanted if query.mode != "hybrid" else max(wanted * HYBRID_DEPTH, MIN_DEPTH)
     return max(depth, SPAN_DEPTH) if query.expand else depth
 
@@ -102,12 +107,11 @@ async def _candidates(store: ChunkStore, query: SearchQuery, embed_query: EmbedQ
     rankings = await _rankings(store, query, embed_query, _depth(query, reranking))
     if not query.expand:
         return _fused(rankings)
-    wanted = max(query.top_k, query.rerank_candidates) if reranking else query.top_k
-    return await asyncio.to_thread(_span_candidates, store, rankings, wanted)
+    return await asyncio.to_thread(_span_candidates, store, rankings, _wanted(query, reranking))
 
 
 async def _reranked(query: SearchQuery, hits: list[Hit], rerank: Rerank) -> list[Hit]:
-    pool = hits[: max(query.top_k, query.rerank_candidates)]
+    pool = hits[: _wanted(query, True)]
     if not pool:
         return []
     scores = await rerank(query.text, [hit.chunk for hit in pool])

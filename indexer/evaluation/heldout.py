@@ -113,7 +113,7 @@ class _Question:
     """One question and the edit that removes its answer text from the copy."""
 
     row: dict[str, Any]
-    replace: dict[int, str]  # 1-based line -> new text
+    edits: dict[int, str]  # 1-based line -> new text
 
 
 def _note_questions(rel: str, lines: list[str]) -> Iterator[_Question]:
@@ -123,6 +123,7 @@ def _note_questions(rel: str, lines: list[str]) -> Iterator[_Question]:
         first, last = section.paragraph
         paragraph = " ".join(" ".join(lines[first - 1:last]).split())
         sentence = first_sentence(paragraph)
+        # a paragraph that is one sentence about a code literal leaves nothing to find it by
         if len(words(sentence)) < MIN_SENTENCE_WORDS or sentence == paragraph and "`" in sentence:
             continue
         rest = paragraph[len(sentence):].strip()
@@ -143,8 +144,8 @@ def _code_questions(rel: str, lines: list[str]) -> Iterator[_Question]:
         if summary is None or expr.lineno == node.lineno or expr.end_lineno is None:
             continue
         indent = lines[expr.lineno - 1][: expr.col_offset]
-        keep = "..." if len(node.body) == 1 else ""  # a body of only the docstring still needs a statement
-        edit = {number: "" for number in range(expr.lineno, expr.end_lineno + 1)} | {expr.lineno: indent + keep if keep else ""}
+        statement = indent + "..." if len(node.body) == 1 else ""  # a body of only the docstring needs one
+        edit = {number: "" for number in range(expr.lineno, expr.end_lineno + 1)} | {expr.lineno: statement}
         start = min([node.lineno] + [decorator.lineno for decorator in node.decorator_list])
         yield _Question({"question": summary, "path": rel, "start_line": start,
                          "end_line": node.end_lineno or node.lineno, "symbol": qualname}, edit)
@@ -223,7 +224,7 @@ def _read_sources(source: Path) -> tuple[dict[str, list[str]], list[str]]:
 def _write_copy(root: Path, texts: dict[str, list[str]], questions: list[_Question]) -> None:
     edits: dict[str, dict[int, str]] = {}
     for question in questions:
-        edits.setdefault(question.row["path"], {}).update(question.replace)
+        edits.setdefault(question.row["path"], {}).update(question.edits)
     if root.exists():
         shutil.rmtree(root)
     for rel, lines in texts.items():
