@@ -24,12 +24,12 @@ __all__ = ["IndexDefinition", "IndexLibrary", "check_index_name"]
 
 DEFINITION_FILE = "index.json"
 STORE_FOLDER = "store"
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # whole names only: fullmatch
 
 
 def check_index_name(name: str) -> str:
     """`name` if it can name an index (and a folder): lowercase letters, digits, `_.-`."""
-    if not NAME_PATTERN.match(name) or ".." in name:
+    if not NAME_PATTERN.fullmatch(name) or ".." in name:
         raise InvalidRequest(
             f"invalid index name {name!r}: use 1-64 lowercase letters, digits, '_', '.', '-', "
             "starting with a letter or digit", param="name")
@@ -79,7 +79,7 @@ class IndexLibrary:
         if not self.directory.is_dir():
             return []
         return sorted(p.parent.name for p in self.directory.glob(f"*/{DEFINITION_FILE}")
-                      if NAME_PATTERN.match(p.parent.name))
+                      if NAME_PATTERN.fullmatch(p.parent.name))
 
     def get(self, name: str) -> IndexDefinition:
         """The definition of `name`; `StoreNotFound` (404) when there is none."""

@@ -6,6 +6,7 @@ comes from `nvidia-smi` when it is there; no GPU means no GPU budget to enforce.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+FOREVER_SECONDS = 100 * 365 * 86400.0  # a longer duration (or infinity) means forever
 
 
 def parse_size(value: str | float | int, total: int | None = None) -> int:
@@ -50,20 +52,29 @@ def format_size(n: int) -> str:
 
 
 def parse_duration(value: str | float | int) -> float | None:
-    """Seconds from "5m", "1h30m", "90s", 300; a negative value means forever (None)."""
+    """Seconds from "5m", "1h30m", "90s", 300; a negative value, infinity or over a century
+    means forever (None); NaN is not a duration."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return None if value < 0 else float(value)
+        return _finite_seconds(float(value), value)
     text = str(value).strip().lower()
     if text.startswith("-"):
         return None
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
-        pass
+        number = None
+    if number is not None:
+        return _finite_seconds(number, value)
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"not a duration: {value!r} (write e.g. \"5m\", \"90s\", 0 or -1)")
-    return sum(float(n) * _SECONDS[u] for n, u in parts)
+    return _finite_seconds(sum(float(n) * _SECONDS[u] for n, u in parts), value)
+
+
+def _finite_seconds(seconds: float, value: object) -> float | None:
+    if math.isnan(seconds):
+        raise ValueError(f"not a duration: {value!r} is NaN (write e.g. \"5m\", \"90s\", 0 or -1)")
+    return None if seconds < 0 or seconds > FOREVER_SECONDS else seconds
 
 
 def gpu_total_bytes() -> int | None:

@@ -165,27 +165,35 @@ class BodyLimitMiddleware:
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return await send_error(send, too_large)
         received = 0
-        started = False
+        started = answered = False
 
+        # A body without Content-Length (chunked) is cut off here: the 413 goes out at once and
+        # the app reads a disconnect (it would turn an exception raised in `receive` into 400).
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, answered
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise too_large
+                    if started:
+                        raise too_large
+                    answered = True
+                    await send_error(send, too_large)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if answered:
+                return  # the 413 is the answer; what the app says after the disconnect goes nowhere
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except PayloadTooLarge as exc:
-            if not started:
-                await send_error(send, exc)
+        except Exception as exc:
+            if not (answered or isinstance(exc, PayloadTooLarge)):  # too late for a 413 once started
+                raise
 
 
 class ApiKeyMiddleware:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 
@@ -86,6 +88,19 @@ def test_oversized_body_is_413(http: httpx.Client) -> None:
     response = http.post("/v1/chat/completions", json=huge)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_oversized_chunked_body_is_413(http: httpx.Client) -> None:
+    def body() -> Iterator[bytes]:  # no Content-Length: sent chunked
+        yield b'{"model": "smollm2", "messages": [{"role": "user", "content": "'
+        for _ in range(20):
+            yield b"x" * 1_000_000
+        yield b'"}]}'
+
+    response = http.post("/v1/chat/completions", content=body(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert http.get("/health").status_code == 200
 
 
 def test_unknown_fields_are_ignored(http: httpx.Client) -> None:

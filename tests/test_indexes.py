@@ -436,6 +436,7 @@ def test_results_expand_to_spans_of_neighbouring_chunks(http: httpx.Client, note
 BAD_REQUESTS = [
     ("post", "/v1/indexes", {"name": "../escape", "paths": ["/tmp"]}, 400),
     ("post", "/v1/indexes", {"name": "Upper Case", "paths": ["/tmp"]}, 400),
+    ("post", "/v1/indexes", {"name": "abc\n", "paths": ["{roots}/notes"]}, 400),  # no newline before the end
     ("post", "/v1/indexes", {"name": "x", "paths": []}, 400),
     ("post", "/v1/indexes", {"name": "x", "paths": ["/etc"]}, 400),
     ("post", "/v1/indexes", {"name": "x", "paths": ["relative/path"]}, 400),

@@ -202,9 +202,20 @@ def test_keep_alive_expiry_and_forever(http: httpx.Client) -> None:
     assert card["status"] == "loaded" and card["expires_at"] is None
 
 
-def test_bad_keep_alive_is_400(http: httpx.Client) -> None:
-    response = ask(http, "chat-a", keep_alive="soon")
+@pytest.mark.parametrize("keep_alive", ["soon", "nan", "NaN"])
+def test_bad_keep_alive_is_400(http: httpx.Client, keep_alive: str) -> None:
+    response = ask(http, "chat-a", keep_alive=keep_alive)
     assert response.status_code == 400 and response.json()["error"]["param"] == "keep_alive"
+    assert http.get("/v1/models").status_code == 200
+
+
+@pytest.mark.parametrize("raw", ['"inf"', "1e999", '"1e999"', "1e300"])
+def test_infinite_keep_alive_means_forever_and_listings_still_work(http: httpx.Client, raw: str) -> None:
+    body = '{"model": "chat-a", "messages": [{"role": "user", "content": "Hi."}], "max_tokens": 2, "keep_alive": %s}'
+    response = http.post("/v1/chat/completions", content=body % raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert cards(http)["chat-a"]["expires_at"] is None  # forever, as -1
+    assert http.get("/v1/models/chat-a").status_code == 200
 
 
 def test_admin_errors(http: httpx.Client) -> None:

@@ -244,6 +244,12 @@ def test_remote_urls_public_only_without_redirects(http: httpx.Client, files_ser
         "http://192.168.1.1/x.png": "non-public",
         "http://[::1]/x.png": "non-public",
         "http://[::ffff:127.0.0.1]/x.png": "non-public",
+        "http://[64:ff9b::7f00:1]/x.png": "non-public",  # NAT64 of 127.0.0.1
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data": "non-public",  # NAT64 of 169.254.169.254
+        "http://[64:ff9b:1::1]/x.png": "non-public",  # a site's own NAT64
+        "http://[2002:7f00:1::1]/x.png": "non-public",  # 6to4 of 127.0.0.1
+        "http://[2002:c0a8:101::1]/x.png": "non-public",  # 6to4 of 192.168.1.1
+        "http://[::7f00:1]/x.png": "non-public",  # IPv4-compatible 127.0.0.1
         "http://0.0.0.0/x.png": "non-public",
         "http://no-such-host.invalid/x.png": "resolve",
         "ftp://example.com/x.png": "image_url must be",

@@ -37,6 +37,10 @@ __all__ = ["ImageReader", "MessageImages"]
 MessageImages = dict[int, tuple[ImageInput, ...]]  # message index -> its images, in order
 _READ_CHUNK = 64 * 1024
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# IPv6 prefixes that carry an IPv4 address in their low 32 bits (RFC 6052 NAT64, deprecated
+# IPv4-compatible): the IPv4 address is where a connection ends up, so it is what is judged.
+_IPV4_IN_LOW_BITS = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"))
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: a site's own translator
 
 
 class ImageReader:
@@ -164,11 +168,29 @@ class ImageReader:
         return addresses[0]
 
     def _allowed(self, address: IPAddress) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
         if any(address in network for network in self._networks):
             return True
+        if isinstance(address, ipaddress.IPv6Address):
+            if address in _LOCAL_NAT64:
+                return False
+            carried = embedded_ipv4(address)
+            if carried is not None:
+                return self._allowed(carried)
         return address.is_global and not address.is_multicast
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one reaches through a mapping, translation or tunnel prefix
+    (`::ffff:a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`, Teredo, `::a.b.c.d`), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in network for network in _IPV4_IN_LOW_BITS):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def _netloc(address: IPAddress, port: int) -> str:
