@@ -30,6 +30,7 @@ from typing import Any
 from .docstrings import first_sentence, summary_of, words
 from .errors import CorpusError
 from .qa import write_jsonl
+from .stdlib_corpus import prepare_target, unambiguous
 
 __all__ = ["HeldoutCorpus", "build_heldout_corpus", "markdown_sections"]
 
@@ -168,33 +169,22 @@ def _source_files(source: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in path.relative_to(source).parts))
 
 
-def _unique(questions: list[tuple[str, _Question]]) -> list[tuple[str, _Question]]:
-    """Questions whose text no other candidate shares: a repeated sentence has several answers."""
-    counts: dict[str, int] = {}
-    for _, question in questions:
-        key = " ".join(question.row["question"].lower().split())
-        counts[key] = counts.get(key, 0) + 1
-    return [(rel, q) for rel, q in questions if counts[" ".join(q.row["question"].lower().split())] == 1]
-
-
 def build_heldout_corpus(source: Path, target: Path, *, max_questions: int = 100, seed: int = 0) -> HeldoutCorpus:
     """Copy `source`'s Markdown and Python into `target/corpus` with sampled answers removed."""
     source, target = Path(source).resolve(), Path(target)
     if not source.is_dir():
         raise CorpusError(f"{source} is not a folder")
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise CorpusError(f"{target} exists and is not an empty folder")
     texts, skipped = _read_sources(source)
     if not texts:
         raise CorpusError(f"no Markdown or Python files under {source}")
+    prepare_target(target)
     rng = random.Random(seed)
     chosen: dict[str, list[_Question]] = {}
-    for kind, make in (("notes", _note_questions), ("code", _code_questions)):
-        candidates = _unique([(rel, q) for rel, lines in texts.items()
-                              if Path(rel).suffix.lower() in (NOTE_SUFFIXES if kind == "notes" else CODE_SUFFIXES)
-                              for q in make(rel, lines)])
+    for kind, make, suffixes in (("notes", _note_questions, NOTE_SUFFIXES), ("code", _code_questions, CODE_SUFFIXES)):
+        candidates = unambiguous([q for rel, lines in texts.items() if Path(rel).suffix.lower() in suffixes
+                                  for q in make(rel, lines)], lambda q: str(q.row["question"]))
         picked = candidates if len(candidates) <= max_questions else rng.sample(candidates, max_questions)
-        chosen[kind] = [q for _, q in sorted(picked, key=lambda rq: (rq[0], rq[1].row["start_line"]))]
+        chosen[kind] = sorted(picked, key=lambda q: (q.row["path"], q.row["start_line"]))
     root = target / "corpus"
     _write_copy(root, texts, [q for qs in chosen.values() for q in qs])
     corpus = HeldoutCorpus(root, target / "qa_notes.jsonl", target / "qa_code.jsonl", len(texts),

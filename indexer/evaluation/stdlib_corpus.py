@@ -33,16 +33,19 @@ import re
 import shutil
 import sysconfig
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .docstrings import Definition, definitions, reference_answer, summary_of, without_names
 from .errors import CorpusError
 from .qa import write_jsonl
 
-__all__ = ["DEFAULT_MODULES", "CorpusInfo", "Question", "build_stdlib_corpus", "stdlib_dir"]
+__all__ = ["DEFAULT_MODULES", "CorpusInfo", "Question", "build_stdlib_corpus", "prepare_target", "stdlib_dir",
+           "unambiguous"]
+
+T = TypeVar("T")
 
 DEFAULT_MODULES: tuple[str, ...] = (
     "argparse", "base64", "bisect", "calendar", "colorsys", "configparser", "contextlib",
@@ -160,13 +163,14 @@ def _questions_in(target: Path, rel: str) -> Iterator[Question]:
             yield Question(rel, definition, summary)
 
 
-def _unambiguous(questions: list[Question]) -> list[Question]:
-    """Questions whose summary no other definition shares (compared case- and space-blind)."""
-    def key(question: Question) -> str:
-        return " ".join(question.summary.lower().split())
+def unambiguous(items: list[T], text: Callable[[T], str]) -> list[T]:
+    """The items whose question `text` no other item shares (compared case- and space-blind):
+    a question with several right answers cannot score a search."""
+    def key(item: T) -> str:
+        return " ".join(text(item).lower().split())
 
-    counts = Counter(key(q) for q in questions)
-    return [q for q in questions if counts[key(q)] == 1]
+    counts = Counter(key(item) for item in items)
+    return [item for item in items if counts[key(item)] == 1]
 
 
 def _order(question: Question) -> tuple[str, int, str]:
@@ -183,7 +187,8 @@ def _says_more(question: Question) -> bool:
     return _MIN_EXTRA_WORDS <= len(reference) - len(question.summary.split()) and len(reference) <= _MAX_ANSWER_WORDS
 
 
-def _prepare(target: Path) -> None:
+def prepare_target(target: Path) -> None:
+    """Create `target`, refusing one that exists and is not an empty folder."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise CorpusError(f"{target} exists and is not an empty folder")
     target.mkdir(parents=True, exist_ok=True)
@@ -193,13 +198,13 @@ def build_stdlib_corpus(target: Path, *, modules: Sequence[str] = DEFAULT_MODULE
                         max_questions: int = 200, max_answers: int = 50, seed: int = 0) -> CorpusInfo:
     """Copy a stdlib slice into `target` (new or empty) and write its question files."""
     target = Path(target)
-    _prepare(target)
+    prepare_target(target)
     sources, found, missing = _copy_sources(stdlib_dir(), target, modules)
     if not sources:
         raise CorpusError(f"none of the modules {', '.join(modules)} is in {stdlib_dir()}")
     topics = _write_docs(target) if docs else []
     rng = random.Random(seed)
-    candidates = _unambiguous([q for rel in sources for q in _questions_in(target, rel)])
+    candidates = unambiguous([q for rel in sources for q in _questions_in(target, rel)], lambda q: q.summary)
     chosen = _sample(candidates, max_questions, rng)
     answers = _sample([q for q in chosen if _says_more(q)], max_answers, rng)
     info = CorpusInfo(target, platform.python_version(), tuple(found), tuple(missing),
