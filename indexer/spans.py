@@ -42,19 +42,19 @@ class Span:
 def partition(path: str, ranges: Sequence[tuple[int, int, int]], max_lines: int = SPAN_LINES) -> list[Span]:
     """Greedy groups of `(row id, start, end)` ranges (in line order) spanning at most `max_lines`."""
     spans: list[Span] = []
-    group: list[tuple[int, int, int]] = []
-    for entry in ranges:
-        if group and max(end for _, _, end in group + [entry]) - group[0][1] + 1 > max_lines:
-            spans.append(_span(path, group))
+    group: list[int] = []
+    first = last = 0
+    for row_id, start, end in ranges:
+        if group and max(last, end) - first + 1 > max_lines:
+            spans.append(Span(path, tuple(group), first, last))
             group = []
-        group.append(entry)
+        if not group:
+            first, last = start, end
+        group.append(row_id)
+        last = max(last, end)
     if group:
-        spans.append(_span(path, group))
+        spans.append(Span(path, tuple(group), first, last))
     return spans
-
-
-def _span(path: str, group: list[tuple[int, int, int]]) -> Span:
-    return Span(path, tuple(row_id for row_id, _, _ in group), group[0][1], max(end for _, _, end in group))
 
 
 def spans_of(store: ChunkStore, rankings: Iterable[Sequence[Hit]]) -> dict[int, Span]:

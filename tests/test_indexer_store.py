@@ -408,6 +408,67 @@ def test_reader_follows_writer_commits(tmp_path: Path) -> None:
     writer.close()
 
 
+def zipf_chunks(count: int, seed: int) -> list[Chunk]:
+    """Chunks of 8-40 words drawn from 60 words with Zipf-like frequencies: common and rare terms."""
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(60)]
+    weights = 1.0 / np.arange(1, 61)
+    return [Chunk(path=f"notes/n{i}.md", start_line=1, end_line=2, language="markdown", kind="markdown",
+                  text=" ".join(rng.choice(words, size=int(rng.integers(8, 40)), p=weights / weights.sum())))
+            for i in range(count)]
+
+
+def test_term_index_top_k_is_the_full_ranking_cut(tmp_path: Path) -> None:
+    store = faiss_store(tmp_path)
+    chunks = zipf_chunks(400, 1)
+    store.add(chunks, unit_vectors(len(chunks), 2))
+    store.commit()
+    rng = np.random.default_rng(3)
+    for _ in range(25):
+        query = " ".join(f"w{i}" for i in rng.integers(0, 60, size=int(rng.integers(1, 6))))
+        everything = store.search_lexical(query, k=400)
+        assert everything and all(a.score >= b.score for a, b in zip(everything, everything[1:]))
+        for k in (1, 5, 20):
+            top = store.search_lexical(query, k=k)
+            assert [round(h.score, 4) for h in top] == [round(h.score, 4) for h in everything[:k]], query
+    store.close()
+
+
+def test_term_index_out_of_step_is_not_used_and_is_rebuilt(tmp_path: Path) -> None:
+    """A crash between the catalog's commit and the term index's leaves its stamp behind: readers
+    answer from FTS5 meanwhile, and the next writer rebuilds it; so does a damaged one."""
+    writer = faiss_store(tmp_path)
+    fill(writer)
+    expected = [file_chunks("src/mod4.py")[1], file_chunks("docs/page3.md")[2]]
+    assert [h.chunk for h in writer.search_lexical("mod4x0y1 page3x0y2", k=4)] == expected
+    writer.close()
+    stamp = tmp_path / "index" / "lexical" / "generation"
+    stamp.write_text(stamp.read_text().replace(" ", " 9"))
+    reader = open_store(tmp_path / "index")
+    assert [h.chunk for h in reader.search_lexical("mod4x0y1 page3x0y2", k=4)] == expected
+    reader.close()
+    for damage in ("stamp", "folder"):
+        if damage == "folder":
+            for entry in (tmp_path / "index" / "lexical").iterdir():
+                if entry.is_file():
+                    entry.write_bytes(b"not an index")
+        writer = faiss_store(tmp_path)
+        assert writer.verify() == [] and stamp.read_text().split()[-1] == str(writer.generation)
+        assert [h.chunk for h in writer.search_lexical("mod4x0y1 page3x0y2", k=4)] == expected
+        writer.close()
+
+
+def test_a_writer_searches_its_own_uncommitted_chunks(tmp_path: Path) -> None:
+    store = faiss_store(tmp_path)
+    fill(store, PATHS[:2])
+    store.replace_file("src/mod5.py", "h", file_chunks("src/mod5.py"), unit_vectors(3, 5))
+    store.delete_paths(["src/mod0.py"])
+    assert [h.chunk.path for h in store.search_lexical("mod5x0y2 mod0x0y2", k=5)] == ["src/mod5.py"]
+    store.rollback()
+    assert [h.chunk.path for h in store.search_lexical("mod5x0y2 mod0x0y2", k=5)] == ["src/mod0.py"]
+    store.close()
+
+
 def test_importing_the_package_loads_no_backend() -> None:
     code = (
         "import sys, lampstand.indexer.store as s; "

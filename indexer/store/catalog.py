@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks (path, language, id);
+CREATE INDEX IF NOT EXISTS chunks_by_path_lines ON chunks (path, start_line, id, end_line);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5 (
     text, context, path,
     content = 'chunks', content_rowid = 'id',
@@ -265,6 +266,11 @@ class Catalog:
             [_id_list(ids), *params],
         )
         return dict(chunk_from_row(row) for row in cursor)
+
+    def all_chunks(self) -> Iterator[tuple[int, Chunk]]:
+        """Every (id, chunk), by id."""
+        for row in self.connection.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks c ORDER BY c.id"):
+            yield chunk_from_row(row)
 
     def line_ranges(self, paths: Iterable[str]) -> dict[str, list[tuple[int, int, int]]]:
         """path -> (id, start_line, end_line) of each of its chunks, in line order."""

@@ -21,6 +21,7 @@ from .catalog import Catalog
 from .durable import TEMP_SUFFIX, WriterLock
 from .errors import EmbeddingModelMismatch, StoreConflict, StoreNotFound
 from .store import FORMAT_VERSION, ChunkStore
+from .term_index import TermIndex
 
 __all__ = ["DEFAULT_KIND", "open_directory"]
 
@@ -89,10 +90,20 @@ def _attach(
                 catalog.set_meta(key, value)
             catalog.commit()
         backend.load()
-        return ChunkStore(directory, catalog, backend, lock)
+        terms = _term_index(directory, catalog, writable=lock is not None)
+        return ChunkStore(directory, catalog, backend, lock, terms)
     except BaseException:
         backend.close()
         raise
+
+
+def _term_index(directory: Path, catalog: Catalog, *, writable: bool) -> TermIndex | None:
+    """The store's term index; a writer rebuilds one that does not match the catalog."""
+    terms = TermIndex.open(directory, writable=writable)
+    generation = int(catalog.get_meta("generation") or 0)
+    if terms is not None and writable and not terms.matches(generation):
+        terms.rebuild(catalog.all_chunks(), generation)
+    return terms
 
 
 def _new_meta(

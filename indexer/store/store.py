@@ -2,7 +2,9 @@
 
 The catalog (SQLite) holds the chunk rows, which are also the id map of the vector side,
 the FTS5 lexical index, the file manifest and the meta record; the backend (FAISS files or
-Qdrant) holds the vectors. The meta record is the manifest that ties them together: it names
+Qdrant) holds the vectors; the term index (`term_index`, tantivy) is a copy of the rows'
+words that ranks lexical searches fast, committed after the catalog and rebuilt from it
+whenever it does not match. The meta record is the manifest that ties them together: it names
 the embedding model, the dimension, the store kind, the commit generation and the vector
 files of that generation, and it commits in the same SQLite transaction as the rows.
 `manifest.json` is a copy of it for people and tools, rewritten after each commit (and on a
@@ -32,6 +34,7 @@ from .catalog import Catalog
 from .durable import WriterLock, write_file_atomically
 from .errors import InvalidVectors, StoreReadOnly
 from .lexical import search_bm25
+from .term_index import TermIndex
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_FILE", "ChunkStore"]
 
@@ -41,6 +44,8 @@ MANIFEST_FILE = "manifest.json"
 # broader filters over-fetch these multiples of k, then fall back to exact search.
 EXACT_FILTER_LIMIT = 2048
 OVERFETCH_FACTORS = (8, 64)
+# Files whose chunk line ranges are kept between searches (they change only with a commit).
+LINE_RANGE_CACHE = 4096
 
 
 def _unit_rows(vectors: Any, rows: int, dim: int) -> np.ndarray:
@@ -68,11 +73,15 @@ class ChunkStore:
         catalog: Catalog,
         backend: VectorBackend,
         lock: WriterLock | None,
+        terms: TermIndex | None = None,
     ) -> None:
         self.directory = directory
         self._catalog = catalog
         self._backend = backend
         self._writer_lock = lock
+        self._terms = terms
+        self._line_ranges: dict[str, list[tuple[int, int, int]]] = {}
+        self._line_ranges_generation = -1
         self._mutex = threading.RLock()
         self._seen_version = catalog.data_version()
         self._generation = int(catalog.get_meta("generation") or 0)
@@ -121,6 +130,8 @@ class ChunkStore:
                 return np.zeros(0, dtype=np.int64)
             ids = self._catalog.insert_chunks(chunks)
             self._backend.add(ids, matrix)
+            if self._terms is not None:
+                self._terms.add(ids.tolist(), chunks)
             return ids
 
     def delete_paths(self, paths: Iterable[str]) -> int:
@@ -129,6 +140,8 @@ class ChunkStore:
             ids = self._catalog.delete_paths(paths)
             if len(ids):
                 self._backend.remove(ids)
+                if self._terms is not None:
+                    self._terms.remove(ids.tolist())
             return len(ids)
 
     def set_file(self, path: str, file_hash: str) -> None:
@@ -169,6 +182,8 @@ class ChunkStore:
                 raise
             self._generation += 1
             self._backend.finish_commit()
+            if self._terms is not None:
+                self._terms.commit(self._generation)  # should this fail, FTS5 answers until a rebuild
             self._write_manifest()
             return self._generation
 
@@ -181,6 +196,8 @@ class ChunkStore:
     def _discard(self) -> None:
         self._catalog.rollback()
         self._backend.load()
+        if self._terms is not None:
+            self._terms.rollback()
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -227,18 +244,51 @@ class ChunkStore:
         return hits
 
     def search_lexical(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
-        """The `k` chunks best matching `query` by BM25 (FTS5), best first."""
+        """The `k` chunks best matching `query` by BM25, best first.
+
+        The term index answers when it matches this handle's view of the catalog; FTS5
+        answers filtered searches, a writer's uncommitted writes and an index being rebuilt.
+        """
         with self._reading():
-            found = search_bm25(self._catalog.connection, query, k, filters)
+            if self._terms_current() and (filters is None or filters.empty):
+                ranked = self._terms.search(query, k)  # type: ignore[union-attr]
+                rows = self._catalog.rows(row_id for row_id, _ in ranked)
+                found = [(row_id, score, rows[row_id]) for row_id, score in ranked if row_id in rows]
+            else:
+                found = search_bm25(self._catalog.connection, query, k, filters)
             return [
                 Hit(chunk, score, rank, row_id)
                 for rank, (row_id, score, chunk) in enumerate(found, 1)
             ]
 
+    def _terms_current(self) -> bool:
+        return (self._terms is not None and not self._catalog.dirty
+                and self._terms.ready(self._generation))
+
     def line_ranges(self, paths: Iterable[str]) -> dict[str, list[tuple[int, int, int]]]:
-        """path -> (row id, start_line, end_line) of each of its chunks, in line order."""
+        """path -> (row id, start_line, end_line) of each of its chunks, in line order.
+
+        Committed ranges are kept for the most recently asked `LINE_RANGE_CACHE` files until
+        the next commit: searches keep landing in the same files.
+        """
         with self._reading():
-            return self._catalog.line_ranges(paths)
+            if self._catalog.dirty:
+                return self._catalog.line_ranges(paths)
+            cache = self._line_ranges
+            if self._line_ranges_generation != self._generation:
+                cache.clear()
+                self._line_ranges_generation = self._generation
+            wanted = set(paths)
+            missing = wanted.difference(cache)
+            if missing:
+                found = self._catalog.line_ranges(missing)
+                for path in missing:
+                    cache[path] = found.get(path, [])
+            for path in wanted:  # most recently asked last, so the oldest go first
+                cache[path] = cache.pop(path)
+            for stale in list(cache)[: max(len(cache) - LINE_RANGE_CACHE, 0)]:
+                del cache[stale]
+            return {path: cache[path] for path in wanted if cache[path]}
 
     def chunks(self, row_ids: Iterable[int]) -> dict[int, Chunk]:
         """The chunks of `row_ids` that exist, by row id."""
@@ -256,6 +306,8 @@ class ChunkStore:
                 return False
             self._backend.load()
             self._generation = generation
+            if self._terms is None:
+                self._terms = TermIndex.open(self.directory, writable=False)
             return True
 
     def stats(self) -> StoreStats:
@@ -284,6 +336,8 @@ class ChunkStore:
                 problems.append(f"vectors without a row: {orphans}")
             if self._catalog.chunk_count() != len(rows):
                 problems.append(f"chunk count {self._catalog.chunk_count()} != {len(rows)} rows")
+            if self._terms_current() and self._terms.document_count() != len(rows):  # type: ignore[union-attr]
+                problems.append(f"term index holds {self._terms.document_count()} chunks, not {len(rows)}")  # type: ignore[union-attr]
             if unlisted := sorted(self._catalog.paths() - set(self._catalog.files()))[:10]:
                 problems.append(f"paths with rows but no manifest entry: {unlisted}")
             return problems
@@ -298,6 +352,8 @@ class ChunkStore:
             self._closed = True
             self._catalog.rollback()
             self._backend.close()
+            if self._terms is not None:
+                self._terms.close()
             self._catalog.close()
             if self._writer_lock is not None:
                 self._writer_lock.release()

@@ -1,0 +1,241 @@
+"""The ranked lexical index: BM25 over every query term with exact top-k pruning (tantivy).
+
+FTS5 scores every row that holds any query term, so a question over 100k chunks costs about
+100 ms; tantivy keeps each posting block's best score and skips blocks that cannot reach the
+top k (block-max WAND), so the ranking is the full BM25 ranking, found in about a millisecond.
+
+The index is derived: the catalog's chunk rows are the truth. It lives in `lexical/` beside
+the catalog, and `lexical/generation` names the catalog generation it matches, written after
+each of its commits. A writer whose index is missing or names another generation (made before
+this index existed, or a crash between the catalog's commit and this one) rebuilds it from the
+rows; a reader whose index is not at the catalog's generation answers from FTS5 instead, as do
+filtered searches (path globs keep SQLite's GLOB rules). Words are split on anything not a
+letter or digit, lower-cased, stripped of diacritics and stemmed (Snowball English); a chunk's
+text, context and path are three fields, each with its own BM25 and weight.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..chunks import Chunk
+from .durable import write_file_atomically
+from .lexical import query_terms
+
+__all__ = ["FOLDER", "TermIndex", "available"]
+
+FOLDER = "lexical"
+STAMP_FILE = "generation"
+SCHEMA_VERSION = 1  # bump when fields or the analyzer change: every writer then rebuilds
+ANALYZER = "lampstand_en"
+FIELDS = ("text", "context", "path")
+# Each field has its own BM25 (its own lengths), so the short heading or symbol path and the
+# file path saturate fast and need less weight than in FTS5, where they share one length;
+# chosen on the development split of bench/retrieval_quality.py.
+FIELD_WEIGHTS = (1.0, 0.5, 0.25)
+WRITER_HEAP = 48_000_000  # bytes tantivy buffers before it writes a segment
+REBUILD_BATCH = 2000
+
+
+def available() -> bool:
+    """Whether tantivy is installed (the `index` extra); without it FTS5 answers everything."""
+    try:
+        import tantivy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _analyzer() -> Any:
+    import tantivy
+
+    return (tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+            .filter(tantivy.Filter.remove_long(40))
+            .filter(tantivy.Filter.lowercase())
+            .filter(tantivy.Filter.ascii_fold())
+            .filter(tantivy.Filter.stemmer("english"))
+            .build())
+
+
+def _schema() -> Any:
+    import tantivy
+
+    builder = tantivy.SchemaBuilder()
+    builder.add_unsigned_field("row", indexed=True, fast=True)
+    for field in FIELDS:
+        builder.add_text_field(field, tokenizer_name=ANALYZER, index_option="freq")
+    return builder.build()
+
+
+def _exists(folder: Path) -> bool:
+    import tantivy
+
+    return folder.is_dir() and bool(tantivy.Index.exists(str(folder)))
+
+
+def _stamp(generation: int) -> str:
+    return f"{SCHEMA_VERSION} {generation}\n"
+
+
+class TermIndex:
+    """One store's tantivy index: a writer's (adds, deletes, commits) or a reader's."""
+
+    def __init__(self, directory: Path, index: Any, *, writable: bool) -> None:
+        self.folder = directory / FOLDER
+        self._index = index
+        self._writable = writable
+        self._writer: Any = None
+        self._analyzer = _analyzer()
+        self._schema = index.schema
+        self._searcher = index.searcher()
+        self._loaded: int | None = None  # the generation the searcher was loaded at
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path, *, writable: bool) -> TermIndex | None:
+        """The index in `directory/lexical`, or None when there is none (or no tantivy) for a reader.
+
+        A writer gets an empty index where there was none or an unreadable one; whether it
+        matches the catalog is `matches(generation)`, and `rebuild` makes it so.
+        """
+        if not available():
+            return None
+        import tantivy
+
+        folder = directory / FOLDER
+        if not writable:
+            if not _exists(folder):
+                return None
+            try:
+                index = tantivy.Index.open(str(folder))
+            except (ValueError, OSError):
+                return None
+        else:
+            index = cls._open_or_create(folder)
+        index.register_tokenizer(ANALYZER, _analyzer())
+        index.config_reader(reload_policy="manual")
+        return cls(directory, index, writable=writable)
+
+    @staticmethod
+    def _open_or_create(folder: Path) -> Any:
+        import tantivy
+
+        if _exists(folder):
+            try:
+                return tantivy.Index.open(str(folder))
+            except (ValueError, OSError):
+                pass
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return tantivy.Index(_schema(), path=str(folder), reuse=False)
+
+    def matches(self, generation: int) -> bool:
+        """Whether the committed index holds exactly the catalog's rows at `generation`."""
+        try:
+            return (self.folder / STAMP_FILE).read_text() == _stamp(generation)
+        except OSError:
+            return False
+
+    def ready(self, generation: int) -> bool:
+        """Whether searches can be answered for catalog `generation`: the index was committed
+        at it, and the searcher loaded since (the stamp is read before the reload)."""
+        if self._loaded == generation:
+            return True
+        if not self.matches(generation):
+            return False
+        self._reload(generation)
+        return True
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _writer_handle(self) -> Any:
+        if self._writer is None:
+            self._writer = self._index.writer(heap_size=WRITER_HEAP, num_threads=1)
+        return self._writer
+
+    def add(self, row_ids: Iterable[int], chunks: Sequence[Chunk]) -> None:
+        """Index `chunks` under their catalog row ids (visible after `commit`)."""
+        import tantivy
+
+        writer = self._writer_handle()
+        for row_id, chunk in zip(row_ids, chunks, strict=True):
+            document = tantivy.Document()
+            document.add_unsigned("row", int(row_id))
+            document.add_text("text", chunk.text)
+            document.add_text("context", " ".join(chunk.context))
+            document.add_text("path", chunk.path)
+            writer.add_document(document)
+
+    def remove(self, row_ids: Iterable[int]) -> None:
+        """Drop the chunks of `row_ids` (at `commit`)."""
+        writer = self._writer_handle()
+        for row_id in row_ids:
+            writer.delete_documents_by_term("row", int(row_id))
+
+    def commit(self, generation: int) -> None:
+        """Publish the pending writes and stamp the index as matching catalog `generation`."""
+        self._loaded = None
+        self._writer_handle().commit()
+        write_file_atomically(self.folder / STAMP_FILE, _stamp(generation).encode("ascii"))
+        self._reload(generation)
+
+    def rollback(self) -> None:
+        """Discard the pending writes."""
+        if self._writer is not None:
+            self._writer.rollback()
+
+    def rebuild(self, rows: Iterable[tuple[int, Chunk]], generation: int) -> None:
+        """Replace the whole index with `rows` ((row id, chunk) pairs) at catalog `generation`."""
+        (self.folder / STAMP_FILE).unlink(missing_ok=True)
+        self._loaded = None
+        writer = self._writer_handle()
+        writer.delete_all_documents()
+        batch: list[tuple[int, Chunk]] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= REBUILD_BATCH:
+                self.add([r for r, _ in batch], [c for _, c in batch])
+                batch.clear()
+        self.add([r for r, _ in batch], [c for _, c in batch])
+        self.commit(generation)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _reload(self, generation: int) -> None:
+        self._index.reload()
+        self._searcher = self._index.searcher()
+        self._loaded = generation
+
+    def document_count(self) -> int:
+        """How many chunks the committed index holds."""
+        return int(self._searcher.num_docs)
+
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        """Up to `k` (row id, BM25 score), best first; ties go to the lower row id."""
+        import tantivy
+
+        terms = dict.fromkeys(stem for term in query_terms(query) for stem in self._analyzer.analyze(term))
+        if not terms or k <= 0:
+            return []
+        clauses = []
+        for term in terms:
+            for field, weight in zip(FIELDS, FIELD_WEIGHTS, strict=True):
+                clause = tantivy.Query.term_query(self._schema, field, term, index_option="freq")
+                clauses.append((tantivy.Occur.Should, tantivy.Query.boost_query(clause, weight)))
+        found = self._searcher.search(tantivy.Query.boolean_query(clauses), k, count=False).hits
+        rows = self._searcher.fast_field_values("row", [address for _, address in found])
+        ranked = [(int(row), float(score)) for (score, _), row in zip(found, rows, strict=True) if row is not None]
+        return sorted(ranked, key=lambda pair: (-pair[1], pair[0]))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Discard pending writes and let go of tantivy's writer lock."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.rollback()
+            writer.wait_merging_threads()
