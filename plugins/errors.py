@@ -47,6 +47,7 @@ __all__ = [
     "PayloadTooLarge",
     "ModelUnavailable",
     "FeatureDisabled",
+    "Forbidden",
     "Overloaded",
     "ConfigError",
 ]
@@ -153,6 +154,13 @@ class HeadersTooLarge(LampstandError):
     status_code = 431
     error_type = "invalid_request_error"
     code = "headers_too_large"
+
+
+class Forbidden(LampstandError):
+    """The server refuses the request whoever sends it (a web page's cross-site request)."""
+
+    status_code = 403
+    error_type = "permission_error"
 
 
 class FeatureDisabled(LampstandError):

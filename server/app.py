@@ -25,6 +25,7 @@ from .middleware import (
     DrainMiddleware,
     HeaderLimitMiddleware,
     HostCheckMiddleware,
+    OriginCheckMiddleware,
     RequestIdMiddleware,
     allowed_host_names,
 )
@@ -95,6 +96,7 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
                            allow_credentials=server.cors_allow_credentials,
                            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                            allow_headers=["authorization", "content-type", "x-request-id"])
+    app.add_middleware(OriginCheckMiddleware, allowed_origins=server.cors_origins)
     app.add_middleware(HostCheckMiddleware, allowed=allowed_host_names(server.host, server.allowed_hosts))
     app.add_middleware(HeaderLimitMiddleware, max_count=server.max_header_count, max_bytes=server.max_header_bytes)
     app.add_middleware(RequestIdMiddleware)

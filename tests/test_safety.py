@@ -79,8 +79,25 @@ def test_cors_only_for_configured_origins(safe: RunningServer) -> None:
 
 
 def test_cors_is_off_by_default(http: httpx.Client) -> None:
-    response = http.get("/v1/models", headers={"Origin": ORIGIN})
-    assert "access-control-allow-origin" not in response.headers
+    response = http.get("/v1/models", headers={"Origin": str(http.base_url).rstrip("/")})  # the /docs page
+    assert response.status_code == 200 and "access-control-allow-origin" not in response.headers
+
+
+@pytest.mark.parametrize("origin", [ORIGIN, "null", "http://evil.example", "file://", "http://127.0.0.1:1"])
+def test_a_foreign_web_page_is_refused(http: httpx.Client, origin: str) -> None:
+    """A form's multipart POST needs no preflight: the Origin header alone decides (403)."""
+    form = http.post("/v1/audio/transcriptions", headers={"Origin": origin},
+                     files={"file": ("a.wav", b"RIFF")}, data={"model": "whisper"})
+    assert form.status_code == 403 and form.json()["error"]["code"] == "origin_not_allowed"
+    assert http.get("/v1/models", headers={"Origin": origin}).status_code == 403
+    assert http.get("/v1/models").status_code == 200  # no Origin: not a browser
+
+
+def test_listed_origin_passes_and_others_are_refused(safe: RunningServer) -> None:
+    assert httpx.get(f"{safe.url}/v1/models", headers={"Origin": ORIGIN}).status_code == 200
+    refused = httpx.post(f"{safe.url}/v1/chat/completions", headers={"Origin": "http://evil.example"},
+                         json={"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]})
+    assert refused.status_code == 403 and refused.json()["error"]["type"] == "permission_error"
 
 
 def test_too_many_headers_is_431(safe: RunningServer) -> None:
