@@ -25,6 +25,7 @@ from .middleware import (
     DrainMiddleware,
     HeaderLimitMiddleware,
     HostCheckMiddleware,
+    JsonCheckMiddleware,
     OriginCheckMiddleware,
     RequestIdMiddleware,
     allowed_host_names,
@@ -87,6 +88,7 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
     server = settings.server
     # Added innermost first: a request meets them in the reverse order.
     app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in server.api_keys])
+    app.add_middleware(JsonCheckMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes,
                        limits_by_prefix={"/v1/audio/": server.max_audio_bytes,
                                          "/v1/files": settings.fine_tuning.max_file_bytes + FORM_OVERHEAD})

@@ -22,10 +22,12 @@ from lampstand.plugins.errors import (
     ShuttingDown,
 )
 
+from .json_check import json_body_problem
 from .logs import bind_request, clear_request
 
 __all__ = ["RequestIdMiddleware", "HeaderLimitMiddleware", "HostCheckMiddleware", "DrainMiddleware",
-           "BodyLimitMiddleware", "ApiKeyMiddleware", "OriginCheckMiddleware", "allowed_host_names"]
+           "BodyLimitMiddleware", "ApiKeyMiddleware", "JsonCheckMiddleware", "OriginCheckMiddleware",
+           "allowed_host_names"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -159,6 +161,46 @@ class OriginCheckMiddleware:
         host = (_header(scope, b"host") or b"").decode("latin-1").strip().lower()
         scheme, _, authority = origin.partition("://")
         return bool(host) and scheme in ("http", "https") and authority == host
+
+
+class JsonCheckMiddleware:
+    """400 `invalid_json` for a body nested too deep or holding a lone surrogate (`json_check`).
+
+    Runs inside the body limit, so what it buffers is bounded; form uploads pass untouched.
+    """
+
+    FORMS = (b"multipart/", b"application/x-www-form-urlencoded")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        content_type = (_header(scope, b"content-type") or b"").lower()
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH") or \
+                content_type.startswith(self.FORMS):
+            return await self.app(scope, receive, send)
+        parts: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left, or the body limit has answered
+            parts.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(parts)
+        problem = json_body_problem(body)
+        if problem is not None:
+            return await send_error(send, InvalidRequest(problem, code="invalid_json"))
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 class DrainMiddleware:

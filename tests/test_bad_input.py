@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -17,6 +18,18 @@ def chat(**fields) -> dict:  # type: ignore[no-untyped-def, type-arg]
 
 
 LONG_PROMPT = [{"role": "user", "content": "word " * 2500}]
+def raw(body: dict) -> bytes:  # type: ignore[type-arg]
+    """`body` as ASCII JSON, so that a lone surrogate travels as its escape."""
+    return json.dumps(body, ensure_ascii=True).encode("ascii")
+
+
+def nested(depth: int) -> dict:  # type: ignore[type-arg]
+    schema: dict = {"type": "string"}  # type: ignore[type-arg]
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
 IMAGE = [{"role": "user", "content": [{"type": "text", "text": "what is this?"},
                                       {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]
 
@@ -62,6 +75,18 @@ CASES = [
     ("embed-with-chat-model", "POST", "/v1/embeddings", {"model": CHAT_MODEL, "input": "x"}, 400, "model_not_capable", "embeddings"),
     ("embed-bad-format", "POST", "/v1/embeddings", {"model": EMBED_MODEL, "input": "x", "encoding_format": "hex"}, 400, None, "encoding_format"),
     ("embed-bad-token-id", "POST", "/v1/embeddings", {"model": EMBED_MODEL, "input": [[-5, 3]]}, 400, None, "token ids"),
+    ("lone-surrogate-content", "POST", "/v1/chat/completions", raw(chat(messages=[{"role": "user", "content": "hi \ud800"}])),
+     400, "invalid_json", "surrogate"),
+    ("lone-surrogate-prompt", "POST", "/v1/completions", raw({"model": CHAT_MODEL, "prompt": "\udfff"}), 400,
+     "invalid_json", "surrogate"),
+    ("lone-surrogate-model", "POST", "/v1/embeddings", raw({"model": "\udc00x", "input": "x"}), 400, "invalid_json",
+     "surrogate"),
+    ("deep-tool-parameters", "POST", "/v1/chat/completions",
+     raw(chat(tools=[{"type": "function", "function": {"name": "f", "parameters": nested(400)}}])), 400,
+     "invalid_json", "nested deeper"),
+    ("deep-json-schema", "POST", "/v1/chat/completions",
+     raw(chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": nested(300)}})), 400,
+     "invalid_json", "nested deeper"),
     ("unknown-route", "GET", "/v1/nothing-here", None, 404, None, "Not Found"),
     ("wrong-method", "GET", "/v1/chat/completions", None, 405, None, "Method Not Allowed"),
 ]
@@ -101,6 +126,12 @@ def test_oversized_chunked_body_is_413(http: httpx.Client) -> None:
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
     assert http.get("/health").status_code == 200
+
+
+def test_a_surrogate_pair_is_text(http: httpx.Client) -> None:
+    body = raw(chat(messages=[{"role": "user", "content": "smile \ud83d\ude00"}]))
+    response = http.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
 
 
 def test_unknown_fields_are_ignored(http: httpx.Client) -> None:

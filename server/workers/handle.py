@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import multiprocessing
+import pickle
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +23,13 @@ from typing import Any
 
 import psutil
 
-from lampstand.plugins.errors import LampstandError, ModelUnavailable, RequestTimeout, WorkerCrashed
+from lampstand.plugins.errors import (
+    InvalidRequest,
+    LampstandError,
+    ModelUnavailable,
+    RequestTimeout,
+    WorkerCrashed,
+)
 
 from .child import worker_main
 from .frames import FrameReader, read_frame_blocking
@@ -191,9 +198,13 @@ class WorkerHandle:
         self._pending[call_id] = queue
         try:
             self._send(("call", call_id, method, argument))
-        except OSError as exc:
-            del self._pending[call_id]
-            raise WorkerCrashed(f"the worker of model {self.spec.model_id!r} is not running") from exc
+        except BaseException as exc:
+            del self._pending[call_id]  # nothing was sent: no answer will ever come for it
+            if isinstance(exc, OSError):
+                raise WorkerCrashed(f"the worker of model {self.spec.model_id!r} is not running") from exc
+            if isinstance(exc, (RecursionError, pickle.PicklingError)):
+                raise InvalidRequest("the request is nested too deeply to hand to the model") from exc
+            raise
         if deadline is not None:
             self._timers[call_id] = self.loop.call_at(deadline, queue.put_nowait, ("timeout", call_id, None))
         return call_id, queue
