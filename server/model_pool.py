@@ -340,12 +340,13 @@ class ModelPool:
         log.info("model unloaded", extra={"model": hosted.id, "reason": reason})
         await worker.stop()
 
-    def _worker_exited(self, hosted: HostedModel, reason: str) -> None:
+    def _worker_exited(self, hosted: HostedModel, reason: str, in_flight: list[str]) -> None:
+        """Mark the model failed; the log names the requests the worker was serving, not its loader's."""
         if hosted.worker is not None and not hosted.worker.alive:
             hosted.worker = None
             hosted.status, hosted.error = ModelStatus.FAILED, f"worker {reason}"
             self.metrics.worker_crashes.labels(hosted.id).inc()
-            log.error("worker died", extra={"model": hosted.id, "reason": reason})
+            log.error("worker died", extra={"model": hosted.id, "reason": reason, "in_flight": in_flight})
 
     async def load(self, hosted: HostedModel) -> WorkerHandle:
         """Admin load: bring the model in now (evicting idle ones if needed)."""

@@ -6,6 +6,7 @@ server's own answers (`/v1/models`, `/metrics`) and the operating system's (proc
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -227,13 +228,16 @@ def test_admin_errors(http: httpx.Client) -> None:
 
 def test_killed_worker_mid_stream(http: httpx.Client, server: RunningServer) -> None:
     unload_all(http)
-    assert ask(http, "chat-a").status_code == 200
+    assert http.post("/v1/chat/completions", headers={"x-request-id": "the-loader"},
+                     json={"model": "chat-a", "messages": [{"role": "user", "content": "hi"}],
+                           "max_tokens": 2}).status_code == 200
     pid = cards(http)["chat-a"]["worker_pid"]
     body = {"model": "chat-a", "messages": [{"role": "user", "content": "Count."}], "max_tokens": 400,
             "logit_bias": NO_EOS, "stream": True}
     events = []
     with httpx.Client(base_url=server.url, timeout=60) as streamer:
-        with streamer.stream("POST", "/v1/chat/completions", json=body) as stream:
+        with streamer.stream("POST", "/v1/chat/completions", json=body,
+                             headers={"x-request-id": "the-victim"}) as stream:
             for line in stream.iter_lines():
                 if line.startswith("data: "):
                     events.append(line[6:])
@@ -245,6 +249,9 @@ def test_killed_worker_mid_stream(http: httpx.Client, server: RunningServer) -> 
     card = cards(http)["chat-a"]
     assert card["status"] == "failed" and "SIGKILL" in card["error"]
     assert metric(http, "lampstand:worker_crashes_total", model_name="chat-a") >= 1
+    died = [json.loads(line) for line in server.log.read_text().splitlines()
+            if '"worker died"' in line and '"chat-a"' in line][-1]
+    assert died["in_flight"] == ["the-victim"] and died.get("request_id") != "the-loader"
     assert ask(http, "chat-a").status_code == 200  # reloaded in a new worker
     card = cards(http)["chat-a"]
     assert card["status"] == "loaded" and card["worker_pid"] != pid and card["error"] is None

@@ -16,6 +16,7 @@ import unicodedata
 from pathlib import Path
 from typing import BinaryIO
 
+from lampstand.indexer.store.durable import fsync_dir
 from lampstand.plugins.errors import PayloadTooLarge
 
 from .. import protocol as p
@@ -63,6 +64,7 @@ class FileStore:
                 size = _copy_limited(source, out, max_bytes)
                 os.fsync(out.fileno())
             os.replace(tmp, self.root / file_id)
+            fsync_dir(self.root)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

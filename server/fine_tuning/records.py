@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from lampstand.indexer.store.durable import fsync_dir
 from lampstand.plugins.errors import NotFound
 
 __all__ = ["NotFound", "new_id", "check_id", "write_atomic", "short_id", "paginate"]
@@ -46,7 +47,7 @@ def short_id(value: str) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one rename: readers see the old file or the new one."""
+    """Replace `path` with `text` in one rename, durably: readers see the old file or the new one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -57,6 +58,7 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)  # the rename itself survives a power cut
 
 
 def paginate(items: Sequence[T], after: str | None, limit: int) -> tuple[list[T], bool]:

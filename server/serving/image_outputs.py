@@ -13,6 +13,8 @@ import secrets
 import time
 from pathlib import Path
 
+from lampstand.indexer.store.durable import fsync_dir
+
 __all__ = ["ImageOutputs"]
 
 _NAME = re.compile(r"[0-9a-f]{32}\.png")
@@ -32,9 +34,13 @@ class ImageOutputs:
         for png in pngs:
             name = f"{secrets.token_hex(16)}.png"
             temporary = self.folder / f".{name}.part"
-            temporary.write_bytes(png)
+            with temporary.open("wb") as out:
+                out.write(png)
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(temporary, self.folder / name)
             names.append(name)
+        fsync_dir(self.folder)
         return names
 
     def find(self, name: str) -> Path | None:

@@ -11,6 +11,7 @@ and `on_exit` reports why.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import multiprocessing
 import pickle
@@ -22,6 +23,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 import psutil
+import structlog
 
 from lampstand.plugins.errors import (
     InvalidRequest,
@@ -57,7 +59,7 @@ class WorkerHandle:
     """A running worker process that has loaded its model."""
 
     def __init__(self, spec: WorkerSpec, process: BaseProcess, commands: Connection, results: Connection,
-                 reader: FrameReader, info: LoadedInfo, on_exit: Callable[[str], None]) -> None:
+                 reader: FrameReader, info: LoadedInfo, on_exit: Callable[[str, list[str]], None]) -> None:
         self.spec, self.process, self.info = spec, process, info
         self.commands, self.results = commands, results  # blocking sends; the loop watches results
         self._frames = reader
@@ -67,6 +69,7 @@ class WorkerHandle:
         self.stopping = False
         self._ids = itertools.count()
         self._pending: dict[int, asyncio.Queue[Message]] = {}
+        self._requests: dict[int, str] = {}  # call id -> the request id it serves, for the exit log
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._send_lock = threading.Lock()
         self._exited = asyncio.Event()
@@ -74,7 +77,8 @@ class WorkerHandle:
         self.loop.add_reader(results.fileno(), self._read)  # may make that descriptor non-blocking
 
     @classmethod
-    async def start(cls, spec: WorkerSpec, on_exit: Callable[[str], None], timeout: float) -> WorkerHandle:
+    async def start(cls, spec: WorkerSpec, on_exit: Callable[[str, list[str]], None],
+                    timeout: float) -> WorkerHandle:
         """Start a worker and wait until its model is loaded; `ModelUnavailable` if it is not."""
         commands_in, commands = _SPAWN.Pipe(duplex=False)  # (receiving end, sending end)
         results, results_out = _SPAWN.Pipe(duplex=False)
@@ -196,10 +200,14 @@ class WorkerHandle:
         call_id = next(self._ids)
         queue: asyncio.Queue[Message] = asyncio.Queue()
         self._pending[call_id] = queue
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        if request_id is not None:
+            self._requests[call_id] = str(request_id)
         try:
             self._send(("call", call_id, method, argument))
         except BaseException as exc:
             del self._pending[call_id]  # nothing was sent: no answer will ever come for it
+            self._requests.pop(call_id, None)
             if isinstance(exc, OSError):
                 raise WorkerCrashed(f"the worker of model {self.spec.model_id!r} is not running") from exc
             if isinstance(exc, (RecursionError, pickle.PicklingError)):
@@ -211,6 +219,7 @@ class WorkerHandle:
 
     def _close(self, call_id: int, cancel: bool) -> None:
         self._pending.pop(call_id, None)
+        self._requests.pop(call_id, None)
         timer = self._timers.pop(call_id, None)
         if timer is not None:
             timer.cancel()
@@ -238,7 +247,8 @@ class WorkerHandle:
                     queue.put_nowait(message)
         except (EOFError, OSError):
             self.loop.remove_reader(self.results.fileno())
-            self._reaper = self.loop.create_task(self._reap())
+            # A fresh context: this callback runs in the one the loading request registered it in.
+            self._reaper = self.loop.create_task(self._reap(), context=contextvars.Context())
 
     async def _reap(self) -> None:
         await asyncio.to_thread(self.process.join, 5)
@@ -247,13 +257,15 @@ class WorkerHandle:
 
     def _gone(self, reason: str) -> None:
         self.alive = False
+        in_flight = sorted(set(self._requests.values()))
         for queue in list(self._pending.values()):
             queue.put_nowait(("gone", -1, reason))
         self._pending.clear()
+        self._requests.clear()
         self.results.close()
         self.commands.close()
         if not self.stopping:
-            self.on_exit(reason)
+            self.on_exit(reason, in_flight)
 
 
 def _first_message(conn: Connection, reader: FrameReader) -> Message | None:
