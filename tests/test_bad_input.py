@@ -87,6 +87,19 @@ CASES = [
     ("deep-json-schema", "POST", "/v1/chat/completions",
      raw(chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": nested(300)}})), 400,
      "invalid_json", "nested deeper"),
+    ("schema-huge-max-length", "POST", "/v1/chat/completions",
+     chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
+         "type": "string", "maxLength": 100000000}}}), 400, None, "maxLength 100000000"),
+    ("schema-huge-min-items", "POST", "/v1/chat/completions",
+     chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
+         "type": "array", "minItems": 100000000}}}), 400, None, "minItems"),
+    ("schema-pattern-repeat", "POST", "/v1/chat/completions",
+     chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
+         "type": "string", "pattern": "^a{2000}$"}}}), 400, None, "pattern 2000"),
+    ("tool-parameters-max-length", "POST", "/v1/chat/completions",
+     chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {
+         "type": "object", "properties": {"a": {"type": "string", "maxLength": 2000}}}}}], tool_choice="required"),
+     400, None, "maxLength 2000"),
     ("unknown-route", "GET", "/v1/nothing-here", None, 404, None, "Not Found"),
     ("wrong-method", "GET", "/v1/chat/completions", None, 405, None, "Method Not Allowed"),
 ]

@@ -1,7 +1,8 @@
 """Constrains generation with a GBNF grammar: JSON mode, JSON schema and forced tool calls.
 
 The grammar comes from llama.cpp's own JSON-schema converter, so output always parses and
-validates. A schema the converter cannot handle is the client's 400.
+validates. A schema the converter cannot handle, or one past `schema_limits`' bounds (which
+would crash or stall the worker), is the client's 400.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from lampstand.plugins.errors import InvalidRequest
 from lampstand.plugins.tool_calls import forced_call_schema
 from lampstand.plugins.types import ChatRequest
 
+from .schema_limits import check_schema_limits
+
 __all__ = ["is_forced_tool_call", "grammar_for_chat", "grammar_from_schema"]
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
@@ -23,6 +26,7 @@ def grammar_from_schema(schema: dict[str, Any], prop_order: list[str] | None = N
     """A `LlamaGrammar` accepting exactly the JSON documents valid against `schema`."""
     from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
 
+    check_schema_limits(schema, param)
     try:
         gbnf = json_schema_to_gbnf(json.dumps(schema), prop_order=prop_order)
     except Exception as exc:  # the converter raises bare Exceptions and KeyErrors
