@@ -93,10 +93,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
 @pytest.fixture(scope="module")
 def uploads(live: Live) -> dict[str, str]:
-    """File ids: one, four and twenty good rows, and a file with bad lines 2 and 3."""
+    """File ids: one, four and twenty good rows, a file with bad lines 2 and 3, a line nested 30,000
+    deep, and 30,000 lines of junk."""
     rows = (DATA / "fact_train.jsonl").read_text().splitlines()
     bad = "\n".join([rows[0], "{not json", json.dumps({"messages": [{"role": "user", "content": "hi"}]})]) + "\n"
-    files = {"one": rows[4] + "\n", "four": "\n".join(rows[:4]) + "\n", "all": "\n".join(rows) + "\n", "bad": bad}
+    files = {"one": rows[4] + "\n", "four": "\n".join(rows[:4]) + "\n", "all": "\n".join(rows) + "\n", "bad": bad,
+             "deep": "[" * 30_000 + "]" * 30_000 + "\n", "junk": "x\n" * 30_000}
     return {name: live.client.files.create(file=(f"{name}.jsonl", text.encode()), purpose="fine-tune").id
             for name, text in files.items()}
 
@@ -188,6 +190,10 @@ BAD_INPUT = [
      "2 bad lines: line 2: not valid JSON"),
     ("bad-validation-jsonl", "POST", "/v1/fine_tuning/jobs", {"json": {**JOB, "validation_file": "{bad}"}}, 400,
      "line 3: no assistant message"),
+    ("deep-jsonl", "POST", "/v1/fine_tuning/jobs", {"json": {**JOB, "training_file": "{deep}"}}, 400,
+     "1 bad line: line 1: nested too deeply"),
+    ("junk-jsonl", "POST", "/v1/fine_tuning/jobs", {"json": {**JOB, "training_file": "{junk}"}}, 400,
+     "1000+ bad lines: line 1: not valid JSON"),
     ("unknown-training-file", "POST", "/v1/fine_tuning/jobs", {"json": {**JOB, "training_file": ZERO_FILE}}, 400,
      "invalid training_file"),
     ("traversal-training-file", "POST", "/v1/fine_tuning/jobs",

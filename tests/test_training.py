@@ -75,6 +75,14 @@ def test_error_list_is_capped(tmp_path: Path) -> None:
     assert f"line {MAX_REPORTED_ERRORS + 1}:" not in message and f"and {50 - MAX_REPORTED_ERRORS} more" in message
 
 
+def test_a_hopeless_file_is_not_read_to_its_end(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as caught:
+        load_training_file(_write(tmp_path, ["x"] * 5000 + ["[" * 50_000 + "]" * 50_000]))
+    message = caught.value.message
+    assert message.startswith("train.jsonl: 1000+ bad lines: line 1: not valid JSON")
+    assert message.endswith("and 980 more (stopped reading at line 1001)")
+
+
 def test_both_formats_load(tmp_path: Path) -> None:
     chat = load_training_file(DATA / "fact_train.jsonl")
     assert chat.format == "chat" and len(chat.examples) == 20 and len(chat.sha256) == 64

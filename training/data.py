@@ -12,6 +12,7 @@ into tokens is `encode`'s job.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from .manifest import file_sha256
 __all__ = ["DataError", "Message", "Example", "TrainingData", "load_training_file", "MAX_REPORTED_ERRORS"]
 
 MAX_REPORTED_ERRORS = 20
+STOP_AFTER_ERRORS = 1000  # a file this broken is not read to its end
 ROLES = ("system", "user", "assistant")
 Format = Literal["chat", "prompt_completion"]
 
@@ -125,48 +127,76 @@ def _row_format(row: Any) -> Format | None:
     return None
 
 
-def _summary(path: Path, errors: list[str]) -> str:
-    shown = "; ".join(errors[:MAX_REPORTED_ERRORS])
-    more = f"; and {len(errors) - MAX_REPORTED_ERRORS} more" if len(errors) > MAX_REPORTED_ERRORS else ""
-    noun = "bad line" if len(errors) == 1 else "bad lines"
-    return f"{path.name}: {len(errors)} {noun}: {shown}{more}"
+def _summary(path: Path, errors: list[str], count: int, stopped_at: int | None) -> str:
+    shown = "; ".join(errors)
+    more = f"; and {count - len(errors)} more" if count > len(errors) else ""
+    if stopped_at is not None:
+        more += f" (stopped reading at line {stopped_at})"
+    noun = "bad line" if count == 1 else "bad lines"
+    return f"{path.name}: {count}{'+' if stopped_at else ''} {noun}: {shown}{more}"
 
 
-def load_training_file(path: Path) -> TrainingData:
-    """Read and validate a JSONL training file; `DataError` lists every bad line."""
-    path = Path(path)
+class _Errors:
+    """The first `MAX_REPORTED_ERRORS` problems and how many there were: a file of a million
+    bad lines costs a counter, not a million messages."""
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+        self.count = 0
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        if len(self.shown) < MAX_REPORTED_ERRORS:
+            self.shown.append(message)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(number, line) of the file, read as it goes."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8") as handle:
+            yield from enumerate(handle, start=1)
     except FileNotFoundError as exc:
         raise DataError(f"training file not found: {path}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read training file {path}: {exc}") from exc
+
+
+def load_training_file(path: Path) -> TrainingData:
+    """Read and validate a JSONL training file, streaming; `DataError` names the bad lines."""
+    path = Path(path)
     examples: list[Example] = []
-    errors: list[str] = []
+    errors = _Errors()
     file_format: Format | None = None
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    stopped_at: int | None = None
+    for line_no, line in _lines(path):
+        if errors.count >= STOP_AFTER_ERRORS:
+            stopped_at = line_no
+            break
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            errors.append(f"line {line_no}: not valid JSON ({exc.msg})")
+            errors.add(f"line {line_no}: not valid JSON ({exc.msg})")
+            continue
+        except RecursionError:
+            errors.add(f"line {line_no}: nested too deeply")
             continue
         row_format = _row_format(row)
         if row_format is None:
-            errors.append(f"line {line_no}: expected an object with 'messages', or 'prompt' and 'completion'")
+            errors.add(f"line {line_no}: expected an object with 'messages', or 'prompt' and 'completion'")
             continue
         file_format = file_format or row_format
         if row_format != file_format:
-            errors.append(f"line {line_no}: a {row_format} row in a {file_format} file (mixed formats)")
+            errors.add(f"line {line_no}: a {row_format} row in a {file_format} file (mixed formats)")
             continue
         example, problem = (_chat_row if row_format == "chat" else _pair_row)(line_no, row)
         if problem:
-            errors.append(f"line {line_no}: {problem}")
-        else:
+            errors.add(f"line {line_no}: {problem}")
+        elif not errors.count:  # once a line is bad the rows are not needed, only the report
             examples.append(example)  # type: ignore[arg-type]
-    if errors:
-        raise DataError(_summary(path, errors))
+    if errors.count:
+        raise DataError(_summary(path, errors.shown, errors.count, stopped_at))
     if not examples:
         raise DataError(f"{path.name}: no training rows (the file is empty)")
     return TrainingData(path, file_format or "chat", tuple(examples), file_sha256(path))
