@@ -73,6 +73,9 @@ def confine_absolute(user_path: str, roots: Sequence[Path], what: str = "source 
         found = path.resolve()
     except (OSError, RuntimeError):  # a symlink loop
         raise PathNotAllowed(f"path {_quote(user_path)} cannot be resolved") from None
+    if not roots:
+        raise PathNotAllowed(f"no {what} are configured, so no path {_quote(user_path)} is allowed; list the "
+                             "folders in the server's configuration")
     if not any(found.is_relative_to(Path(root).resolve()) for root in roots):  # before any existence check
         raise PathNotAllowed(f"path {_quote(user_path)} is outside the configured {what}")
     if not found.exists():

@@ -38,6 +38,8 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_keys: list[SecretStr] = []
+    admin_keys: list[SecretStr] = Field([], description="keys for the admin routes (loading models and adapters, "
+                                                        "files, indexes, fine-tuning); api_keys do not open them")
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     max_audio_bytes: int = Field(25 * 1024 * 1024, gt=0, description="413 for audio uploads beyond this")
     transcript_cleanup_model: str | None = Field(
@@ -97,8 +99,8 @@ class IndexSettings(BaseModel):
 
     dir: Path = Field(default_factory=lambda: default_data_dir() / "indexes",
                       description="one folder per index (its definition and its store)")
-    source_roots: list[Path] = Field(default_factory=lambda: [Path.home()],
-                                     description="folders an index created through the API may read")
+    source_roots: list[Path] = Field([], description="folders an index created through the API may read "
+                                                      "(none by default; `lampstand index add --local` needs none)")
     embedding_model: str | None = Field(None, description="default: the first embeddings model")
     reranker_model: str | None = Field(None, description="default: the first rerank model, if any")
     chat_model: str | None = Field(None, description="answers rag queries (default: the first chat model)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -272,20 +273,53 @@ class BodyLimitMiddleware:
                 raise
 
 
-class ApiKeyMiddleware:
-    """When keys are configured, every non-public path needs `Authorization: Bearer <key>`."""
+# The routes that change what the server hosts or holds: (method, path) patterns.
+ADMIN_ROUTES = tuple((method, re.compile(pattern)) for method, pattern in (
+    ("POST", r"/v1/models/.+/(load|unload)"),
+    ("POST", r"/v1/(load|unload)_lora_adapter"),
+    ("POST", r"/v1/files"), ("DELETE", r"/v1/files/[^/]+"),
+    ("POST", r"/v1/fine_tuning/jobs(/[^/]+/cancel)?"),
+    ("POST", r"/v1/indexes(/[^/]+/update)?"), ("DELETE", r"/v1/indexes/[^/]+"),
+))
 
-    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+
+def is_admin_route(method: str, path: str) -> bool:
+    """Whether `method path` is one of `ADMIN_ROUTES`."""
+    return any(method == wanted and pattern.fullmatch(path) for wanted, pattern in ADMIN_ROUTES)
+
+
+def _matches(token: bytes, keys: list[bytes]) -> bool:
+    # compare against every key so the time taken does not depend on which one matched
+    return any([hmac.compare_digest(token, key) for key in keys])
+
+
+class ApiKeyMiddleware:
+    """Keys, when configured: `Authorization: Bearer <key>` on every non-public path.
+
+    An API key opens the inference routes; the admin routes (`ADMIN_ROUTES`) need an admin key,
+    and an API key there gets 403. An admin key opens every route. With no keys at all (the
+    loopback default) nothing is asked.
+    """
+
+    def __init__(self, app: ASGIApp, keys: list[str], admin_keys: list[str] | None = None) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys]
+        self.admin_keys = [k.encode() for k in admin_keys or []]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or not (self.keys or self.admin_keys) or scope["path"] in PUBLIC_PATHS:
             return await self.app(scope, receive, send)
         header = _header(scope, b"authorization") or b""
         token = header[7:].strip() if header[:7].lower() == b"bearer " else b""
-        # compare against every key so the time taken does not depend on which one matched
-        matched = [hmac.compare_digest(token, key) for key in self.keys]
-        if not any(matched):
+        admin, user = _matches(token, self.admin_keys), _matches(token, self.keys)
+        if is_admin_route(scope["method"], scope["path"]):
+            if admin:
+                return await self.app(scope, receive, send)
+            if user:
+                return await send_error(send, Forbidden(
+                    "this route needs an admin key ([server] admin_keys); API keys do not open it",
+                    code="admin_key_required"))
             return await send_error(send, AuthenticationFailed("Incorrect API key provided."))
-        await self.app(scope, receive, send)
+        if admin or user or not self.keys:
+            return await self.app(scope, receive, send)
+        await send_error(send, AuthenticationFailed("Incorrect API key provided."))

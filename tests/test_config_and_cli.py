@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import CHAT_MODEL, RunningServer, start_server, stop_server
+from conftest import CHAT_MODEL, SMOLLM, RunningServer, start_server, stop_server
 from lampstand.plugins.errors import ConfigError
 from lampstand.server.config import load_settings
 
@@ -99,6 +99,29 @@ def test_cli_chat_in_process(tmp_path: Path, server: RunningServer) -> None:
                  "--max-tokens", "8", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["content"].strip()
+
+
+def test_admin_routes_need_an_admin_key(tmp_path: Path) -> None:
+    running = start_server(tmp_path, '[server]\napi_keys = ["user-key"]\nadmin_keys = ["admin-key"]\n'
+                                     f'[indexes]\nsource_roots = ["{tmp_path}"]\n[[models]]\nid = "m"\n'
+                                     f'plugin = "llama_cpp"\npath = "{SMOLLM}"\nn_ctx = 256\n')
+    user, admin = ({"Authorization": f"Bearer {key}"} for key in ("user-key", "admin-key"))
+    try:
+        for headers in (user, admin):
+            assert httpx.get(running.base_url + "/models", headers=headers).status_code == 200
+        for method, path, body in [("POST", "/models/m/unload", None), ("POST", "/models/m/load", None),
+                                   ("POST", "/indexes", {"name": "n", "paths": [str(tmp_path)]}),
+                                   ("DELETE", "/indexes/n", None), ("POST", "/files", None),
+                                   ("POST", "/load_lora_adapter", {"lora_name": "a", "lora_path": "a"})]:
+            refused = httpx.request(method, running.base_url + path, json=body, headers=user)
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "admin_key_required", path
+            assert httpx.request(method, running.base_url + path, json=body).status_code == 401, path
+        assert httpx.post(running.base_url + "/models/m/unload", headers=admin).status_code == 200
+        made = httpx.post(running.base_url + "/indexes", json={"name": "n", "paths": [str(tmp_path)]}, headers=admin)
+        assert made.status_code != 403 and made.status_code != 401, made.text
+        assert "user-key" not in running.log.read_text() and "admin-key" not in running.log.read_text()
+    finally:
+        stop_server(running)
 
 
 def test_api_keys_are_required_when_configured(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from langchain_core.documents import Document
 from lampstand.clients.langchain_retriever import LampstandRetriever, SearchFailed
 
 KEY = "retriever-test-key"
+ADMIN_KEY = "retriever-admin-key"  # creating the index is an admin route
 NOTES = {
     "garden.md": "# Garden\n\n## Tomatoes\nTomatoes need six hours of sun and deep watering.\n\n"
                  "## Basil\nBasil hates cold nights; keep it above ten degrees.\n",
@@ -50,6 +51,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, notes: Path) -> Iterator[Ru
     config = f"""
 [server]
 api_keys = ["{KEY}"]
+admin_keys = ["{ADMIN_KEY}"]
 
 [indexes]
 dir = "{tmp}/indexes"
@@ -68,7 +70,7 @@ path = "{MINILM}"
 @pytest.fixture(scope="module")
 def http(server: RunningServer, notes: Path) -> Iterator[httpx.Client]:
     """A raw client, after the `notes` index has been built."""
-    headers = {"Authorization": f"Bearer {KEY}"}
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=300) as client:
         made = client.post("/indexes", json={"name": "notes", "paths": [str(notes)], "wait": True})
         assert made.status_code == 200, made.text

@@ -112,6 +112,14 @@ def test_huge_header_is_431(safe: RunningServer) -> None:
     assert httpx.get(f"{safe.url}/health").status_code == 200
 
 
+@pytest.mark.parametrize("option", ["pinned", "max_queue", "max_concurrency", "aliases", "request_timeout"])
+def test_a_load_request_cannot_set_operator_limits(safe: RunningServer, option: str) -> None:
+    value = {"pinned": True, "max_queue": 10_000, "max_concurrency": 64, "aliases": ["gpt-4o"],
+             "request_timeout": 1e9}[option]
+    response = load(safe, f"limits-{option}", "smollm2.gguf", options={option: value})
+    assert response.status_code == 400 and option in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("path, code", [
     ("../etc/passwd", "path_not_allowed"),
     ("/etc/passwd", "path_not_allowed"),

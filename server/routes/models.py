@@ -28,7 +28,10 @@ __all__ = ["router", "model_card", "LoadRequest"]
 
 router = APIRouter(tags=["models"])
 MODEL_SUFFIXES = (".gguf", ".safetensors")
-RESERVED_OPTIONS = {"id", "plugin", "path", "hf", "file", "preload", "trust_remote_code"}
+# What a load request may not set: the model's identity and source, and the operator's limits
+# (pinning, queue and concurrency, timeouts, aliases), which only the configuration file sets.
+RESERVED_OPTIONS = {"id", "plugin", "path", "hf", "file", "preload", "trust_remote_code",
+                    "aliases", "pinned", "max_queue", "max_concurrency", "request_timeout"}
 
 
 class LoadRequest(p.Request):
