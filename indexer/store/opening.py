@@ -102,7 +102,8 @@ def _term_index(directory: Path, catalog: Catalog, *, writable: bool) -> TermInd
     terms = TermIndex.open(directory, writable=writable)
     generation = int(catalog.get_meta("generation") or 0)
     if terms is not None and writable and not terms.matches(generation):
-        terms.rebuild(catalog.all_chunks(), generation)
+        terms.close()
+        terms = TermIndex.rebuilt(directory, catalog.all_chunks(), generation)
     return terms
 
 

@@ -100,7 +100,7 @@ class TermIndex:
         """The index in `directory/lexical`, or None when there is none (or no tantivy) for a reader.
 
         A writer gets an empty index where there was none or an unreadable one; whether it
-        matches the catalog is `matches(generation)`, and `rebuild` makes it so.
+        matches the catalog is `matches(generation)`, and `rebuilt` makes one that does.
         """
         if not available():
             return None
@@ -188,20 +188,28 @@ class TermIndex:
         if self._writer is not None:
             self._writer.rollback()
 
-    def rebuild(self, rows: Iterable[tuple[int, Chunk]], generation: int) -> None:
-        """Replace the whole index with `rows` ((row id, chunk) pairs) at catalog `generation`."""
-        (self.folder / STAMP_FILE).unlink(missing_ok=True)
-        self._loaded = None
-        writer = self._writer_handle()
-        writer.delete_all_documents()
+    @classmethod
+    def rebuilt(cls, directory: Path, rows: Iterable[tuple[int, Chunk]], generation: int) -> TermIndex:
+        """A new index in place of whatever was there (another schema, a damaged or stale
+        one), holding `rows` ((row id, chunk) pairs) and stamped with catalog `generation`."""
+        import tantivy
+
+        folder = directory / FOLDER
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        index = tantivy.Index(_schema(), path=str(folder), reuse=False)
+        index.register_tokenizer(ANALYZER, _analyzer())
+        index.config_reader(reload_policy="manual")
+        terms = cls(directory, index, writable=True)
         batch: list[tuple[int, Chunk]] = []
         for row in rows:
             batch.append(row)
             if len(batch) >= REBUILD_BATCH:
-                self.add([r for r, _ in batch], [c for _, c in batch])
+                terms.add([r for r, _ in batch], [c for _, c in batch])
                 batch.clear()
-        self.add([r for r, _ in batch], [c for _, c in batch])
-        self.commit(generation)
+        terms.add([r for r, _ in batch], [c for _, c in batch])
+        terms.commit(generation)
+        return terms
 
     # -- reads -----------------------------------------------------------------------------
 
