@@ -41,6 +41,7 @@ __all__ = [
     "MemoryBudgetExceeded",
     "ShuttingDown",
     "RequestTimeout",
+    "SlowClient",
     "AuthenticationFailed",
     "ModelNotFound",
     "NotFound",
@@ -229,6 +230,14 @@ class RequestTimeout(LampstandError):
     status_code = 504
     error_type = "timeout_error"
     code = "request_timeout"
+
+
+class SlowClient(LampstandError):
+    """The client stopped sending its request's headers or body for longer than the server waits."""
+
+    status_code = 408
+    error_type = "invalid_request_error"
+    code = "client_too_slow"
 
 
 class ConfigError(LampstandError):

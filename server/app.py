@@ -22,6 +22,7 @@ from .error_handlers import install_error_handlers
 from .middleware import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
+    BodyTimeoutMiddleware,
     DrainMiddleware,
     HeaderLimitMiddleware,
     HostCheckMiddleware,
@@ -93,6 +94,7 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes,
                        limits_by_prefix={"/v1/audio/": server.max_audio_bytes,
                                          "/v1/files": settings.fine_tuning.max_file_bytes + FORM_OVERHEAD})
+    app.add_middleware(BodyTimeoutMiddleware, timeout=server.body_timeout)
     app.add_middleware(DrainMiddleware, is_draining=lambda: state.pool.draining)
     if server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=server.cors_origins,

@@ -5,6 +5,7 @@ Pure ASGI (no BaseHTTPMiddleware) so streamed responses pass through untouched.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import re
@@ -21,12 +22,13 @@ from lampstand.plugins.errors import (
     Overloaded,
     PayloadTooLarge,
     ShuttingDown,
+    SlowClient,
 )
 
 from .json_check import json_body_problem
 from .logs import bind_request, clear_request
 
-__all__ = ["RequestIdMiddleware", "HeaderLimitMiddleware", "HostCheckMiddleware", "DrainMiddleware",
+__all__ = ["BodyTimeoutMiddleware", "RequestIdMiddleware", "HeaderLimitMiddleware", "HostCheckMiddleware", "DrainMiddleware",
            "BodyLimitMiddleware", "ApiKeyMiddleware", "JsonCheckMiddleware", "OriginCheckMiddleware",
            "allowed_host_names"]
 
@@ -202,6 +204,45 @@ class JsonCheckMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class BodyTimeoutMiddleware:
+    """408 for a client that stops sending its body for `timeout` seconds mid-way.
+
+    Only while the body is arriving: afterwards `receive` waits for a disconnect (streamed
+    responses listen for one) and must wait as long as the response lasts.
+    """
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app, self.timeout = app, timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        body_done = started = answered = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done, answered
+            if body_done or answered:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:
+                if not started:
+                    answered = True
+                    await send_error(send, SlowClient(f"the request body paused for more than {self.timeout:g} s"))
+                return {"type": "http.disconnect"}
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if answered:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, timed_receive, tracking_send)
 
 
 class DrainMiddleware:

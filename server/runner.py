@@ -21,6 +21,7 @@ from lampstand.plugins.errors import ConfigError
 
 from .app import create_app
 from .config import ServerSettings, Settings
+from .connections import guarded_protocol
 from .routes.deps import ServerState
 
 __all__ = ["check_bind", "serve", "LampstandServer"]
@@ -87,7 +88,7 @@ def serve(settings: Settings, state: ServerState) -> None:
     server = settings.server
     config = uvicorn.Config(
         create_app(settings, state), host=server.host, port=server.port, log_config=None,
-        log_level=server.log_level, http="h11", h11_max_incomplete_event_size=MAX_HEADER_BUFFER,
-        timeout_graceful_shutdown=5,
+        log_level=server.log_level, http=guarded_protocol(server.header_timeout, server.max_connections),
+        h11_max_incomplete_event_size=MAX_HEADER_BUFFER, timeout_graceful_shutdown=5,
     )
     LampstandServer(config, state).run()

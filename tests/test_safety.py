@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +42,9 @@ cors_origins = ["{ORIGIN}"]
 allowed_hosts = ["lampstand.internal"]
 model_roots = ["{roots}"]
 max_header_count = 40
+header_timeout = 2
+body_timeout = 2
+max_connections = 12
 
 [[models]]
 id = "smollm2"
@@ -98,6 +103,57 @@ def test_listed_origin_passes_and_others_are_refused(safe: RunningServer) -> Non
     refused = httpx.post(f"{safe.url}/v1/chat/completions", headers={"Origin": "http://evil.example"},
                          json={"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]})
     assert refused.status_code == 403 and refused.json()["error"]["type"] == "permission_error"
+
+
+def _read_until_closed(sock: socket.socket, within: float) -> tuple[bytes, float]:
+    """What the server sends until it closes the connection, and how long that took."""
+    started, data = time.monotonic(), b""
+    sock.settimeout(within)
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data, time.monotonic() - started
+
+
+def test_trickled_headers_get_408_and_the_connection_closes(safe: RunningServer) -> None:
+    host, port = safe.url.removeprefix("http://").split(":")
+    answer = b""
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        started = time.monotonic()
+        sock.settimeout(0.4)
+        while not answer and time.monotonic() - started < 10:
+            try:
+                sock.sendall(b"X-Slow: a\r\n")  # a header line every 0.4 s: never finished
+                answer = sock.recv(65536)
+            except (TimeoutError, socket.timeout):
+                continue
+        elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408") and b"client_too_slow" in answer, answer
+    assert 1.5 < elapsed < 5, elapsed
+
+
+def test_a_paused_body_gets_408(safe: RunningServer) -> None:
+    host, port = safe.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                     b"content-length: 100\r\n\r\n{\"model\": ")
+        data, elapsed = _read_until_closed(sock, 10)
+    assert data.startswith(b"HTTP/1.1 408") and b"client_too_slow" in data and 1.5 < elapsed < 6, (data, elapsed)
+
+
+def test_connections_past_the_cap_get_503(safe: RunningServer) -> None:
+    host, port = safe.url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port))) for _ in range(12)]
+    try:
+        time.sleep(0.3)
+        with socket.create_connection((host, int(port))) as extra:
+            data, _ = _read_until_closed(extra, 5)
+        assert data.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in data.lower() and b"overloaded" in data
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.3)
+    assert httpx.get(f"{safe.url}/v1/models").status_code == 200
 
 
 def test_too_many_headers_is_431(safe: RunningServer) -> None:
