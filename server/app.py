@@ -88,9 +88,9 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
     install_openapi(app)
     server = settings.server
     # Added innermost first: a request meets them in the reverse order.
+    app.add_middleware(JsonCheckMiddleware)  # after the key check, inside the body limit
     app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in server.api_keys],
                        admin_keys=[k.get_secret_value() for k in server.admin_keys])
-    app.add_middleware(JsonCheckMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes,
                        limits_by_prefix={"/v1/audio/": server.max_audio_bytes,
                                          "/v1/files": settings.fine_tuning.max_file_bytes + FORM_OVERHEAD})

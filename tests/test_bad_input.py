@@ -147,6 +147,18 @@ def test_a_surrogate_pair_is_text(http: httpx.Client) -> None:
     assert response.status_code == 200, response.text
 
 
+def test_an_abandoned_embedding_batch_stops_in_the_worker(server: RunningServer, http: httpx.Client) -> None:
+    """The client of a large batch goes away: the worker stops within a slice, and the next request is served."""
+    assert http.post("/v1/embeddings", json={"model": EMBED_MODEL, "input": "warm"}).status_code == 200
+    texts = [f"passage {i}: " + "a fairly long sentence about nothing in particular " * 12 for i in range(1024)]  # 650 kB: under the 1 MiB body limit
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{server.url}/v1/embeddings", json={"model": EMBED_MODEL, "input": texts}, timeout=1.5)
+    small = http.post("/v1/embeddings", json={"model": EMBED_MODEL, "input": "one word"}, timeout=120)
+    assert small.status_code == 200
+    cancelled = [line for line in server.log.read_text().splitlines() if "call embed cancelled after" in line]
+    assert cancelled and "of 1024" in cancelled[-1], cancelled
+
+
 def test_unknown_fields_are_ignored(http: httpx.Client) -> None:
     response = http.post("/v1/chat/completions", json=chat(frobnicate=True, metadata={"a": 1}))
     assert response.status_code == 200

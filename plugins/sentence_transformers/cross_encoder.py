@@ -10,15 +10,19 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
+from lampstand.plugins.cancellation import check_cancelled
 from lampstand.plugins.errors import ModelUnavailable
 from lampstand.plugins.types import RerankRequest, RerankResult
 
 from .options import SentenceTransformersOptions
 
-__all__ = ["Task", "load_cross_encoder", "score_pairs", "task_of"]
+__all__ = ["SLICE_BATCHES", "Task", "load_cross_encoder", "score_pairs", "task_of"]
 
 Task = Literal["embeddings", "rerank"]
 RERANK_ARCHITECTURE_SUFFIX = "ForSequenceClassification"
+SLICE_BATCHES = 4  # batches per slice between checks for a cancelled call
 
 
 def task_of(path: Path, option: Literal["auto", "embeddings", "rerank"]) -> Task:
@@ -63,7 +67,13 @@ def score_pairs(model: Any, request: RerankRequest, batch_size: int) -> RerankRe
     pairs = [(request.query, document) for document in request.documents]
     if not pairs:
         return RerankResult(scores=[], token_counts=[])
-    scores = model.predict(pairs, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+    step = batch_size * SLICE_BATCHES  # a cancelled call stops within one slice
+    parts = []
+    for start in range(0, len(pairs), step):
+        check_cancelled(start, len(pairs))
+        parts.append(model.predict(pairs[start:start + step], batch_size=batch_size, convert_to_numpy=True,
+                                   show_progress_bar=False).reshape(-1))
+    scores = np.concatenate(parts)
     counts: list[int] = []
     for start in range(0, len(pairs), batch_size):  # the same truncation `predict` applies
         features = model.preprocess(pairs[start:start + batch_size])

@@ -11,12 +11,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from lampstand.plugins.cancellation import check_cancelled
 from lampstand.plugins.contract import Capability, Embedder, Footprint, Plugin, Reranker
 from lampstand.plugins.fitting import expects_cuda
 from lampstand.plugins.errors import CapabilityMissing, InvalidRequest, ModelUnavailable
 from lampstand.plugins.types import EmbeddingResult, RerankRequest, RerankResult
 
-from .cross_encoder import Task, load_cross_encoder, score_pairs, task_of
+from .cross_encoder import SLICE_BATCHES, Task, load_cross_encoder, score_pairs, task_of
 from .options import SentenceTransformersOptions
 
 __all__ = ["SentenceTransformersPlugin"]
@@ -114,10 +117,19 @@ class SentenceTransformersPlugin(Plugin, Embedder, Reranker):
         model = self._loaded_for("embeddings")
         tokenizer = model.tokenizer
         texts = [item if isinstance(item, str) else self._decode_ids(item) for item in inputs]
-        vectors = model.encode(
-            texts, batch_size=self.options.batch_size, normalize_embeddings=self.options.normalize,
-            convert_to_numpy=True, show_progress_bar=False,
-        )
+        # Longest first, in slices of a few batches, so a cancelled call stops within one slice;
+        # sentence-transformers sorts each slice by length as it would the whole list.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        step = self.options.batch_size * SLICE_BATCHES
+        parts = []
+        for start in range(0, len(order), step):
+            check_cancelled(start, len(order))
+            parts.append(model.encode(
+                [texts[i] for i in order[start:start + step]], batch_size=self.options.batch_size,
+                normalize_embeddings=self.options.normalize, convert_to_numpy=True, show_progress_bar=False,
+            ))
+        vectors = np.empty((len(texts), parts[0].shape[1]), dtype=parts[0].dtype)
+        vectors[order] = np.concatenate(parts)
         limit = model.max_seq_length
         counts = [min(len(ids), limit) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
         return EmbeddingResult(vectors=vectors.tolist(), token_counts=counts)

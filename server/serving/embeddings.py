@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -76,7 +77,10 @@ class EmbeddingBatcher:
         leader = batch[0].lease
         try:
             worker = await leader.worker()
-            result = await worker.call("embed", flat, leader.deadline)
+            result = await _unless_abandoned(worker.call("embed", flat, leader.deadline),
+                                             [item.future for item in batch])
+            if result is None:
+                return  # every request of the batch went away: the worker was told to stop
         except InvalidRequest as exc:
             if len(batch) == 1:
                 _settle(batch[0].future, exc)
@@ -93,6 +97,29 @@ class EmbeddingBatcher:
             end = start + len(item.inputs)
             _settle(item.future, EmbeddingResult(result.vectors[start:end], result.token_counts[start:end]))
             start = end
+
+
+async def _unless_abandoned(work: Coroutine[Any, Any, EmbeddingResult],
+                            waiters: list[asyncio.Future[EmbeddingResult]]) -> EmbeddingResult | None:
+    """`work`'s result; None, with the worker call cancelled, once every waiter has gone."""
+    call = asyncio.ensure_future(work)
+
+    def abandon(_: object) -> None:
+        if all(waiter.done() for waiter in waiters):
+            call.cancel()
+
+    for waiter in waiters:
+        waiter.add_done_callback(abandon)
+    try:
+        return await call
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if call.cancelled() and not (current is not None and current.cancelling()):
+            return None
+        raise
+    finally:
+        for waiter in waiters:
+            waiter.remove_done_callback(abandon)
 
 
 def _settle(future: asyncio.Future[EmbeddingResult], outcome: EmbeddingResult | BaseException) -> None:

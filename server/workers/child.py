@@ -9,7 +9,8 @@ by `("end", id)`, or one `("result", id, value)`, or one `("error", id, error)`.
 Each call runs in its own thread; one engine lock keeps the plugin to one call at a time
 (except `CONCURRENT_METHODS`, such as loading an adapter, which run beside it).
 A cancelled call stops after the item being produced (one decode step) and its generator
-is closed, so the engine frees its work. When the parent goes away the pipe closes and the
+is closed, so the engine frees its work; a plain call stops at its plugin's next
+`check_cancelled` (embedding and reranking check between slices). When the parent goes away the pipe closes and the
 process exits.
 """
 
@@ -28,6 +29,7 @@ from typing import Any
 import psutil
 import structlog
 
+from lampstand.plugins.cancellation import CallCancelled, call_scope
 from lampstand.plugins.contract import Footprint, Plugin
 from lampstand.plugins.errors import LampstandError
 
@@ -99,11 +101,15 @@ class _Server:
             with engine:
                 if stop.is_set():
                     return
-                result = getattr(self.plugin, method)(argument)
+                with call_scope(stop):
+                    result = getattr(self.plugin, method)(argument)
                 if isinstance(result, Iterator):
                     self.stream(call_id, result, stop)
                 else:
                     self.send(("result", call_id, result))
+        except CallCancelled as exc:  # the parent has stopped listening; the log says how far it got
+            log.info("call %s %s", method, exc.message)
+            self.send(("error", call_id, exc))
         except BaseException as exc:  # every failure goes back to the request that caused it
             if not isinstance(exc, LampstandError):
                 log.error("call %s failed:\n%s", method, traceback.format_exc())
