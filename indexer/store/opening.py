@@ -21,7 +21,7 @@ from .catalog import Catalog
 from .durable import TEMP_SUFFIX, WriterLock
 from .errors import EmbeddingModelMismatch, StoreConflict, StoreNotFound
 from .store import FORMAT_VERSION, ChunkStore
-from .term_index import TermIndex
+from .term_index import TermIndex, available
 
 __all__ = ["DEFAULT_KIND", "open_directory"]
 
@@ -99,10 +99,11 @@ def _attach(
 
 def _term_index(directory: Path, catalog: Catalog, *, writable: bool) -> TermIndex | None:
     """The store's term index; a writer rebuilds one that does not match the catalog."""
-    terms = TermIndex.open(directory, writable=writable)
+    terms = TermIndex.open(directory)
     generation = int(catalog.get_meta("generation") or 0)
-    if terms is not None and writable and not terms.matches(generation):
-        terms.close()
+    if writable and available() and (terms is None or not terms.matches(generation)):
+        if terms is not None:
+            terms.close()
         terms = TermIndex.rebuilt(directory, catalog.all_chunks(), generation)
     return terms
 

@@ -307,7 +307,7 @@ class ChunkStore:
             self._backend.load()
             self._generation = generation
             if self._terms is None:
-                self._terms = TermIndex.open(self.directory, writable=False)
+                self._terms = TermIndex.open(self.directory)
             return True
 
     def stats(self) -> StoreStats:

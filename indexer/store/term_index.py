@@ -70,12 +70,6 @@ def _schema() -> Any:
     return builder.build()
 
 
-def _exists(folder: Path) -> bool:
-    import tantivy
-
-    return folder.is_dir() and bool(tantivy.Index.exists(str(folder)))
-
-
 def _stamp(generation: int) -> str:
     return f"{SCHEMA_VERSION} {generation}\n"
 
@@ -83,10 +77,9 @@ def _stamp(generation: int) -> str:
 class TermIndex:
     """One store's tantivy index: a writer's (adds, deletes, commits) or a reader's."""
 
-    def __init__(self, directory: Path, index: Any, *, writable: bool) -> None:
+    def __init__(self, directory: Path, index: Any) -> None:
         self.folder = directory / FOLDER
         self._index = index
-        self._writable = writable
         self._writer: Any = None
         self._analyzer = _analyzer()
         self._schema = index.schema
@@ -96,42 +89,24 @@ class TermIndex:
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, directory: Path, *, writable: bool) -> TermIndex | None:
-        """The index in `directory/lexical`, or None when there is none (or no tantivy) for a reader.
-
-        A writer gets an empty index where there was none or an unreadable one; whether it
-        matches the catalog is `matches(generation)`, and `rebuilt` makes one that does.
-        """
+    def open(cls, directory: Path) -> TermIndex | None:
+        """The index in `directory/lexical`, or None when there is none, it cannot be read, or
+        tantivy is not installed. Whether it matches the catalog is `matches(generation)`; a
+        writer replaces one that does not with `rebuilt`."""
         if not available():
             return None
         import tantivy
 
         folder = directory / FOLDER
-        if not writable:
-            if not _exists(folder):
-                return None
-            try:
-                index = tantivy.Index.open(str(folder))
-            except (ValueError, OSError):
-                return None
-        else:
-            index = cls._open_or_create(folder)
+        if not (folder.is_dir() and tantivy.Index.exists(str(folder))):
+            return None
+        try:
+            index = tantivy.Index.open(str(folder))
+        except (ValueError, OSError):
+            return None
         index.register_tokenizer(ANALYZER, _analyzer())
         index.config_reader(reload_policy="manual")
-        return cls(directory, index, writable=writable)
-
-    @staticmethod
-    def _open_or_create(folder: Path) -> Any:
-        import tantivy
-
-        if _exists(folder):
-            try:
-                return tantivy.Index.open(str(folder))
-            except (ValueError, OSError):
-                pass
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        return tantivy.Index(_schema(), path=str(folder), reuse=False)
+        return cls(directory, index)
 
     def matches(self, generation: int) -> bool:
         """Whether the committed index holds exactly the catalog's rows at `generation`."""
@@ -200,7 +175,7 @@ class TermIndex:
         index = tantivy.Index(_schema(), path=str(folder), reuse=False)
         index.register_tokenizer(ANALYZER, _analyzer())
         index.config_reader(reload_policy="manual")
-        terms = cls(directory, index, writable=True)
+        terms = cls(directory, index)
         batch: list[tuple[int, Chunk]] = []
         for row in rows:
             batch.append(row)
