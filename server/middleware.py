@@ -28,9 +28,9 @@ from lampstand.plugins.errors import (
 from .json_check import json_body_problem
 from .logs import bind_request, clear_request
 
-__all__ = ["BodyTimeoutMiddleware", "RequestIdMiddleware", "HeaderLimitMiddleware", "HostCheckMiddleware", "DrainMiddleware",
-           "BodyLimitMiddleware", "ApiKeyMiddleware", "JsonCheckMiddleware", "OriginCheckMiddleware",
-           "allowed_host_names"]
+__all__ = ["RequestIdMiddleware", "HeaderLimitMiddleware", "HostCheckMiddleware", "DrainMiddleware",
+           "BodyLimitMiddleware", "BodyTimeoutMiddleware", "ApiKeyMiddleware", "JsonCheckMiddleware",
+           "OriginCheckMiddleware", "allowed_host_names"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -133,6 +133,31 @@ class HostCheckMiddleware:
         await self.app(scope, receive, send)
 
 
+class _EarlyAnswer:
+    """The app's `send`, for a middleware that may answer while the app is still reading the body.
+
+    Once the middleware has answered, what the app sends goes nowhere (it reads a disconnect);
+    once the app has started its response, it is too late to answer.
+    """
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = self.answered = False
+
+    async def app_send(self, message: Message) -> None:
+        if self.answered:
+            return
+        self.started = self.started or message["type"] == "http.response.start"
+        await self._send(message)
+
+    async def answer(self, error: LampstandError) -> Message:
+        """Send `error` as the response, if the app has not begun one; the disconnect for the app."""
+        if not self.started:
+            self.answered = True
+            await send_error(self._send, error)
+        return {"type": "http.disconnect"}
+
+
 class OriginCheckMiddleware:
     """403 for a request a web page sent from another site.
 
@@ -219,30 +244,21 @@ class BodyTimeoutMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        body_done = started = answered = False
+        body_done = False
+        early = _EarlyAnswer(send)
 
         async def timed_receive() -> Message:
-            nonlocal body_done, answered
-            if body_done or answered:
+            nonlocal body_done
+            if body_done or early.answered:
                 return await receive()
             try:
                 message = await asyncio.wait_for(receive(), self.timeout)
             except asyncio.TimeoutError:
-                if not started:
-                    answered = True
-                    await send_error(send, SlowClient(f"the request body paused for more than {self.timeout:g} s"))
-                return {"type": "http.disconnect"}
+                return await early.answer(SlowClient(f"the request body paused for more than {self.timeout:g} s"))
             body_done = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if answered:
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        await self.app(scope, timed_receive, tracking_send)
+        await self.app(scope, timed_receive, early.app_send)
 
 
 class DrainMiddleware:
@@ -283,34 +299,25 @@ class BodyLimitMiddleware:
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return await send_error(send, too_large)
         received = 0
-        started = answered = False
+        early = _EarlyAnswer(send)
 
         # A body without Content-Length (chunked) is cut off here: the 413 goes out at once and
         # the app reads a disconnect (it would turn an exception raised in `receive` into 400).
         async def limited_receive() -> Message:
-            nonlocal received, answered
+            nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    if started:
+                    if early.started:
                         raise too_large
-                    answered = True
-                    await send_error(send, too_large)
-                    return {"type": "http.disconnect"}
+                    return await early.answer(too_large)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if answered:
-                return  # the 413 is the answer; what the app says after the disconnect goes nowhere
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, early.app_send)
         except Exception as exc:
-            if not (answered or isinstance(exc, PayloadTooLarge)):  # too late for a 413 once started
+            if not (early.answered or isinstance(exc, PayloadTooLarge)):  # too late for a 413 once started
                 raise
 
 
