@@ -87,8 +87,7 @@ def transcribe_in_process(settings: Any, model: str, request: TranscriptionReque
             info: TranscriptionInfo | None = None
             segments: list[TranscriptSegment] = []
             async with state.pool.admit(hosted) as lease:
-                worker = await lease.worker()
-                async for item in worker.stream("transcribe", request):
+                async for item in lease.stream("transcribe", request):
                     if isinstance(item, TranscriptionInfo):
                         info = item
                     else:

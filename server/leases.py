@@ -1,16 +1,21 @@
 """A request's claim on a model: its place in the queue, then its turn, then the release.
 
 `ModelPool.admit` makes a `Lease` or refuses at once (429 when the queue is full), before
-the request is tokenised or its media decoded. `await lease.worker()` waits for a turn
-(bounded by the request's deadline) and loads the model if needed. Leaving the `async with`
-block gives the turn to the next request and restarts the model's keep-alive clock.
+the request is tokenised or its media decoded. `lease.call` and `lease.stream` wait for a
+turn (bounded by the request's deadline), load the model if needed and run one plugin method
+on its worker. Leaving the `async with` block gives the turn to the next request and restarts
+the model's keep-alive clock, but only once the worker has let go of the request's work: a
+call its client abandoned (or that ran past the deadline) is cancelled in the worker and
+still counts as running until the worker says it has stopped, so the queue never sends the
+next request to a worker that is still busy.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lampstand.plugins.errors import InvalidRequest, QueueFull, RequestTimeout
 
@@ -18,7 +23,7 @@ from .memory import parse_duration
 
 if TYPE_CHECKING:
     from .model_pool import HostedModel, ModelPool
-    from .workers import WorkerHandle
+    from .workers import WorkerCall, WorkerHandle
 
 __all__ = ["Lease", "keep_alive_of", "DEFAULT"]
 
@@ -49,6 +54,9 @@ class Lease:
         self.deadline = asyncio.get_running_loop().time() + timeout
         self.holding = False
         self.released = False
+        self.given_back = False
+        self._calls: set[WorkerCall] = set()
+        self._held: set[asyncio.Future[Any]] = set()
         hosted.admitted += 1
 
     async def __aenter__(self) -> Lease:
@@ -58,7 +66,7 @@ class Lease:
                         tb: TracebackType | None) -> None:
         self.release()
 
-    async def worker(self) -> WorkerHandle:
+    async def _worker(self) -> WorkerHandle:
         """Wait for this request's turn on the model, then its loaded worker."""
         if not self.holding:
             try:
@@ -71,11 +79,61 @@ class Lease:
             self.hosted.running += 1
         return await self.pool.ensure_loaded(self.hosted)
 
+    async def call(self, method: str, argument: Any) -> Any:
+        """On this request's turn, the result of the plugin method `method` on the model's worker."""
+        call = await self._open(method, argument)
+        try:
+            return await call.result()
+        finally:
+            self._close(call)
+
+    async def stream(self, method: str, argument: Any) -> AsyncIterator[Any]:
+        """On this request's turn, the items the streaming plugin method `method` yields."""
+        call = await self._open(method, argument)
+        try:
+            async for item in call.items():
+                yield item
+        finally:
+            self._close(call)
+
+    def hold(self, work: asyncio.Future[Any]) -> None:
+        """Keep this request's turn until `work` is done, even past `release`."""
+        if not work.done():
+            self._held.add(work)
+            work.add_done_callback(self._work_done)
+
     def release(self) -> None:
-        """Give the turn back (idempotent) and restart the keep-alive clock."""
+        """Give the turn back (idempotent) and restart the keep-alive clock, once held work is done.
+
+        A call still open here (its stream was left unfinished) is cancelled in the worker first.
+        """
         if self.released:
             return
         self.released = True
+        for call in list(self._calls):
+            self._close(call)
+        if not self._held:
+            self._give_back()
+
+    async def _open(self, method: str, argument: Any) -> WorkerCall:
+        worker = await self._worker()
+        call = worker.open(method, argument, self.deadline)
+        self._calls.add(call)
+        return call
+
+    def _close(self, call: WorkerCall) -> None:
+        self._calls.discard(call)
+        self.hold(call.close())
+
+    def _work_done(self, work: asyncio.Future[Any]) -> None:
+        self._held.discard(work)
+        if self.released and not self._held:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        if self.given_back:
+            return
+        self.given_back = True
         if self.holding:
             self.hosted.running -= 1
             self.hosted.slot.release()

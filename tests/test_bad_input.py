@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
+import psutil
 import pytest
 
 from conftest import CHAT_MODEL, EMBED_MODEL, RunningServer
@@ -153,6 +155,15 @@ def test_an_abandoned_embedding_batch_stops_in_the_worker(server: RunningServer,
     texts = [f"passage {i}: " + "a fairly long sentence about nothing in particular " * 12 for i in range(1024)]  # 650 kB: under the 1 MiB body limit
     with pytest.raises(httpx.TimeoutException):
         httpx.post(f"{server.url}/v1/embeddings", json={"model": EMBED_MODEL, "input": texts}, timeout=1.5)
+    # Counted as running until the worker has stopped: once the count is 0, the worker is idle.
+    card = f"/v1/models/{EMBED_MODEL}"
+    deadline = time.monotonic() + 60
+    while http.get(card).json()["running"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    worker = psutil.Process(http.get(card).json()["worker_pid"])
+    before = sum(worker.cpu_times()[:2])
+    time.sleep(0.5)
+    assert sum(worker.cpu_times()[:2]) - before < 0.1, "the worker was still embedding after running reached 0"
     small = http.post("/v1/embeddings", json={"model": EMBED_MODEL, "input": "one word"}, timeout=120)
     assert small.status_code == 200
     cancelled = [line for line in server.log.read_text().splitlines() if "call embed cancelled after" in line]

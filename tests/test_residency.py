@@ -177,6 +177,9 @@ def test_a_busy_model_is_not_evicted(http: httpx.Client, server: RunningServer) 
             assert response.status_code == 503
             assert "chat-a" in response.json()["error"]["message"] and "busy" in response.json()["error"]["message"]
             assert cards(http)["chat-a"]["status"] == "loaded"
+    deadline = time.monotonic() + 10  # the worker stops within a decode step of hearing the client left
+    while cards(http)["chat-a"]["running"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert ask(http, "chat-b").status_code == 200  # once the stream is gone, chat-a can go
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +54,14 @@ path = "{WHISPER}"
 cpu_threads = 2
 batch_size = 4
 batch_min_seconds = 0
+
+[[models]]
+id = "whisper-tight"
+plugin = "faster_whisper"
+path = "{WHISPER}"
+cpu_threads = 2
+max_concurrency = 1
+max_queue = 0
 
 [[models]]
 id = "smollm2"
@@ -274,6 +284,73 @@ def test_malformed_requests_are_400(http: httpx.Client, request_kwargs: dict) ->
     response = http.post("/v1/audio/transcriptions", **request_kwargs)
     assert response.status_code == 400, response.text
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+class HalfSentUpload:
+    """A raw-socket audio upload that sends its fields and the start of its file, then waits."""
+
+    BOUNDARY = "lampstand-test-boundary"
+
+    def __init__(self, server: RunningServer, model: str, declared_bytes: int = MAX_AUDIO_BYTES - 1024) -> None:
+        head = (f'--{self.BOUNDARY}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'
+                f'--{self.BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+                "Content-Type: audio/wav\r\n\r\n").encode() + b"RIFF" + b"\0" * 60_000
+        host, port = server.url.removeprefix("http://").split(":")
+        self.socket = socket.create_connection((host, int(port)), timeout=10)
+        self.socket.sendall(
+            (f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared_bytes}\r\n"
+             f"Content-Type: multipart/form-data; boundary={self.BOUNDARY}\r\n\r\n").encode() + head)
+
+    def answer(self) -> tuple[int, dict]:  # type: ignore[type-arg]
+        """The status and JSON body the server sent while the file was still mostly unsent."""
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _content_length(data):
+            chunk = self.socket.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, body = data.split(b"\r\n\r\n", 1)
+        return int(head.split()[1]), json.loads(body)
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def _content_length(data: bytes) -> int:
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+    return next((int(line.split(":")[1]) for line in head.split("\r\n") if line.startswith("content-length:")), 0)
+
+
+def test_a_full_queue_refuses_before_the_upload_is_read(speech_server: RunningServer, http: httpx.Client,
+                                                        clips: list[Path]) -> None:
+    """`model` comes before `file` (as the SDKs send it): 404 and 429 arrive with most of the file unsent."""
+    def card() -> dict:  # type: ignore[type-arg]
+        return http.get("/v1/models/whisper-tight").json()
+
+    unknown = HalfSentUpload(speech_server, "no-such-model")
+    try:
+        status, body = unknown.answer()
+    finally:
+        unknown.close()
+    assert status == 404 and body["error"]["code"] == "model_not_found", body
+    holder = HalfSentUpload(speech_server, "whisper-tight")  # admitted, then stalls mid-file: the queue is full
+    try:
+        deadline = time.monotonic() + 10
+        while card()["waiting"] + card()["running"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = HalfSentUpload(speech_server, "whisper-tight")
+        try:
+            status, body = second.answer()
+        finally:
+            second.close()
+        assert status == 429 and body["error"]["code"] == "queue_full", body
+    finally:
+        holder.close()  # the stalled upload goes away: its place in the queue is given back
+    deadline = time.monotonic() + 10
+    while card()["waiting"] + card()["running"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    response = transcribe(http, clips[0].read_bytes(), model="whisper-tight")
+    assert response.status_code == 200, response.text
 
 
 def test_hostile_filename_touches_nothing(http: httpx.Client, clips: list[Path], tmp_path: Path) -> None:

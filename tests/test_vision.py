@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -62,16 +63,20 @@ def image_message(url: str, text: str = "What is in this picture?") -> list[dict
 
 
 class _Files(BaseHTTPRequestHandler):
-    """Serves /red.png, /redirect (302 to /red.png) and /huge.png (larger than the cap)."""
+    """Serves /red.png, /redirect (302 to /red.png) and /huge.png (larger than the cap); records each path asked."""
+
+    asked: list[str] = []
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        if self.path == "/redirect":
+        self.asked.append(self.path)
+        if self.path.split("?")[0] == "/redirect":
             self.send_response(302)
             self.send_header("Location", "/red.png")
             self.end_headers()
             return
-        body = RED if self.path == "/red.png" else b"\x89PNG" + b"\0" * (MAX_BYTES + 10)
-        self.send_response(200 if self.path in ("/red.png", "/huge.png") else 404)
+        path = self.path.split("?")[0]
+        body = RED if path == "/red.png" else b"\x89PNG" + b"\0" * (MAX_BYTES + 10)
+        self.send_response(200 if path in ("/red.png", "/huge.png") else 404)
         self.send_header("Content-Type", "image/png")
         self.end_headers()
         self.wfile.write(body)
@@ -125,6 +130,16 @@ path = "{SMOLLM}"
 mmproj = "{roots['mmproj']}"
 n_ctx = 1024
 n_threads = 2
+
+[[models]]
+id = "smol-vision-tight"
+plugin = "llama_cpp"
+path = "{SMOLLM}"
+mmproj = "{roots['mmproj']}"
+n_ctx = 1024
+n_threads = 2
+max_concurrency = 1
+max_queue = 0
 
 [[models]]
 id = "tiny-llava"
@@ -305,6 +320,24 @@ def test_limits_on_count_and_the_server_keeps_serving(http: httpx.Client) -> Non
     assert chat(http, bad_part).status_code == 400
     assert chat(http, image_message(data_url(RED))).status_code == 200
     assert http.get("/health").status_code == 200
+
+
+def test_a_full_queue_refuses_before_the_images_are_read(server: RunningServer, http: httpx.Client,
+                                                        files_server: str) -> None:
+    """429 comes first: the image of a request the queue cannot take is never fetched."""
+    body = {"model": "smol-vision-tight", "messages": [{"role": "user", "content": "Count."}], "max_tokens": 300,
+            "logit_bias": {"0": -100, "1": -100, "2": -100}, "stream": True}  # no end token: runs to max_tokens
+    with httpx.Client(base_url=server.url, timeout=120) as streamer:
+        with streamer.stream("POST", "/v1/chat/completions", json=body) as stream:
+            next(line for line in stream.iter_lines() if line.startswith("data: "))
+            refused = chat(http, image_message(f"{files_server}/red.png?refused"), model="smol-vision-tight")
+            assert error_of(refused, 429)["code"] == "queue_full"
+    assert "/red.png?refused" not in _Files.asked
+    deadline = time.monotonic() + 10
+    while http.get("/v1/models/smol-vision-tight").json()["running"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert chat(http, image_message(f"{files_server}/red.png?taken"), model="smol-vision-tight").status_code == 200
+    assert "/red.png?taken" in _Files.asked
 
 
 def test_remote_urls_are_refused_when_not_enabled() -> None:

@@ -12,8 +12,8 @@ from starlette.datastructures import FormData, UploadFile
 from lampstand.plugins.errors import InvalidRequest
 
 from .. import protocol as p
-from ..serving.multipart import open_form
-from ..serving.transcriptions import Task, create_transcription
+from ..serving.multipart import BeforeFile, open_form
+from ..serving.transcriptions import EarlyAdmission, Task, create_transcription
 from .deps import ServerState, get_state
 from .responses import ERROR_RESPONSES, answer
 
@@ -24,10 +24,13 @@ MAX_FIELD_BYTES = 64 * 1024
 _GRANULARITIES = ("timestamp_granularities[]", "timestamp_granularities")
 
 
-async def read_audio_form(request: Request) -> tuple[p.AudioForm, bytes]:
-    """The validated fields and the uploaded file's bytes; 400 for anything else."""
+async def read_audio_form(request: Request, before_file: BeforeFile | None = None) -> tuple[p.AudioForm, bytes]:
+    """The validated fields and the uploaded file's bytes; 400 for anything else.
+
+    `before_file` sees the fields sent ahead of the file and may refuse the request there.
+    """
     form = await open_form(request, sender="audio requests", parts="a `file` part", max_fields=MAX_FIELDS,
-                           max_field_bytes=MAX_FIELD_BYTES)
+                           max_field_bytes=MAX_FIELD_BYTES, before_file=before_file)
     try:
         return _validated(form), await _file_bytes(form)
     finally:
@@ -69,8 +72,13 @@ _MULTIPART_BODY = {
 
 
 async def _audio(request: Request, state: ServerState, task: Task) -> Response:
-    form, audio = await read_audio_form(request)
-    return await answer(request, create_transcription(state.pool, state.settings.server, form, audio, task))
+    early = EarlyAdmission(state.pool, task)  # joins the model's queue before the upload is read
+    try:
+        form, audio = await read_audio_form(request, early)
+        return await answer(request, create_transcription(state.pool, state.settings.server, form, audio, task,
+                                                          early))
+    finally:
+        early.release()  # only if the transcription never took the lease over
 
 
 def _route(path: str, task: Task, summary: str) -> None:

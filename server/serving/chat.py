@@ -90,13 +90,14 @@ async def create_chat_completion(pool: ModelPool, settings: ServerSettings, body
 
     With `extras` (a rag: model), `extras.chat_model` writes the answer, which is still
     reported under `body.model`, and carries the sources and their footer. A vision model's
-    images are read through `images` before the request joins the model's queue.
+    images are read through `images` once the request has joined the model's queue (a full
+    queue answers 429 without fetching or decoding them).
     """
     hosted, adapter = pool.target(extras.chat_model if extras else body.model, Capability.CHAT, body.lora_scale)
     reader = images if Capability.VISION in hosted.capabilities else None
-    read = await reader.read_messages(body.messages) if reader is not None else {}
 
-    def build() -> list[ChatRequest]:
+    async def build() -> list[ChatRequest]:
+        read = await reader.read_messages(body.messages) if reader is not None else {}
         base = chat_request(body, settings, vision=reader is not None, images=read)
         return [replace(base, sampling=seeded(base.sampling, i), adapter=adapter) for i in range(body.n)]
 

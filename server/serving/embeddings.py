@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 
@@ -75,10 +74,10 @@ class EmbeddingBatcher:
     async def _run(self, batch: list[_Pending]) -> None:
         flat = [x for item in batch for x in item.inputs]
         leader = batch[0].lease
+        call = asyncio.ensure_future(leader.call("embed", flat))
+        leader.hold(call)  # the batch runs on its leader's turn, which lasts while others still wait
         try:
-            worker = await leader.worker()
-            result = await _unless_abandoned(worker.call("embed", flat, leader.deadline),
-                                             [item.future for item in batch])
+            result = await _unless_abandoned(call, [item.future for item in batch])
             if result is None:
                 return  # every request of the batch went away: the worker was told to stop
         except InvalidRequest as exc:
@@ -99,10 +98,9 @@ class EmbeddingBatcher:
             start = end
 
 
-async def _unless_abandoned(work: Coroutine[Any, Any, EmbeddingResult],
+async def _unless_abandoned(call: asyncio.Future[EmbeddingResult],
                             waiters: list[asyncio.Future[EmbeddingResult]]) -> EmbeddingResult | None:
-    """`work`'s result; None, with the worker call cancelled, once every waiter has gone."""
-    call = asyncio.ensure_future(work)
+    """`call`'s result; None, with the call cancelled, once every waiter has gone."""
 
     def abandon(_: object) -> None:
         if all(waiter.done() for waiter in waiters):

@@ -6,11 +6,12 @@ run them one after another on the model, and either stream or collect them.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from lampstand.plugins.errors import LampstandError
@@ -44,29 +45,35 @@ def sse(payload: str) -> str:
 
 
 async def generate(pool: ModelPool, hosted: HostedModel, keep_alive: str | float | None, method: str,
-                   build: Callable[[], Sequence[R]]) -> AsyncIterator[tuple[int, GenerationChunk]]:
+                   build: Callable[[], Sequence[R] | Awaitable[Sequence[R]]]
+                   ) -> AsyncIterator[tuple[int, GenerationChunk]]:
     """Admit the request (429 before any work), build its per-choice requests, start generating.
 
+    `build` (plain or async) runs once the request is admitted: a vision request's images are
+    read there.
     Errors up to the first chunk (bad input, load failure, full budget) raise here, so they
     are still HTTP errors; the lease is held until the returned iterator ends or is closed.
     """
-    def start(lease: Lease) -> AsyncIterator[tuple[int, GenerationChunk]]:
-        requests = build()
+    async def start(lease: Lease) -> AsyncIterator[tuple[int, GenerationChunk]]:
+        built = build()  # a failure here reaches `admitted`, which gives the lease back
+        requests = await built if inspect.isawaitable(built) else built
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request", extra={"model": hosted.id, "requests": repr(requests)[:4000]})
-        return run_choices(lease, method, requests)
+        async for item in run_choices(lease, method, requests):
+            yield item
 
     return await admitted(pool, hosted, keep_alive, start)
 
 
 async def admitted(pool: ModelPool, hosted: HostedModel, keep_alive: str | float | None,
-                   start: Callable[[Lease], AsyncIterator[T]]) -> AsyncIterator[T]:
+                   start: Callable[[Lease], AsyncIterator[T]], lease: Lease | None = None) -> AsyncIterator[T]:
     """Admit a request (429 before any work), then `start(lease)` and run it to its first item.
 
-    Errors up to the first item raise here; the lease is held until the returned iterator
-    ends or is closed, and given back at once if starting fails.
+    Errors up to the first item raise here; the lease (`lease` when the request was admitted
+    already) is held until the returned iterator ends or is closed, and given back at once if
+    starting fails.
     """
-    lease = pool.admit(hosted, keep_alive_of(keep_alive))
+    lease = lease or pool.admit(hosted, keep_alive_of(keep_alive))
     try:
         return await primed(start(lease))
     except BaseException:
@@ -84,9 +91,8 @@ async def run_choices(lease: Lease, method: str, requests: Sequence[R]) -> Async
     prompt_tokens = completion_tokens = 0
     finish: str | None = None
     async with lease:
-        worker = await lease.worker()
         for index, request in enumerate(requests):
-            async for chunk in worker.stream(method, request, lease.deadline):
+            async for chunk in lease.stream(method, request):
                 now_ = time.monotonic()
                 if first is None:
                     first = now_

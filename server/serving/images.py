@@ -123,8 +123,7 @@ async def _generate(lease: Lease, request: ImageGenerationRequest) -> AsyncItera
     arrived = last = time.monotonic()
     try:
         async with lease:
-            worker = await lease.worker()
-            async for item in worker.stream("generate_images", request, lease.deadline):
+            async for item in lease.stream("generate_images", request):
                 if isinstance(item, ImageProgress):
                     moment = time.monotonic()
                     steps_done.inc()

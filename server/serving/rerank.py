@@ -29,8 +29,7 @@ async def rerank_documents(pool: ModelPool, model: str, query: str, documents: S
     if not documents:
         return RerankResult(scores=[], token_counts=[])
     async with pool.admit(hosted, keep_alive_of(keep_alive)) as lease:
-        worker = await lease.worker()
-        result: RerankResult = await worker.call("rerank", RerankRequest(query, tuple(documents)), lease.deadline)
+        result: RerankResult = await lease.call("rerank", RerankRequest(query, tuple(documents)))
     return result
 
 

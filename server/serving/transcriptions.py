@@ -1,7 +1,9 @@
 """Serving /v1/audio/transcriptions and /v1/audio/translations.
 
-The request is admitted to the model's queue first (429 before any decoding), then the
-worker decodes the upload and yields the audio's info and its segments. They come back
+The request is admitted to the model's queue first (429 before any decoding): as soon as the
+form has named the model, before the upload is read, when the client sends `model` ahead of
+`file` (as OpenAI's SDKs do); otherwise once the form is read. Then the worker decodes the
+upload and yields the audio's info and its segments. They come back
 whole in the requested format, or as `transcript.text.delta` events per segment when
 `stream` is set. `postprocess: "llm"` sends the finished segments through a chat model
 (transcript_cleanup.py).
@@ -10,7 +12,7 @@ whole in the requested format, or as `transcript.text.delta` events per segment 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Literal
 
 from lampstand.plugins.contract import Capability
@@ -25,7 +27,7 @@ from .generation import admitted, sse_frames
 from .transcript_cleanup import clean_segments
 from .transcript_formats import render_transcript, transcript_text, usage
 
-__all__ = ["create_transcription", "Task", "TranscriptBody"]
+__all__ = ["create_transcription", "EarlyAdmission", "Task", "TranscriptBody"]
 
 Task = Literal["transcribe", "translate"]
 TranscriptBody = tuple[str, str]  # body, media type
@@ -47,12 +49,45 @@ def _request(form: p.AudioForm, audio: bytes, task: Task) -> TranscriptionReques
         vad_filter=form.vad_filter, min_silence_ms=form.min_silence_ms)
 
 
+class EarlyAdmission:
+    """Admits an audio request to its model's queue once the form's fields name the model.
+
+    Called with the fields sent before the file (see `open_form`): 404, 400 or 429 then come
+    before the upload is read. The lease stays here until `take` hands it to the work;
+    `release` gives back a lease nobody took (the form was bad, or the work never started).
+    """
+
+    def __init__(self, pool: ModelPool, task: Task) -> None:
+        self.pool, self.task = pool, task
+        self.lease: Lease | None = None
+
+    def __call__(self, fields: Mapping[str, str]) -> None:
+        model = fields.get("model")
+        if model is not None and self.lease is None:
+            self.lease = self.pool.admit(self.pool.require(model, _CAPABILITY[self.task]))
+
+    def take(self) -> Lease | None:
+        lease, self.lease = self.lease, None
+        return lease
+
+    def release(self) -> None:
+        lease = self.take()
+        if lease is not None:
+            lease.release()
+
+
 async def create_transcription(pool: ModelPool, settings: ServerSettings, form: p.AudioForm, audio: bytes,
-                               task: Task) -> TranscriptBody | AsyncIterator[str]:
-    """The transcript as (body, media type), or SSE frames when `stream` is set."""
+                               task: Task, early: EarlyAdmission | None = None) -> TranscriptBody | AsyncIterator[str]:
+    """The transcript as (body, media type), or SSE frames when `stream` is set.
+
+    `early` holds the request's lease when it was admitted while the form was read.
+    """
     hosted = pool.require(form.model, _CAPABILITY[task])
+    if early is not None and early.lease is not None and early.lease.hosted is not hosted:
+        raise InvalidRequest("the form names more than one model", param="model")
     request = _request(form, audio, task)  # checks fields only; the audio is decoded in the worker
-    items = await admitted(pool, hosted, None, lambda lease: _transcribe(lease, request))
+    lease = early.take() if early is not None else None
+    items = await admitted(pool, hosted, None, lambda lease: _transcribe(lease, request), lease)
     if form.stream:
         return sse_frames(_deltas(items))
     info, segments = await _collect(items)
@@ -65,8 +100,7 @@ async def _transcribe(lease: Lease, request: TranscriptionRequest) -> AsyncItera
     metrics, model = lease.pool.metrics, lease.hosted.id
     arrived = time.monotonic()
     async with lease:
-        worker = await lease.worker()
-        async for item in worker.stream("transcribe", request, lease.deadline):
+        async for item in lease.stream("transcribe", request):
             if isinstance(item, TranscriptionInfo):
                 metrics.audio_seconds.labels(model).inc(item.duration)
             yield item

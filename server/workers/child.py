@@ -4,7 +4,9 @@ Messages are tuples, on two one-way pipes. From the parent, as multiprocessing s
 `("call", id, method, argument)`, `("cancel", id)` and `("stop",)`. To the parent, as
 frames (frames.py): `("loaded", LoadedInfo)` or
 `("load_failed", error)` once, then per call any number of `("item", id, value)` followed
-by `("end", id)`, or one `("result", id, value)`, or one `("error", id, error)`.
+by `("end", id)`, or one `("result", id, value)`, or one `("error", id, error)`. Every call
+ends with exactly one of those three, cancelled ones included: the parent counts a cancelled
+call as running until that answer arrives.
 
 Each call runs in its own thread; one engine lock keeps the plugin to one call at a time
 (except `CONCURRENT_METHODS`, such as loading an adapter, which run beside it).
@@ -100,7 +102,7 @@ class _Server:
             engine = nullcontext() if method in CONCURRENT_METHODS else self.engine_lock
             with engine:
                 if stop.is_set():
-                    return
+                    raise CallCancelled("cancelled before it started")
                 with call_scope(stop):
                     result = getattr(self.plugin, method)(argument)
                 if isinstance(result, Iterator):
@@ -122,7 +124,7 @@ class _Server:
             for item in items:
                 self.send(("item", call_id, item))
                 if stop.is_set():
-                    return
+                    break
         finally:
             close = getattr(items, "close", None)
             if close is not None:

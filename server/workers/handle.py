@@ -37,9 +37,11 @@ from .child import worker_main
 from .frames import FrameReader, read_frame_blocking
 from .messages import LoadedInfo, WorkerSpec
 
-__all__ = ["WorkerHandle", "WorkerSpec", "LoadedInfo", "describe_exit"]
+__all__ = ["WorkerHandle", "WorkerCall", "WorkerSpec", "LoadedInfo", "describe_exit"]
 
 Message = tuple[str, int, Any]
+FINAL_ANSWERS = frozenset({"end", "result", "error"})  # the last message the worker sends for a call
+ENDINGS = FINAL_ANSWERS | {"gone"}  # a call is over; a "timeout" is ours, and the worker goes on
 _SPAWN = multiprocessing.get_context("spawn")  # never fork a process that runs threads and a loop
 
 
@@ -71,6 +73,7 @@ class WorkerHandle:
         self._pending: dict[int, asyncio.Queue[Message]] = {}
         self._requests: dict[int, str] = {}  # call id -> the request id it serves, for the exit log
         self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._settling: dict[int, asyncio.Future[None]] = {}  # cancelled calls the worker has not let go of yet
         self._send_lock = threading.Lock()
         self._exited = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
@@ -121,36 +124,17 @@ class WorkerHandle:
         except psutil.Error:
             return 0
 
-    async def stream(self, method: str, argument: Any, deadline: float | None = None) -> AsyncIterator[Any]:
-        """The items a streaming plugin method yields; closing this early cancels the call."""
-        call_id, queue = self._open(method, argument, deadline)
-        finished = False
-        try:
-            while True:
-                kind, _, value = await queue.get()
-                if kind == "item":
-                    yield value
-                elif kind == "end":
-                    finished = True
-                    return
-                else:
-                    finished = kind != "timeout"  # the worker's own ending, or ours to cancel
-                    raise self._failure(kind, value)
-        finally:
-            self._close(call_id, cancel=not finished)
+    def open(self, method: str, argument: Any, deadline: float | None = None) -> WorkerCall:
+        """Send a call to the plugin method `method`; its answers arrive through the `WorkerCall`."""
+        return WorkerCall(self, *self._open(method, argument, deadline))
 
     async def call(self, method: str, argument: Any, deadline: float | None = None) -> Any:
-        """The result of a plain plugin method."""
-        call_id, queue = self._open(method, argument, deadline)
-        finished = False
+        """The result of a plain plugin method (admin calls; requests call through their `Lease`)."""
+        call = self.open(method, argument, deadline)
         try:
-            kind, _, value = await queue.get()
-            finished = kind != "timeout"
-            if kind == "result":
-                return value
-            raise self._failure(kind, value)
+            return await call.result()
         finally:
-            self._close(call_id, cancel=not finished)
+            call.close()
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Ask the worker to unload and exit; kill it if it does not within `timeout`."""
@@ -217,17 +201,24 @@ class WorkerHandle:
             self._timers[call_id] = self.loop.call_at(deadline, queue.put_nowait, ("timeout", call_id, None))
         return call_id, queue
 
-    def _close(self, call_id: int, cancel: bool) -> None:
-        self._pending.pop(call_id, None)
+    def _close(self, call_id: int, cancel: bool) -> asyncio.Future[None]:
+        """Stop listening to a call; cancel it in the worker when `cancel`. The future is done
+        once the worker has let go of the call (its last answer arrived, or the worker is gone)."""
+        settled: asyncio.Future[None] = self.loop.create_future()
+        listening = self._pending.pop(call_id, None) is not None
         self._requests.pop(call_id, None)
         timer = self._timers.pop(call_id, None)
         if timer is not None:
             timer.cancel()
-        if cancel and self.alive:
+        if cancel and listening and self.alive:
             try:
                 self._send(("cancel", call_id))
+                self._settling[call_id] = settled
+                return settled
             except OSError:
                 pass
+        settled.set_result(None)
+        return settled
 
     def _failure(self, kind: str, value: Any) -> LampstandError:
         if kind == "error" and isinstance(value, LampstandError):
@@ -245,6 +236,8 @@ class WorkerHandle:
                 queue = self._pending.get(message[1])
                 if queue is not None:
                     queue.put_nowait(message)
+                elif message[0] in FINAL_ANSWERS:
+                    _settle(self._settling.pop(message[1], None))
         except (EOFError, OSError):
             self.loop.remove_reader(self.results.fileno())
             # A fresh context: this callback runs in the one the loading request registered it in.
@@ -262,10 +255,61 @@ class WorkerHandle:
             queue.put_nowait(("gone", -1, reason))
         self._pending.clear()
         self._requests.clear()
+        for settled in self._settling.values():
+            _settle(settled)
+        self._settling.clear()
         self.results.close()
         self.commands.close()
         if not self.stopping:
             self.on_exit(reason, in_flight)
+
+
+def _settle(settled: asyncio.Future[None] | None) -> None:
+    if settled is not None and not settled.done():
+        settled.set_result(None)
+
+
+class WorkerCall:
+    """One call in flight on a worker: its answers, and how to stop listening."""
+
+    def __init__(self, handle: WorkerHandle, call_id: int, answers: asyncio.Queue[Message]) -> None:
+        self.handle, self.call_id, self.answers = handle, call_id, answers
+        self.finished = False  # the worker has answered for the last time
+        self._closed: asyncio.Future[None] | None = None
+
+    async def items(self) -> AsyncIterator[Any]:
+        """The items of a streaming method, until its end; a failure raises."""
+        while True:
+            kind, value = await self._answer()
+            if kind == "end":
+                return
+            if kind != "item":
+                raise self.handle._failure(kind, value)
+            yield value
+
+    async def result(self) -> Any:
+        """The result of a plain method; a failure raises."""
+        kind, value = await self._answer()
+        if kind != "result":
+            raise self.handle._failure(kind, value)
+        return value
+
+    def close(self) -> asyncio.Future[None]:
+        """Stop listening (idempotent); an unfinished call is cancelled in the worker.
+
+        The future is done once the worker has let go of the call: at once for a finished
+        call, after the worker's last answer for a cancelled one.
+        """
+        if self._closed is None:
+            while not self.finished and not self.answers.empty():  # answers that came but were not read
+                self.finished = self.answers.get_nowait()[0] in ENDINGS
+            self._closed = self.handle._close(self.call_id, cancel=not self.finished)
+        return self._closed
+
+    async def _answer(self) -> tuple[str, Any]:
+        kind, _, value = await self.answers.get()
+        self.finished = kind in ENDINGS
+        return kind, value
 
 
 def _first_message(conn: Connection, reader: FrameReader) -> Message | None:
