@@ -20,9 +20,13 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 __all__ = ["install_openapi"]
 
 REF = "#/components/schemas/{model}"
-STREAMS: dict[str, type[BaseModel]] = {
-    "/v1/chat/completions": p.ChatCompletionChunk,
-    "/v1/completions": p.Completion,
+STREAMS: dict[str, tuple[type[BaseModel], ...]] = {  # each event's possible bodies; an error event may come last
+    "/v1/chat/completions": (p.ChatCompletionChunk,),
+    "/v1/completions": (p.Completion,),
+    "/v1/audio/transcriptions": (p.TranscriptTextDelta, p.TranscriptTextDone),
+    "/v1/audio/translations": (p.TranscriptTextDelta, p.TranscriptTextDone),
+    "/v1/images/generations": (p.ImageGenerationProgress, p.ImageGenerationCompleted),
+    "/v1/rag/query": (p.RagAnswerChunk,),
 }
 MIDDLEWARE_ERRORS = {"401": "Missing or wrong API key", "413": "Body too large", "431": "Headers too large",
                      "503": "Starting or shutting down"}
@@ -53,12 +57,13 @@ def _correct(document: dict[str, Any]) -> dict[str, Any]:
             for status, why in MIDDLEWARE_ERRORS.items():
                 responses.setdefault(status, _error(why))
             if path in STREAMS:
-                ref = _add_schema(document, STREAMS[path])
+                refs = [_add_schema(document, model) for model in (*STREAMS[path], p.ErrorResponse)]
                 responses["200"]["content"]["text/event-stream"] = {"itemSchema": {
                     "type": "object", "required": ["data"],
                     "properties": {"data": {"oneOf": [
                         {"const": "[DONE]"},
-                        {"contentMediaType": "application/json", "contentSchema": {"$ref": ref}},
+                        {"contentMediaType": "application/json",
+                         "contentSchema": {"anyOf": [{"$ref": ref} for ref in refs]}},
                     ]}},
                 }}
             if path == "/metrics":

@@ -8,10 +8,12 @@ This module never touches a plugin or an engine.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import functools
+import types
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_core import PydanticUndefined
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError, PydanticUndefined
 
 __all__ = [
     "ChatCompletionRequest", "CompletionRequest", "EmbeddingRequest",
@@ -27,10 +29,61 @@ __all__ = [
 ]
 
 
+_JSON_KINDS: dict[type, str] = {bool: "boolean", int: "number", float: "number", str: "string", type(None): "null"}
+
+
+def _json_kind(value: Any) -> str | None:
+    return _JSON_KINDS.get(type(value))
+
+
+@functools.cache
+def _scalar_kinds(annotation: Any) -> frozenset[str] | None:
+    """The JSON kinds a field of only scalars takes ("number", "string", ...); None for any other field."""
+    if annotation in _JSON_KINDS:
+        return frozenset({_JSON_KINDS[annotation]})
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return frozenset(kind for kind in map(_json_kind, args) if kind is not None)
+    if origin is Annotated:
+        return _scalar_kinds(args[0])
+    if origin in (Union, types.UnionType):
+        kinds = [_scalar_kinds(arg) for arg in args]
+        return None if any(kind is None for kind in kinds) else frozenset().union(*kinds)  # type: ignore[arg-type]
+    return None
+
+
 class Request(BaseModel):
-    """Base of request bodies: unknown fields are ignored, not rejected."""
+    """Base of request bodies: unknown fields are ignored, not rejected.
+
+    A scalar field takes only the JSON kind its schema names: `true` is not a number and
+    `"5"` is not a number or a boolean here, though Pydantic's lax mode would convert them
+    (forms, whose fields are all text, set `json_kinds = False`).
+    """
 
     model_config = ConfigDict(extra="ignore")
+    json_kinds: ClassVar[bool] = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_kinds_as_declared(cls, data: Any) -> Any:
+        if not cls.json_kinds or not isinstance(data, dict):
+            return data
+        for name, kinds in _declared_kinds(cls):
+            kind = _json_kind(data.get(name))
+            if kind is not None and kind != "null" and kind not in kinds:
+                wanted = " or ".join(sorted(kinds - {"null"}))
+                raise ValidationError.from_exception_data(cls.__name__, [InitErrorDetails(
+                    type=PydanticCustomError("json_kind", "Input should be a {wanted}, not a {kind}",
+                                             {"wanted": wanted, "kind": kind}),
+                    loc=(name,), input=data[name])])
+        return data
+
+
+@functools.cache
+def _declared_kinds(model: type[BaseModel]) -> tuple[tuple[str, frozenset[str]], ...]:
+    """(JSON name, the JSON kinds it takes) for each scalar field of `model`."""
+    return tuple((field.alias or name, kinds) for name, field in model.model_fields.items()
+                 if (kinds := _scalar_kinds(field.annotation)) is not None)
 
 
 class Response(BaseModel):
@@ -355,6 +408,7 @@ AudioFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 
 
 class AudioForm(Request):
+    json_kinds: ClassVar[bool] = False  # a multipart form's fields are text, converted by their declared types
     model: str = Field(min_length=1)
     language: str | None = Field(None, min_length=2, max_length=8)
     prompt: str | None = Field(None, max_length=4096)
@@ -447,7 +501,8 @@ class ImageGenerationRequest(Request):
     steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = Field(None, ge=0.0, le=50.0)
     seed: int | None = Field(None, ge=0, lt=2**63, description="image i uses seed + i; same seed, same image")
-    lora: list[StyleLoraIn | str] = Field([], max_length=8, description='style LoRAs: names or {"name", "scale"}')
+    lora: list[StyleLoraIn | Annotated[str, Field(min_length=1, max_length=512)]] = Field(
+        [], max_length=8, description='style LoRAs: names or {"name", "scale"}')
 
 
 class ImageOut(Response):

@@ -164,6 +164,7 @@ def test_style_lora_changes_the_image_and_is_removed_after(http: httpx.Client) -
     ("missing.safetensors", "not found"),
     ("style.bin", ".safetensors"),
     ("not-a-lora.safetensors", "lora"),
+    ("", "lora[0]"),
 ])
 def test_bad_lora_is_a_400(http: httpx.Client, lora: str, fragment: str) -> None:
     error = error_of(generate(http, lora=[lora]))

@@ -329,7 +329,8 @@ def test_a_full_queue_refuses_before_the_images_are_read(server: RunningServer, 
             "logit_bias": {"0": -100, "1": -100, "2": -100}, "stream": True}  # no end token: runs to max_tokens
     with httpx.Client(base_url=server.url, timeout=120) as streamer:
         with streamer.stream("POST", "/v1/chat/completions", json=body) as stream:
-            next(line for line in stream.iter_lines() if line.startswith("data: "))
+            first = next(line for line in stream.iter_lines() if line.startswith("data: "))
+            assert '"error"' not in first, first
             refused = chat(http, image_message(f"{files_server}/red.png?refused"), model="smol-vision-tight")
             assert error_of(refused, 429)["code"] == "queue_full"
     assert "/red.png?refused" not in _Files.asked

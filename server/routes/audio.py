@@ -13,6 +13,7 @@ from lampstand.plugins.errors import InvalidRequest
 
 from .. import protocol as p
 from ..serving.multipart import BeforeFile, open_form
+from ..serving.transcript_formats import MEDIA_TYPES
 from ..serving.transcriptions import EarlyAdmission, Task, create_transcription
 from .deps import ServerState, get_state
 from .responses import ERROR_RESPONSES, answer
@@ -67,7 +68,10 @@ _MULTIPART_BODY = {
                 **{name: field for name, field in p.AudioForm.model_json_schema(by_alias=True)["properties"].items()},
             },
         }}},
-    }
+    },
+    "responses": {"200": {"content": {  # response_format text, srt and vtt; JSON and SSE come from the route
+        media.split(";")[0]: {"schema": {"type": "string"}} for media in sorted(set(MEDIA_TYPES.values()))
+        if not media.startswith("application/json")}}},
 }
 
 
