@@ -37,7 +37,7 @@ def keep_alive_of(value: str | float | None) -> float | None | str:
     try:
         return parse_duration(value)
     except ValueError as exc:
-        raise InvalidRequest(str(exc), param="keep_alive") from None
+        raise InvalidRequest(f"keep_alive: {exc}", param="keep_alive") from None
 
 
 class Lease:

@@ -105,6 +105,10 @@ CASES = [
      chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {
          "type": "object", "properties": {"a": {"type": "string", "maxLength": 2000}}}}}], tool_choice="required"),
      400, None, "maxLength 2000"),
+    ("keep-alive-nan", "POST", "/v1/chat/completions", chat(keep_alive="nan"), 400, None, "keep_alive"),
+    ("keep-alive-nan-number", "POST", "/v1/embeddings", raw({"model": EMBED_MODEL, "input": "x"})[:-1]
+     + b', "keep_alive": NaN}', 400, None, "keep_alive"),
+    ("index-name-newline", "POST", "/v1/indexes", {"name": "abc\n", "paths": ["/tmp"]}, 400, None, "name"),
     ("unknown-route", "GET", "/v1/nothing-here", None, 404, None, "Not Found"),
     ("wrong-method", "GET", "/v1/chat/completions", None, 405, None, "Method Not Allowed"),
 ]
