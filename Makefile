@@ -17,7 +17,7 @@ pinned    = $(shell sed -n 's/^$(1)==//p' $(2))
 TORCH_VERSION := 2.13.0
 TORCH_cpu     := $(TORCH_VERSION)+cpu
 TORCH_cuda    := $(TORCH_VERSION)
-EXTRAS        := llama,embed,whisper,index,qdrant,eval,langchain,train,sd,vision,test
+EXTRAS        := llama,embed,whisper,index,qdrant,eval,langchain,train,sd,vision,docs,test
 EXTRAS_cpu    := $(EXTRAS)
 EXTRAS_cuda   := $(EXTRAS),vision4bit,qlora
 
