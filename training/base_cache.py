@@ -25,8 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from lampstand.plugins.durable_files import publish_folder, reserve_temp, write_file_atomically
+
 from .base_model import BaseSource, load_model
-from .manifest import file_sha256, write_text_atomically
+from .manifest import file_sha256
 
 __all__ = ["MARKER", "MAX_CACHED_BYTES", "base_folder", "cache_root", "cached_file_sha256", "is_complete",
            "use_cached", "write_cached", "write_marker"]
@@ -59,7 +61,7 @@ def cached_file_sha256(path: Path, root: Path) -> str:
     digest = file_sha256(path)
     try:
         record.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(record, digest + "\n")
+        write_file_atomically(record, digest + "\n", temp=reserve_temp(record))
     except OSError:  # a read-only cache only costs the next run a rehash
         pass
     return digest
@@ -114,7 +116,7 @@ def _publish(tmp: Path, folder: Path) -> None:
     if folder.exists() and not is_complete(folder):
         shutil.rmtree(folder, ignore_errors=True)
     try:
-        tmp.rename(folder)
+        publish_folder(tmp, folder)
     except OSError:
         if not is_complete(folder):  # not a race lost to another run: a real failure
             raise

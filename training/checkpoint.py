@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lampstand.plugins.durable_files import publish_folder
 from lampstand.plugins.errors import InvalidRequest
 
 __all__ = ["TrainState", "save_checkpoint", "latest_checkpoint", "load_checkpoint", "CHECKPOINTS"]
@@ -75,7 +76,7 @@ def save_checkpoint(out: Path, model: Any, optimizer: Any, scheduler: Any, state
     body = asdict(state) | {"python_random": _jsonable(random.getstate())}
     (tmp / "state.json").write_text(json.dumps(body, indent=2), encoding="utf-8")
     shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    publish_folder(tmp, final)
     for _, older in _checkpoints(out)[:-1]:
         shutil.rmtree(older, ignore_errors=True)
     return final

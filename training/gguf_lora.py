@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lampstand.plugins.durable_files import publish_file, reserve_temp
 from lampstand.plugins.errors import InvalidModelFile
 from lampstand.plugins.llama_cpp.gguf_check import GgufArray, scan_gguf
 from lampstand.plugins.llama_cpp.lora_check import BASE_SHA256_KEY
@@ -402,30 +401,26 @@ def _check_tied_embedding(pairs: list[LoraPair], base: BaseModel) -> None:
 def _write_atomically(out_path: Path, architecture: str, metadata: dict[str, str | float],
                       tensors: list[tuple[str, np.ndarray]]) -> None:
     """Write the GGUF to a temporary file beside `out_path`, then rename it into place."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    publish_file(out_path, lambda temp: _write_gguf(temp, architecture, metadata, tensors),
+                 temp=reserve_temp(out_path, prefix=f".{out_path.name}."))
+
+
+def _write_gguf(path: Path, architecture: str, metadata: dict[str, str | float],
+                tensors: list[tuple[str, np.ndarray]]) -> None:
     import gguf
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    temp = Path(temp_name)
-    try:
-        writer = gguf.GGUFWriter(temp, architecture)
-        writer.add_type(gguf.GGUFType.ADAPTER)
-        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-        for key, value in metadata.items():
-            if isinstance(value, str):
-                writer.add_string(key, value)
-            else:
-                writer.add_float32(key, value)  # llama.cpp reads adapter.lora.alpha as f32 only
-        for name, array in tensors:
-            writer.add_tensor(name, array)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        with temp.open("rb+") as written:
-            os.fsync(written.fileno())
-        os.replace(temp, out_path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    writer = gguf.GGUFWriter(path, architecture)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    for key, value in metadata.items():
+        if isinstance(value, str):
+            writer.add_string(key, value)
+        else:
+            writer.add_float32(key, value)  # llama.cpp reads adapter.lora.alpha as f32 only
+    for name, array in tensors:
+        writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()

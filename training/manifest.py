@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lampstand.plugins.durable_files import reserve_temp, write_file_atomically
 from lampstand.plugins.errors import InvalidRequest
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_FILE", "AdapterManifest", "BaseInfo", "DataInfo", "AdapterFiles",
-           "file_sha256", "write_text_atomically", "write_manifest", "read_manifest"]
+           "file_sha256", "write_manifest", "read_manifest"]
 
 MANIFEST_FORMAT = "lampstand-adapter/1"
 MANIFEST_FILE = "manifest.json"
@@ -98,24 +97,10 @@ class AdapterManifest:
         )
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one rename (a temp file beside it, synced first)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_manifest(directory: Path, manifest: AdapterManifest) -> Path:
     """Write `<directory>/manifest.json` atomically (temp file, then rename)."""
     path = Path(directory) / MANIFEST_FILE
-    write_text_atomically(path, json.dumps(manifest.to_dict(), indent=2) + "\n")
+    write_file_atomically(path, json.dumps(manifest.to_dict(), indent=2) + "\n", temp=reserve_temp(path))
     return path
 
 

@@ -1,8 +1,7 @@
-"""Durable file operations and the single-writer lock; nothing here knows what an index is.
+"""The index store's durable writes and its single-writer lock; nothing here knows what an index is.
 
-A file is published by writing a temporary sibling, fsyncing it, renaming it over the target
-and fsyncing the directory, so a reader sees either the old file or the new one, never a
-half-written one, and a crash at any point leaves one of the two. The writer lock is an
+Files are published crash-safely by `lampstand.plugins.durable_files` (temp sibling, fsync,
+rename, fsync the directory), re-exported here for the store's modules. The writer lock is an
 advisory `flock`: the kernel releases it when its holder dies, so a killed writer never leaves
 a stale lock behind.
 """
@@ -12,45 +11,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Callable
 from pathlib import Path
+
+from lampstand.plugins.durable_files import TEMP_SUFFIX, fsync_dir, publish_file, write_file_atomically
 
 from .errors import StoreLocked
 
 __all__ = ["TEMP_SUFFIX", "WriterLock", "fsync_dir", "publish_file", "write_file_atomically"]
-
-TEMP_SUFFIX = ".tmp"
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make renames and creations inside `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def publish_file(target: Path, write: Callable[[Path], object]) -> None:
-    """Have `write` fill a temporary sibling of `target`, then make it `target` atomically."""
-    temp = target.with_name(f"{target.name}.{os.getpid()}{TEMP_SUFFIX}")
-    try:
-        write(temp)
-        fd = os.open(temp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_dir(target.parent)
-
-
-def write_file_atomically(target: Path, data: bytes) -> None:
-    """Replace `target` with `data`, durably and atomically."""
-    publish_file(target, lambda temp: temp.write_bytes(data))
 
 
 class WriterLock:

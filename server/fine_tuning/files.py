@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 import time
 import unicodedata
 from pathlib import Path
 from typing import BinaryIO
 
-from lampstand.indexer.store.durable import fsync_dir
+from lampstand.plugins.durable_files import publish_file, reserve_temp
 from lampstand.plugins.errors import PayloadTooLarge
 
 from .. import protocol as p
@@ -58,16 +57,9 @@ class FileStore:
     def save(self, source: BinaryIO, filename: str | None, purpose: str, max_bytes: int) -> p.FileObject:
         """Copy `source` into the store (blocking); 413 beyond `max_bytes`."""
         file_id = new_id(FILE_PREFIX)
-        fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=self.root)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                size = _copy_limited(source, out, max_bytes)
-                os.fsync(out.fileno())
-            os.replace(tmp, self.root / file_id)
-            fsync_dir(self.root)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        target = self.root / file_id
+        size = publish_file(target, lambda temp: _copy_limited(source, temp, max_bytes),
+                            temp=reserve_temp(target, prefix=".upload-", suffix=""))
         record = p.FileObject(id=file_id, bytes=size, created_at=int(time.time()), expires_at=None,
                               filename=sanitize_filename(filename), purpose=purpose)
         write_atomic(self.root / f"{file_id}.json", record.model_dump_json())
@@ -105,12 +97,14 @@ class FileStore:
         return target
 
 
-def _copy_limited(source: BinaryIO, out: BinaryIO, max_bytes: int) -> int:
+def _copy_limited(source: BinaryIO, target: Path, max_bytes: int) -> int:
+    """Copy `source` into `target` in chunks; its size, or 413 beyond `max_bytes`."""
     size = 0
-    while chunk := source.read(CHUNK):
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"the file is larger than the limit of {max_bytes} bytes "
-                                  "([fine_tuning] max_file_bytes)", param="file")
-        out.write(chunk)
+    with target.open("wb") as out:
+        while chunk := source.read(CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"the file is larger than the limit of {max_bytes} bytes "
+                                      "([fine_tuning] max_file_bytes)", param="file")
+            out.write(chunk)
     return size

@@ -6,15 +6,13 @@ pattern before it is ever joined to a path, so no request string reaches the fil
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from lampstand.indexer.store.durable import fsync_dir
+from lampstand.plugins.durable_files import reserve_temp, write_file_atomically
 from lampstand.plugins.errors import NotFound
 
 __all__ = ["NotFound", "new_id", "check_id", "write_atomic", "short_id", "paginate"]
@@ -48,17 +46,7 @@ def short_id(value: str) -> str:
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace `path` with `text` in one rename, durably: readers see the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)  # the rename itself survives a power cut
+    write_file_atomically(path, text, temp=reserve_temp(path))  # a unique temp: threads may race
 
 
 def paginate(items: Sequence[T], after: str | None, limit: int) -> tuple[list[T], bool]:

@@ -13,7 +13,7 @@ import secrets
 import time
 from pathlib import Path
 
-from lampstand.indexer.store.durable import fsync_dir
+from lampstand.plugins.durable_files import write_file_atomically
 
 __all__ = ["ImageOutputs"]
 
@@ -33,14 +33,8 @@ class ImageOutputs:
         names = []
         for png in pngs:
             name = f"{secrets.token_hex(16)}.png"
-            temporary = self.folder / f".{name}.part"
-            with temporary.open("wb") as out:
-                out.write(png)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, self.folder / name)
+            write_file_atomically(self.folder / name, png, temp=self.folder / f".{name}.part")  # sweep finds leftovers
             names.append(name)
-        fsync_dir(self.folder)
         return names
 
     def find(self, name: str) -> Path | None:
