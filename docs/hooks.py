@@ -156,7 +156,15 @@ def openapi_reference() -> str:
 
     document = create_app(Settings(models=[])).openapi()
     schemas = document.get("components", {}).get("schemas", {})
-    out = []
+    errors: dict[str, dict[str, None]] = {}  # status -> its descriptions, in order, without repeats
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if status[0] in "45":
+                    errors.setdefault(status, {})[response.get("description", "")] = None
+    out = ["Errors are the OpenAI envelope (`ErrorResponse`); each route lists the statuses it may "
+           "answer with, which mean:", "", "| status | meaning |", "|---|---|",
+           *(f"| {status} | {_cell('; '.join(whys))} |" for status, whys in sorted(errors.items())), ""]
     for path, operations in document["paths"].items():
         for method in sorted(operations, key=METHOD_ORDER.index):
             out += _operation(method, path, operations[method], schemas)
@@ -174,22 +182,30 @@ def _operation(method: str, path: str, operation: dict[str, Any], schemas: dict[
     parameters = operation.get("parameters", [])
     if parameters:
         out += ["| parameter | in | type | required |", "|---|---|---|---|"]
-        out += [f"| `{p['name']}` | {p['in']} | {_schema_type(p.get('schema', {}))} | "
+        out += [f"| `{p['name']}` | {p['in']} | {_cell(_schema_type(p.get('schema', {})))} | "
                 f"{'yes' if p.get('required') else 'no'} |" for p in parameters]
         out.append("")
     body = operation.get("requestBody")
     if body:
         for media, content in body.get("content", {}).items():
             out += [f"Request body (`{media}`):", "", *_properties(content.get("schema", {}), schemas), ""]
-    out += ["| status | answer | content |", "|---|---|---|"]
-    for status, response in operation.get("responses", {}).items():
-        media = ", ".join(f"`{m}`" for m in response.get("content", {})) or "none"
-        out.append(f"| {status} | {_cell(response.get('description', ''))} | {media} |")
-    return out + [""]
+    responses = operation.get("responses", {})
+    for status, response in responses.items():
+        if status[0] in "45":
+            continue
+        answers = [f"`{media}`" + (f" ({_schema_type(content['schema'])})" if content.get("schema") else "")
+                   for media, content in response.get("content", {}).items()]
+        out += [f"Answers {status}, {response.get('description', '').rstrip('.')}: "
+                f"{', '.join(answers) or 'no body'}.", ""]
+    failing = [status for status in responses if status[0] in "45"]
+    if failing:
+        out += [f"Errors: {', '.join(failing)}.", ""]
+    return out
 
 
 def _properties(schema: dict[str, Any], schemas: dict[str, Any]) -> list[str]:
-    name = schema.get("$ref", "").rsplit("/", 1)[-1]
+    refs = [option for option in schema.get("anyOf", [schema]) if "$ref" in option]
+    name = refs[0]["$ref"].rsplit("/", 1)[-1] if refs else ""
     resolved = schemas.get(name, schema)
     properties = resolved.get("properties", {})
     if not properties:
