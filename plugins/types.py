@@ -1,7 +1,8 @@
 """Plain typed data that crosses the plugin boundary: requests in, chunks and results out.
 
-Everything here is a frozen dataclass of builtins, so it pickles; a later worker process can
-carry it over a pipe without changing any plugin. This module never touches an engine.
+Everything here is a frozen dataclass of builtins, so it pickles: these are the values that
+cross the pipes between the API process and each model's worker process (`server/workers/`).
+This module never touches an engine.
 """
 
 from __future__ import annotations
