@@ -23,7 +23,16 @@ from .admin import AdminClient
 from .chat import chat_in_process, chat_over_http
 from .eval_cli import eval_app
 from .index_cli import ask_command, index_app
-from .options import DEFAULT_URL, ConfigOption, JsonOption, KeyOption, UrlOption, fail, load_cli_settings
+from .options import (
+    DEFAULT_URL,
+    ConfigOption,
+    JsonOption,
+    KeyOption,
+    UrlOption,
+    fail,
+    load_cli_settings,
+    print_listing,
+)
 from .train_cli import train_command
 
 __all__ = ["app", "main"]
@@ -163,24 +172,19 @@ def _expiry(card: dict) -> str:  # type: ignore[type-arg]
     return _until(card.get("expires_at"))
 
 
+def _ps_row(card: dict) -> list[str]:  # type: ignore[type-arg]
+    status = card["status"] + (" (pinned)" if card.get("pinned") else "")
+    if card["status"] == "failed" and card.get("error"):
+        status += f": {card['error'][:60]}"
+    return [card["id"], status, card.get("device") or "-", _memory(card), str(card.get("running", 0)),
+            str(card.get("waiting", 0)), _expiry(card), str(card.get("worker_pid") or "-")]
+
+
 @app.command()
 def ps(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, as_json: JsonOption = False) -> None:
     """Show each model's residency on a running server: status, memory, queue, keep-alive."""
-    try:
-        cards = AdminClient(url, api_key).models()
-    except LampstandError as exc:
-        _fail(exc)
-    if as_json:
-        print(json.dumps(cards, indent=2))
-        return
-    table = Table("id", "status", "device", "memory", "running", "waiting", "expires in", "pid")
-    for card in cards:
-        status = card["status"] + (" (pinned)" if card.get("pinned") else "")
-        if card["status"] == "failed" and card.get("error"):
-            status += f": {card['error'][:60]}"
-        table.add_row(card["id"], status, card.get("device") or "-", _memory(card), str(card.get("running", 0)),
-                      str(card.get("waiting", 0)), _expiry(card), str(card.get("worker_pid") or "-"))
-    Console().print(table)
+    print_listing(AdminClient(url, api_key).models, as_json,
+                  ("id", "status", "device", "memory", "running", "waiting", "expires in", "pid"), _ps_row)
 
 
 @app.command()

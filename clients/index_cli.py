@@ -16,12 +16,20 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from lampstand.plugins.errors import LampstandError
 
 from .indexes import IndexClient, run_locally
-from .options import DEFAULT_URL, ConfigOption, JsonOption, KeyOption, UrlOption, fail, load_cli_settings
+from .options import (
+    DEFAULT_URL,
+    ConfigOption,
+    JsonOption,
+    KeyOption,
+    UrlOption,
+    fail,
+    load_cli_settings,
+    print_listing,
+)
 
 __all__ = ["index_app", "ask_command"]
 
@@ -173,21 +181,16 @@ def watch(
         pass
 
 
+def _index_row(card: dict[str, Any]) -> list[str]:
+    return [card["id"], card["status"], str(card["files"]), str(card["chunks"]), card.get("embedding_model") or "-",
+            card["store"], "\n".join(card["paths"])]
+
+
 @index_app.command("list")
 def list_indexes(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, as_json: JsonOption = False) -> None:
     """Every index: status, files, chunks, roots."""
-    try:
-        cards = IndexClient(url, api_key).list()
-    except LampstandError as exc:
-        fail(exc)
-    if as_json:
-        print(json.dumps(cards, indent=2))
-        return
-    table = Table("name", "status", "files", "chunks", "embedding model", "store", "paths")
-    for card in cards:
-        table.add_row(card["id"], card["status"], str(card["files"]), str(card["chunks"]),
-                      card.get("embedding_model") or "-", card["store"], "\n".join(card["paths"]))
-    Console().print(table)
+    print_listing(IndexClient(url, api_key).list, as_json,
+                  ("name", "status", "files", "chunks", "embedding model", "store", "paths"), _index_row)
 
 
 @index_app.command("rm")

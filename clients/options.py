@@ -1,15 +1,18 @@
-"""Options and error handling every `lampstand` command shares."""
+"""Options, error handling and listings every `lampstand` command shares."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
 from lampstand.plugins.errors import LampstandError
 
-__all__ = ["ConfigOption", "JsonOption", "UrlOption", "KeyOption", "DEFAULT_URL", "fail", "load_cli_settings"]
+__all__ = ["ConfigOption", "JsonOption", "UrlOption", "KeyOption", "DEFAULT_URL", "fail", "load_cli_settings",
+           "print_listing"]
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="lampstand.toml (default: $LAMPSTAND_CONFIG)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
@@ -33,3 +36,22 @@ def load_cli_settings(config: Path | None, **server_overrides: object):  # type:
     if updates:
         settings.server = settings.server.model_copy(update=updates)
     return settings
+
+
+def print_listing(fetch: Callable[[], list[dict[str, Any]]], as_json: bool, columns: Sequence[str],
+                  row: Callable[[dict[str, Any]], Sequence[str]]) -> None:
+    """What `fetch` returns, as indented JSON with `--json`, else as a table of one `row` each."""
+    from rich.console import Console
+    from rich.table import Table
+
+    try:
+        items = fetch()
+    except LampstandError as exc:
+        fail(exc)
+    if as_json:
+        print(json.dumps(items, indent=2))
+        return
+    table = Table(*columns)
+    for item in items:
+        table.add_row(*row(item))
+    Console().print(table)
