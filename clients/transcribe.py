@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from lampstand.plugins.contract import TRANSCRIBE
 from lampstand.plugins.errors import LampstandError
 from lampstand.plugins.types import TranscriptionInfo, TranscriptionRequest, TranscriptSegment
 
@@ -87,7 +88,7 @@ def transcribe_in_process(settings: Any, model: str, request: TranscriptionReque
             info: TranscriptionInfo | None = None
             segments: list[TranscriptSegment] = []
             async with state.pool.admit(hosted) as lease:
-                async for item in lease.stream("transcribe", request):
+                async for item in lease.stream(TRANSCRIBE, request):
                     if isinstance(item, TranscriptionInfo):
                         info = item
                     else:

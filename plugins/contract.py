@@ -5,6 +5,11 @@ It declares what it can do (`capabilities`), loads and unloads its weights, esti
 measures its memory footprint and reports health. For each capability it declares it also
 implements the matching interface below (`ChatModel.chat`, `Embedder.embed`, ...).
 
+`CONTRACT` is the one table linking them: each capability's interface and the methods the
+server calls for it (whether they stream, whether they may run beside the engine's current
+call). The server checks every configured model's class against it when the configuration
+is read (`contract_errors`), and its workers call only the methods it lists.
+
 Requests and results are the plain dataclasses of `lampstand.plugins.types`; a generation
 is an iterator of `GenerationChunk`s. Engines (llama_cpp, torch, ...) are imported only
 inside the methods that need them, so importing a plugin class is cheap.
@@ -17,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -39,6 +44,11 @@ from .types import (
 )
 
 __all__ = [
+    "CONTRACT",
+    "Operation",
+    "Interface",
+    "contract_errors",
+    "operations_for",
     "Capability",
     "Footprint",
     "Health",
@@ -51,6 +61,15 @@ __all__ = [
     "Transcriber",
     "ImageGenerator",
     "AdapterHost",
+    "CHAT",
+    "COMPLETE",
+    "EMBED",
+    "RERANK",
+    "TRANSCRIBE",
+    "GENERATE_IMAGES",
+    "LOAD_ADAPTER",
+    "UNLOAD_ADAPTER",
+    "HEALTH",
 ]
 
 
@@ -65,6 +84,7 @@ class Capability(str, enum.Enum):
     TRANSLATION = "translation"
     IMAGE_GENERATION = "image_generation"
     VISION = "vision"
+    ADAPTERS = "adapters"  # LoRA adapters loaded at run time, one applied per request
 
 
 @dataclass(frozen=True)
@@ -214,3 +234,79 @@ class AdapterHost(ABC):
     @abstractmethod
     def unload_adapter(self, name: str) -> None:
         """Free the adapter; requests that name it afterwards get a 404."""
+
+
+# -- the table --
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Operation(Generic[A, R]):
+    """A plugin method the server calls: its name, argument and answer types, and how it runs.
+
+    `streams`: the method returns an iterator whose items are sent as they come (`R` is the
+    item type). `concurrent`: it may run beside the call holding the engine (loading an
+    adapter reads only the model).
+    """
+
+    method: str
+    streams: bool = False
+    concurrent: bool = False
+
+
+CHAT: Operation[ChatRequest, GenerationChunk] = Operation("chat", streams=True)
+COMPLETE: Operation[CompletionRequest, GenerationChunk] = Operation("complete", streams=True)
+EMBED: Operation[Sequence[str | Sequence[int]], EmbeddingResult] = Operation("embed")
+RERANK: Operation[RerankRequest, RerankResult] = Operation("rerank")
+TRANSCRIBE: Operation[TranscriptionRequest, TranscriptionInfo | TranscriptSegment] = Operation(
+    "transcribe", streams=True)
+GENERATE_IMAGES: Operation[ImageGenerationRequest, ImageProgress | GeneratedImage] = Operation(
+    "generate_images", streams=True)
+LOAD_ADAPTER: Operation[AdapterLoad, AdapterInfo] = Operation("load_adapter", concurrent=True)
+UNLOAD_ADAPTER: Operation[str, None] = Operation("unload_adapter")
+HEALTH: Operation[None, Health] = Operation("health")  # every plugin has it (`Plugin.health`)
+
+
+@dataclass(frozen=True)
+class Interface:
+    """What declaring a capability promises: a subclass of `cls` implementing `operations`."""
+
+    cls: type
+    operations: tuple[Operation, ...]  # type: ignore[type-arg]
+
+
+CONTRACT: dict[Capability, Interface] = {
+    Capability.CHAT: Interface(ChatModel, (CHAT,)),
+    Capability.COMPLETIONS: Interface(CompletionModel, (COMPLETE,)),
+    Capability.EMBEDDINGS: Interface(Embedder, (EMBED,)),
+    Capability.RERANK: Interface(Reranker, (RERANK,)),
+    Capability.TRANSCRIPTION: Interface(Transcriber, (TRANSCRIBE,)),
+    Capability.TRANSLATION: Interface(Transcriber, (TRANSCRIBE,)),
+    Capability.IMAGE_GENERATION: Interface(ImageGenerator, (GENERATE_IMAGES,)),
+    Capability.VISION: Interface(ChatModel, (CHAT,)),  # images arrive in chat messages
+    Capability.ADAPTERS: Interface(AdapterHost, (LOAD_ADAPTER, UNLOAD_ADAPTER)),
+}
+
+
+def operations_for(capabilities: frozenset[Capability]) -> dict[str, Operation]:  # type: ignore[type-arg]
+    """The operations a model with `capabilities` answers, by method name (health included)."""
+    found = {HEALTH.method: HEALTH}
+    for capability in capabilities:
+        found.update((op.method, op) for op in CONTRACT[capability].operations)
+    return found
+
+
+def contract_errors(plugin_cls: type[Plugin], capabilities: frozenset[Capability]) -> list[str]:
+    """What `plugin_cls` lacks for the capabilities it declares (empty when it keeps the contract)."""
+    errors = []
+    for capability in sorted(capabilities, key=lambda c: c.value):
+        interface = CONTRACT[capability]
+        if not issubclass(plugin_cls, interface.cls):
+            errors.append(f"declares {capability.value} but is not a {interface.cls.__name__}")
+            continue
+        abstract = getattr(plugin_cls, "__abstractmethods__", frozenset())
+        errors += [f"declares {capability.value} but does not implement {op.method}"
+                   for op in interface.operations if op.method in abstract]
+    return errors

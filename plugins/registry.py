@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
-from .contract import Plugin
+from .contract import Capability, Plugin, contract_errors
 from .errors import ConfigError
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginRegistry", "discover_plugins"]
@@ -34,6 +34,13 @@ class PluginRegistry:
             raise ConfigError(f"plugin {name!r} is installed but failed to import: {self.broken[name]}")
         known = ", ".join(sorted(self.plugins)) or "none"
         raise ConfigError(f"unknown plugin {name!r} (installed: {known})")
+
+    def check_contract(self, model_id: str, plugin_cls: type[Plugin], capabilities: frozenset[Capability]) -> None:
+        """A `ConfigError` when `plugin_cls` lacks an interface or method for what it declares."""
+        errors = contract_errors(plugin_cls, capabilities)
+        if errors:
+            raise ConfigError(f"model {model_id!r}: plugin {plugin_cls.name!r} ({plugin_cls.__module__}."
+                              f"{plugin_cls.__qualname__}) " + "; ".join(errors))
 
     def distribution_of(self, name: str) -> str | None:
         """The distribution that registered plugin `name`, for `lampstand models`."""

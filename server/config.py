@@ -62,6 +62,8 @@ class ServerSettings(BaseModel):
     cors_origins: list[str] = []
     cors_allow_credentials: bool = False
     model_roots: list[Path] = Field([], description="folders a request may name model files in")
+    load_plugin: str = Field("llama_cpp", description="the plugin of a model registered by a load request "
+                                                        "that names none")
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
 

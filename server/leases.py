@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from lampstand.plugins.errors import InvalidRequest, QueueFull, RequestTimeout
+from lampstand.plugins.contract import Operation
+from lampstand.plugins.errors import InvalidRequest
 
 from .memory import parse_duration
 
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from .workers import WorkerCall, WorkerHandle
 
 __all__ = ["Lease", "keep_alive_of", "DEFAULT"]
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 DEFAULT = "default"  # keep_alive not given: the model's own setting applies
 
@@ -44,52 +48,50 @@ class Lease:
     """One request's hold on one model."""
 
     def __init__(self, pool: ModelPool, hosted: HostedModel, keep_alive: float | None | str = DEFAULT) -> None:
-        running, waiting = hosted.running, hosted.admitted - hosted.running
-        if hosted.admitted >= hosted.config.max_concurrency + hosted.max_queue:
-            pool.metrics.rejected.labels(hosted.id, "queue_full").inc()
-            raise QueueFull(f"model {hosted.id!r} is busy: {running} running and {waiting} waiting "
-                            f"(max_queue {hosted.max_queue}); retry later", retry_after=1)
+        hosted.admission.enter()  # 429 here, before anything else
         self.pool, self.hosted, self.keep_alive = pool, hosted, keep_alive
-        timeout = hosted.config.request_timeout or pool.server.request_timeout
-        self.deadline = asyncio.get_running_loop().time() + timeout
+        self.metrics = hosted.admission.metrics
+        loop = asyncio.get_running_loop()
+        self.arrived = loop.time()
+        self.deadline = self.arrived + (hosted.config.request_timeout or pool.server.request_timeout)
         self.holding = False
         self.released = False
         self.given_back = False
-        self._calls: set[WorkerCall] = set()
+        self._calls: set[WorkerCall[Any]] = set()
         self._held: set[asyncio.Future[Any]] = set()
-        hosted.admitted += 1
+
+    @property
+    def model_id(self) -> str:
+        return self.hosted.id
 
     async def __aenter__(self) -> Lease:
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
+        """Give the turn back; a request that ended without an error counts in the e2e latency."""
+        if exc is None:
+            self.metrics.e2e.labels(self.model_id).observe(asyncio.get_running_loop().time() - self.arrived)
         self.release()
 
     async def _worker(self) -> WorkerHandle:
         """Wait for this request's turn on the model, then its loaded worker."""
         if not self.holding:
-            try:
-                async with asyncio.timeout_at(self.deadline):
-                    await self.hosted.slot.acquire()
-            except TimeoutError:
-                raise RequestTimeout(f"the request waited longer than request_timeout for model "
-                                     f"{self.hosted.id!r}") from None
+            await self.hosted.admission.take_turn(self.deadline)
             self.holding = True
-            self.hosted.running += 1
         return await self.pool.ensure_loaded(self.hosted)
 
-    async def call(self, method: str, argument: Any) -> Any:
-        """On this request's turn, the result of the plugin method `method` on the model's worker."""
-        call = await self._open(method, argument)
+    async def call(self, operation: Operation[A, R], argument: A) -> R:
+        """On this request's turn, the result of `operation` on the model's worker."""
+        call = await self._open(operation, argument)
         try:
             return await call.result()
         finally:
             self._close(call)
 
-    async def stream(self, method: str, argument: Any) -> AsyncIterator[Any]:
-        """On this request's turn, the items the streaming plugin method `method` yields."""
-        call = await self._open(method, argument)
+    async def stream(self, operation: Operation[A, R], argument: A) -> AsyncIterator[R]:
+        """On this request's turn, the items the streaming `operation` yields."""
+        call = await self._open(operation, argument)
         try:
             async for item in call.items():
                 yield item
@@ -115,13 +117,13 @@ class Lease:
         if not self._held:
             self._give_back()
 
-    async def _open(self, method: str, argument: Any) -> WorkerCall:
+    async def _open(self, operation: Operation[A, R], argument: A) -> WorkerCall[R]:
         worker = await self._worker()
-        call = worker.open(method, argument, self.deadline)
+        call = worker.open(operation, argument, self.deadline)
         self._calls.add(call)
         return call
 
-    def _close(self, call: WorkerCall) -> None:
+    def _close(self, call: WorkerCall[Any]) -> None:
         self._calls.discard(call)
         self.hold(call.close())
 
@@ -135,7 +137,6 @@ class Lease:
             return
         self.given_back = True
         if self.holding:
-            self.hosted.running -= 1
-            self.hosted.slot.release()
-        self.hosted.admitted -= 1
+            self.hosted.admission.end_turn()
+        self.hosted.admission.leave()
         self.pool.touch(self.hosted, self.keep_alive)

@@ -41,6 +41,7 @@ from lampstand.plugins.sources import fetch_from_hub, resolve_local
 from lampstand.plugins.types import AdapterRef
 
 from .adapters import AdapterRegistry
+from .admission import Admission
 from .config import MemorySettings, ModelConfig, ServerSettings
 from .leases import DEFAULT, Lease
 from .memory import Budget, format_size, parse_duration
@@ -69,7 +70,7 @@ class HostedModel:
     options: Any
     capabilities: frozenset[Capability]
     keep_alive: float | None
-    max_queue: int
+    admission: Admission
     created: int = field(default_factory=lambda: int(time.time()))
     status: ModelStatus = ModelStatus.UNLOADED
     error: str | None = None
@@ -77,13 +78,7 @@ class HostedModel:
     estimate: Footprint | None = None
     last_used: float | None = None
     expires_at: float | None = None
-    admitted: int = 0
-    running: int = 0
     load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    slot: asyncio.Semaphore = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.slot = asyncio.Semaphore(self.config.max_concurrency)
 
     @property
     def id(self) -> str:
@@ -107,7 +102,7 @@ class HostedModel:
         return Footprint(max(estimate.ram_bytes, measured.ram_bytes), max(estimate.vram_bytes, measured.vram_bytes))
 
     def idle(self) -> bool:
-        return self.admitted == 0
+        return self.admission.idle()
 
 
 def _declared_capabilities(config: ModelConfig, plugin_cls: type[Plugin], options: Any) -> frozenset[Capability]:
@@ -156,9 +151,11 @@ class ModelPool:
         plugin_cls = self.registry.get(config.plugin)
         options = _plugin_options(config, plugin_cls)
         keep_alive = parse_duration(config.keep_alive) if config.keep_alive is not None else self.default_keep_alive
-        hosted = HostedModel(config, plugin_cls, options, _declared_capabilities(config, plugin_cls, options),
-                             keep_alive=keep_alive,
-                             max_queue=config.max_queue if config.max_queue is not None else self.server.max_queue)
+        capabilities = _declared_capabilities(config, plugin_cls, options)
+        self.registry.check_contract(config.id, plugin_cls, capabilities)
+        max_queue = config.max_queue if config.max_queue is not None else self.server.max_queue
+        hosted = HostedModel(config, plugin_cls, options, capabilities, keep_alive=keep_alive,
+                             admission=Admission(config.id, config.max_concurrency, max_queue, self.metrics))
         for name in (config.id, *config.aliases):
             if name in self._names:
                 raise ConfigError(f"model name {name!r} is used twice")
@@ -212,11 +209,8 @@ class ModelPool:
     @asynccontextmanager
     async def using(self, hosted: HostedModel) -> AsyncIterator[WorkerHandle]:
         """The model's loaded worker for an admin call (an adapter load), kept from eviction meanwhile."""
-        hosted.admitted += 1
-        try:
+        with hosted.admission.held():
             yield await self.ensure_loaded(hosted)
-        finally:
-            hosted.admitted -= 1
 
     def pick(self, configured: str | None, capability: Capability, purpose: str) -> HostedModel:
         """The configured model for `purpose`, else the first model with `capability`."""
@@ -230,7 +224,7 @@ class ModelPool:
     def admit(self, hosted: HostedModel, keep_alive: float | None | str = DEFAULT) -> Lease:
         """A place in the model's queue, or 429/503 now, before any work is done."""
         if self.draining:
-            self.metrics.rejected.labels(hosted.id, "shutting_down").inc()
+            hosted.admission.refused("shutting_down")
             raise ShuttingDown("the server is shutting down", retry_after=5)
         return Lease(self, hosted, keep_alive)
 
@@ -356,17 +350,9 @@ class ModelPool:
 
     async def unload(self, hosted: HostedModel) -> None:
         """Admin unload: wait for the model's running requests, then stop its worker."""
-        taken = 0
-        try:
-            for _ in range(hosted.config.max_concurrency):
-                await hosted.slot.acquire()
-                taken += 1
-            async with hosted.load_lock:
-                await self._stop(hosted, "requested")
-                hosted.error = None
-        finally:
-            for _ in range(taken):
-                hosted.slot.release()
+        async with hosted.admission.exclusive(), hosted.load_lock:
+            await self._stop(hosted, "requested")
+            hosted.error = None
 
     def touch(self, hosted: HostedModel, keep_alive: float | None | str = DEFAULT) -> None:
         """Record use now and restart the keep-alive clock (`keep_alive` seconds; None keeps it)."""
@@ -406,10 +392,10 @@ class ModelPool:
         """Refuse new requests, give admitted ones `timeout` seconds, then abort the rest."""
         self.draining = True
         deadline = time.monotonic() + timeout
-        while any(m.admitted for m in self.models.values()) and time.monotonic() < deadline:
+        while not all(m.idle() for m in self.models.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for hosted in self.models.values():
-            if hosted.worker is not None and hosted.admitted:
+            if hosted.worker is not None and not hosted.idle():
                 hosted.worker.abort(ShuttingDown("the server shut down before this request finished"))
 
     async def close(self) -> None:
@@ -424,7 +410,7 @@ class ModelPool:
         used = self.used()
         budget = {"cpu": self.budget.cpu, **({"gpu": self.budget.gpu} if self.budget.gpu is not None else {})}
         return PoolGauges(
-            per_model={m.id: (m.running, m.admitted - m.running, m.status.value) for m in self.models.values()},
+            per_model={m.id: (m.admission.running, m.admission.waiting, m.status.value) for m in self.models.values()},
             memory_used={"cpu": used.ram_bytes, **({"gpu": used.vram_bytes} if self.budget.gpu is not None else {})},
             memory_budget=budget,
         )

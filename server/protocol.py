@@ -24,7 +24,7 @@ __all__ = [
     "IndexFilters", "IndexCreateRequest", "IndexUpdateRequest", "IndexJob", "IndexCard", "IndexList",
     "IndexDeleted", "IndexSearchRequest", "SearchResult", "SearchResponse",
     "RagQueryRequest", "RagSource", "RagAnswer", "RagAnswerChunk",
-    "StyleLoraIn", "ImageGenerationRequest", "ImageOut", "ImagesResponse", "ImageGenerationCompleted",
+    "ModelLoadRequest", "StyleLoraIn", "ImageGenerationRequest", "ImageOut", "ImagesResponse", "ImageGenerationCompleted",
     "ImageGenerationProgress",
 ]
 
@@ -721,6 +721,15 @@ class Footprint(Response):
     estimated: FootprintBytes | None = None
     measured: FootprintBytes | None = None
     worker_rss: int | None = None
+
+
+class ModelLoadRequest(Request):
+    """POST /v1/models/{id}/load. With `path`, registers a new model from a file under `model_roots`."""
+
+    path: str | None = Field(None, max_length=4096, description="file (or folder) relative to a model root")
+    plugin: str | None = Field(None, max_length=100, description="default: [server] load_plugin")
+    options: dict[str, Any] = Field({}, description="plugin options, as in [[models]]")
+    keep_alive: str | float | None = None
 
 
 class ModelCard(Response):

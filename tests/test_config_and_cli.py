@@ -65,7 +65,7 @@ def test_no_config_serves_the_bundled_models() -> None:
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
     ids = {m["id"]: m for m in listing["models"]}
-    assert ids["smollm2-135m-instruct"]["capabilities"] == ["chat", "completions"]
+    assert ids["smollm2-135m-instruct"]["capabilities"] == ["adapters", "chat", "completions"]
     assert ids["all-minilm-l6-v2"]["capabilities"] == ["embeddings"]
     assert {"llama_cpp", "sentence_transformers"} <= set(listing["plugins"])
 

@@ -87,7 +87,7 @@ def test_capabilities_and_footprint_include_the_projector_only_when_configured(m
     text = LlamaCppPlugin("text", SMOLLM, LlamaCppPlugin.Options(n_ctx=N_CTX))
     vision = LlamaCppPlugin("vision", SMOLLM, LlamaCppPlugin.Options(n_ctx=N_CTX, mmproj=mmproj))
     assert Capability.VISION not in text.capabilities()
-    assert vision.capabilities() == {Capability.CHAT, Capability.COMPLETIONS, Capability.VISION}
+    assert vision.capabilities() == {Capability.CHAT, Capability.COMPLETIONS, Capability.VISION, Capability.ADAPTERS}
     extra = vision.estimate_footprint().ram_bytes - text.estimate_footprint().ram_bytes
     assert extra == mmproj.stat().st_size
 

@@ -75,3 +75,47 @@ def test_discovery_imports_no_engine() -> None:
     result = json.loads(subprocess.check_output([sys.executable, "-c", code], text=True))
     assert {"llama_cpp", "sentence_transformers"} <= set(result["plugins"])
     assert result["heavy"] == []
+
+
+LIAR = '''
+from lampstand.plugins import Capability, ChatModel, Footprint, Plugin
+
+
+class Liar(Plugin, ChatModel):
+    """Declares rerank, but is no Reranker."""
+
+    name = "liar"
+
+    def capabilities(self):
+        return frozenset({Capability.CHAT, Capability.RERANK})
+
+    def estimate_footprint(self):
+        return Footprint(ram_bytes=1024)
+
+    def load(self):
+        pass
+
+    def unload(self):
+        pass
+
+    def chat(self, request):
+        yield from ()
+'''
+
+
+def test_a_plugin_that_breaks_its_contract_is_refused_at_start(tmp_path: Path) -> None:
+    """Registered through a real entry point; the configuration check names what is missing."""
+    site = tmp_path / "site"
+    info = site / "liar_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "liar_plugin.py").write_text(LIAR)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: liar-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[lampstand.plugins]\nliar = liar_plugin:Liar\n")
+    config = tmp_path / "liar.toml"
+    config.write_text(f'[[models]]\nid = "fibber"\nplugin = "liar"\npath = "{tmp_path}"\n')
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    for command in (["models"], ["serve", "--port", "0"]):
+        result = subprocess.run([sys.executable, "-m", "lampstand.clients", *command, "--config", str(config)],
+                                capture_output=True, text=True, env=env, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert "'fibber'" in result.stderr and "declares rerank but is not a Reranker" in result.stderr

@@ -60,10 +60,16 @@ class EmbeddingModelMismatch(StoreConflict):
     """The index was built with another embedding model (or dimension, or store kind).
 
     Vectors of two models are never mixed: the message tells the user how to rebuild.
+    `recorded` and `wanted` are the (model, dimension) pairs of the index and of the request.
     """
 
     status_code = 400  # clients retry 409; a rebuild, not a retry, fixes this
     code = "embedding_model_mismatch"
+
+    def __init__(self, message: str, *, recorded: tuple[str, int] | None = None,
+                 wanted: tuple[str, int] | None = None) -> None:
+        super().__init__(message)
+        self.recorded, self.wanted = recorded, wanted
 
 
 class StoreReadOnly(StoreError):

@@ -160,5 +160,6 @@ def _check_recorded(
         raise EmbeddingModelMismatch(
             f"the index at {directory} was built with embedding model {recorded_model!r} "
             f"(dim {recorded_dim}), not {embedding_model or recorded_model!r} "
-            f"(dim {dim or recorded_dim}). " + _rebuild_hint(directory)
+            f"(dim {dim or recorded_dim}). " + _rebuild_hint(directory),
+            recorded=(recorded_model, recorded_dim), wanted=(embedding_model or recorded_model, dim or recorded_dim),
         )

@@ -78,8 +78,8 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         if self.options.embedding:
             return frozenset({Capability.EMBEDDINGS})
         if self.options.mmproj is not None:
-            return frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.VISION})
-        return frozenset({Capability.CHAT, Capability.COMPLETIONS})
+            return frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.VISION, Capability.ADAPTERS})
+        return frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.ADAPTERS})
 
     def _gguf(self) -> GgufInfo:
         if self._info is None:

@@ -12,7 +12,7 @@ from starlette.datastructures import FormData, UploadFile
 from lampstand.plugins.errors import InvalidRequest
 
 from .. import protocol as p
-from ..serving.multipart import BeforeFile, open_form
+from .forms import BeforeFile, open_form
 from ..serving.transcript_formats import MEDIA_TYPES
 from ..serving.transcriptions import EarlyAdmission, Task, create_transcription
 from .deps import ServerState, get_state

@@ -11,9 +11,12 @@ from .. import protocol as p
 from ..serving.files import create_file, list_files
 from ..serving.fine_tuning import FineTuningService
 from .deps import enabled_fine_tuning
+from .forms import file_part, open_form, text_part
 from .responses import ERROR_RESPONSES, json_or_stream
 
 router = APIRouter(tags=["files"])
+MAX_FIELDS = 8
+MAX_FIELD_BYTES = 16 * 1024
 Service = Annotated[FineTuningService, Depends(enabled_fine_tuning)]
 RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES, 403: {"model": p.ErrorResponse, "description": "[fine_tuning] enabled is off"}}
@@ -32,7 +35,14 @@ _MULTIPART_BODY = {
 @router.post("/v1/files", response_model=p.FileObject, responses=RESPONSES, openapi_extra=_MULTIPART_BODY)
 async def upload_file(request: Request, service: Service) -> Response:
     """Upload a JSONL file of training data (`purpose` = `fine-tune`)."""
-    return json_or_stream(await create_file(request, service.files, service.settings.max_file_bytes))
+    form = await open_form(request, sender="uploads", parts="`file` and `purpose` parts", max_fields=MAX_FIELDS,
+                           max_field_bytes=MAX_FIELD_BYTES)
+    try:
+        stored = await create_file(service.files, file_part(form, "file"), text_part(form, "purpose"),
+                                   service.settings.max_file_bytes)
+    finally:
+        await form.close()  # deletes the spooled temporary file
+    return json_or_stream(stored)
 
 
 @router.get("/v1/files", response_model=p.FileList, responses=RESPONSES)

@@ -1,5 +1,8 @@
 """Reading a multipart upload form (audio, files) with limits, as one 400 for anything malformed.
 
+Part of the HTTP layer: routes read their forms here and hand plain values to the serving
+modules.
+
 A caller can look at the fields sent before the file (`before_file`) and refuse the request
 there, before the upload itself is read: the audio routes admit the request to its model's
 queue at that point, so a full queue answers 429 without taking in megabytes first.
@@ -10,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from fastapi import Request
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartParser
 
 from lampstand.plugins.errors import InvalidRequest, LampstandError
 
-__all__ = ["open_form", "BeforeFile"]
+from ..serving.files import Upload
+
+__all__ = ["open_form", "BeforeFile", "file_part", "text_part"]
 
 BeforeFile = Callable[[Mapping[str, str]], None]  # the text fields read so far; raises to refuse
 
@@ -54,3 +59,15 @@ async def open_form(request: Request, *, sender: str, parts: str, max_fields: in
 
 def _accept(fields: Mapping[str, str]) -> None:
     """The default `before_file`: every form may send its file."""
+
+
+def file_part(form: FormData, name: str) -> Upload | None:
+    """The form's file part `name`, or None when it has none (or a text part of that name)."""
+    part = form.get(name)
+    return Upload(part.file, part.filename, part.size) if isinstance(part, UploadFile) else None
+
+
+def text_part(form: FormData, name: str) -> str | None:
+    """The form's text part `name`, or None."""
+    part = form.get(name)
+    return part if isinstance(part, str) else None

@@ -14,7 +14,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from lampstand.plugins.contract import AdapterHost, Capability
+from lampstand.plugins.contract import LOAD_ADAPTER, UNLOAD_ADAPTER, Capability
 from lampstand.plugins.errors import FeatureDisabled, InvalidRequest, ModelNotFound, PathNotAllowed
 from lampstand.plugins.paths import confine, confine_absolute
 from lampstand.plugins.sources import resolve_local
@@ -76,7 +76,7 @@ def base_sha256(path: Path) -> str:
 
 
 def _takes_adapters(hosted: HostedModel) -> bool:
-    return issubclass(hosted.plugin_cls, AdapterHost) and Capability.COMPLETIONS in hosted.capabilities
+    return Capability.ADAPTERS in hosted.capabilities
 
 
 def _base_model(pool: ModelPool, body: p.LoadLoraAdapterRequest, manifest: AdapterManifest | None) -> HostedModel:
@@ -124,7 +124,7 @@ async def load_adapter(pool: ModelPool, settings: AdapterSettings, body: p.LoadL
     pool.adapters.reserve(adapter, pool.names, settings.max_loaded)
     try:
         async with pool.using(hosted) as worker:
-            info: AdapterInfo = await worker.call("load_adapter", AdapterLoad(adapter.name, str(path)))
+            info: AdapterInfo = await worker.call(LOAD_ADAPTER, AdapterLoad(adapter.name, str(path)))
     except BaseException:
         pool.adapters.remove(adapter.name)
         raise
@@ -145,7 +145,7 @@ async def unload_adapter(pool: ModelPool, settings: AdapterSettings, body: p.Unl
     try:
         if hosted.worker is not None and hosted.worker.alive:
             async with pool.using(hosted) as worker:
-                await worker.call("unload_adapter", adapter.name)
+                await worker.call(UNLOAD_ADAPTER, adapter.name)
     except ModelNotFound:
         pass  # the worker restarted without it
     except BaseException:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lampstand.plugins.contract import Capability
+from lampstand.plugins.contract import CHAT, Capability
 from lampstand.plugins.types import ChatRequest, GenerationChunk, TokenLogprob, ToolCallDelta, Usage
 
 from .. import protocol as p
@@ -101,7 +101,7 @@ async def create_chat_completion(pool: ModelPool, settings: ServerSettings, body
         base = chat_request(body, settings, vision=reader is not None, images=read)
         return [replace(base, sampling=seeded(base.sampling, i), adapter=adapter) for i in range(body.n)]
 
-    chunks = await generate(pool, hosted, body.keep_alive, "chat", build)
+    chunks = await generate(pool, hosted, body.keep_alive, CHAT, build)
     extra: dict[str, Any] = {}
     if extras is not None:
         chunks, extra = extras.append_footer(chunks), {"sources": extras.sources}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import cast
 
-from lampstand.plugins.contract import Capability
+from lampstand.plugins.contract import COMPLETE, Capability
 from lampstand.plugins.errors import InvalidRequest
 from lampstand.plugins.types import CompletionRequest, GenerationChunk, TokenLogprob, Usage
 
@@ -60,7 +60,7 @@ async def create_completion(pool: ModelPool, settings: ServerSettings,
                                   adapter=adapter)
                 for prompt in prompts for i in range(body.n)]
 
-    chunks = await generate(pool, hosted, body.keep_alive, "complete", build)
+    chunks = await generate(pool, hosted, body.keep_alive, COMPLETE, build)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return sse_frames(_stream(chunks, body.model, body.logprobs is not None, include_usage, len(prompts)))

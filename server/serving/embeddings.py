@@ -15,7 +15,7 @@ from typing import cast
 
 import numpy as np
 
-from lampstand.plugins.contract import Capability
+from lampstand.plugins.contract import EMBED, Capability
 from lampstand.plugins.errors import InvalidRequest
 from lampstand.plugins.types import EmbeddingResult
 
@@ -74,7 +74,7 @@ class EmbeddingBatcher:
     async def _run(self, batch: list[_Pending]) -> None:
         flat = [x for item in batch for x in item.inputs]
         leader = batch[0].lease
-        call = asyncio.ensure_future(leader.call("embed", flat))
+        call = asyncio.ensure_future(leader.call(EMBED, flat))
         leader.hold(call)  # the batch runs on its leader's turn, which lasts while others still wait
         try:
             result = await _unless_abandoned(call, [item.future for item in batch])

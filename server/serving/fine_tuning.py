@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from lampstand.plugins.contract import AdapterHost, Capability
+from lampstand.plugins.contract import Capability
 from lampstand.plugins.errors import CapabilityMissing, FeatureDisabled, InvalidRequest, LampstandError
 from lampstand.plugins.sources import fetch_from_hub, resolve_local
 from lampstand.training.data import DataError, load_training_file
@@ -176,7 +176,7 @@ class FineTuningService:
 
     def _adapter_host(self, name: str) -> HostedModel:
         hosted = self.pool.lookup(name)
-        if not issubclass(hosted.plugin_cls, AdapterHost) or Capability.COMPLETIONS not in hosted.capabilities:
+        if Capability.ADAPTERS not in hosted.capabilities:
             raise CapabilityMissing(f"model {name!r} (plugin {hosted.plugin_cls.name}) cannot be fine-tuned: "
                                     "it does not take LoRA adapters", param="model")
         return hosted

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from lampstand.plugins.contract import Operation
 from lampstand.plugins.errors import LampstandError
 from lampstand.plugins.types import GenerationChunk, Usage
 
@@ -44,7 +45,8 @@ def sse(payload: str) -> str:
     return f"data: {payload}\n\n"
 
 
-async def generate(pool: ModelPool, hosted: HostedModel, keep_alive: str | float | None, method: str,
+async def generate(pool: ModelPool, hosted: HostedModel, keep_alive: str | float | None,
+                   operation: Operation[R, GenerationChunk],
                    build: Callable[[], Sequence[R] | Awaitable[Sequence[R]]]
                    ) -> AsyncIterator[tuple[int, GenerationChunk]]:
     """Admit the request (429 before any work), build its per-choice requests, start generating.
@@ -59,7 +61,7 @@ async def generate(pool: ModelPool, hosted: HostedModel, keep_alive: str | float
         requests = await built if inspect.isawaitable(built) else built
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request", extra={"model": hosted.id, "requests": repr(requests)[:4000]})
-        async for item in run_choices(lease, method, requests):
+        async for item in run_choices(lease, operation, requests):
             yield item
 
     return await admitted(pool, hosted, keep_alive, start)
@@ -81,9 +83,14 @@ async def admitted(pool: ModelPool, hosted: HostedModel, keep_alive: str | float
         raise
 
 
-async def run_choices(lease: Lease, method: str, requests: Sequence[R]) -> AsyncIterator[tuple[int, GenerationChunk]]:
-    """Each request's chunks, tagged with its choice index, one choice after another on one turn."""
-    metrics, model = lease.pool.metrics, lease.hosted.id
+async def run_choices(lease: Lease, operation: Operation[R, GenerationChunk],
+                      requests: Sequence[R]) -> AsyncIterator[tuple[int, GenerationChunk]]:
+    """Each request's chunks, tagged with its choice index, one choice after another on one turn.
+
+    Counts time to first token, inter-token latency, tokens and finish reasons (the lease
+    counts the request's latency as a whole).
+    """
+    metrics, model = lease.metrics, lease.model_id
     inter_token = metrics.itl.labels(model)  # resolved once: observed on every chunk
     arrived = time.monotonic()
     first: float | None = None
@@ -92,7 +99,7 @@ async def run_choices(lease: Lease, method: str, requests: Sequence[R]) -> Async
     finish: str | None = None
     async with lease:
         for index, request in enumerate(requests):
-            async for chunk in lease.stream(method, request):
+            async for chunk in lease.stream(operation, request):
                 now_ = time.monotonic()
                 if first is None:
                     first = now_
@@ -105,7 +112,6 @@ async def run_choices(lease: Lease, method: str, requests: Sequence[R]) -> Async
                     completion_tokens += chunk.usage.completion_tokens
                     finish = chunk.finish_reason or finish
                 yield index, chunk
-    metrics.e2e.labels(model).observe(last - arrived)
     metrics.prompt_tokens.labels(model).inc(prompt_tokens)
     metrics.generation_tokens.labels(model).inc(completion_tokens)
     metrics.success.labels(model, finish or "unknown").inc()

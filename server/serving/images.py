@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
-from lampstand.plugins.contract import Capability
+from lampstand.plugins.contract import GENERATE_IMAGES, Capability
 from lampstand.plugins.errors import InvalidRequest, PathNotAllowed
 from lampstand.plugins.paths import confine
 from lampstand.plugins.types import GeneratedImage, ImageGenerationRequest, ImageProgress, StyleLora
@@ -118,12 +118,12 @@ async def _events(items: AsyncIterator[Item]) -> AsyncIterator[str]:
 
 async def _generate(lease: Lease, request: ImageGenerationRequest) -> AsyncIterator[Item]:
     """The worker's items; each step is logged and counted, an early close counted as cancelled."""
-    metrics, model = lease.pool.metrics, lease.hosted.id
+    metrics, model = lease.metrics, lease.model_id
     steps_done, step_seconds = metrics.image_steps.labels(model), metrics.image_step_seconds.labels(model)
-    arrived = last = time.monotonic()
+    last = time.monotonic()
     try:
         async with lease:
-            async for item in lease.stream("generate_images", request):
+            async for item in lease.stream(GENERATE_IMAGES, request):
                 if isinstance(item, ImageProgress):
                     moment = time.monotonic()
                     steps_done.inc()
@@ -138,4 +138,3 @@ async def _generate(lease: Lease, request: ImageGenerationRequest) -> AsyncItera
         metrics.image_generations_cancelled.labels(model).inc()
         log.info("image generation cancelled", extra={"model": model})
         raise
-    metrics.e2e.labels(model).observe(time.monotonic() - arrived)

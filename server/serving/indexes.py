@@ -115,9 +115,13 @@ class IndexService:
                 open_store, directory, kind=definition.store, embedding_model=embedder.model_id, dim=dim,
                 writable=True, options=self._store_options(definition.store))
         except EmbeddingModelMismatch as exc:
-            recorded = exc.message.split(". ")[0]  # "the index at ... was built with embedding model ..."
+            if exc.recorded is None or exc.wanted is None:
+                raise
+            (model, dim), (wanted_model, wanted_dim) = exc.recorded, exc.wanted
             raise EmbeddingModelMismatch(
-                f"{recorded}; rebuild it: `lampstand index update {definition.name} --rebuild`") from None
+                f"index {definition.name!r} was built with embedding model {model!r} (dim {dim}), not "
+                f"{wanted_model!r} (dim {wanted_dim}); rebuild it: `lampstand index update {definition.name} "
+                "--rebuild`", recorded=exc.recorded, wanted=exc.wanted) from None
         try:
             options = SourceOptions(include=definition.include, exclude=definition.exclude,
                                     max_bytes=self.settings.max_file_bytes)

@@ -20,7 +20,7 @@ from lampstand.indexer.grounding import (
     select_sources,
     sources_footer,
 )
-from lampstand.plugins.contract import Capability
+from lampstand.plugins.contract import CHAT, Capability
 from lampstand.plugins.errors import InvalidRequest, LampstandError, ModelNotFound
 from lampstand.plugins.types import GenerationChunk, Usage
 
@@ -74,7 +74,7 @@ async def answer_query(state: ServerState, body: p.RagQueryRequest) -> p.RagAnsw
     chat = p.ChatCompletionRequest(model=model, messages=_messages(body.query, sources), **sampling)
     hosted, adapter = state.pool.target(model, Capability.CHAT)
     request = replace(chat_request(chat, state.settings.server, vision=False), adapter=adapter)
-    chunks = await generate(state.pool, hosted, None, "chat", lambda: [request])
+    chunks = await generate(state.pool, hosted, None, CHAT, lambda: [request])
     if body.stream:
         return sse_frames(_stream_answer(chunks, model, body.index, sources))
     text, usage = [], {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lampstand.plugins.contract import Capability
+from lampstand.plugins.contract import RERANK, Capability
 from lampstand.plugins.errors import InvalidRequest
 from lampstand.plugins.types import RerankRequest, RerankResult
 
@@ -29,7 +29,7 @@ async def rerank_documents(pool: ModelPool, model: str, query: str, documents: S
     if not documents:
         return RerankResult(scores=[], token_counts=[])
     async with pool.admit(hosted, keep_alive_of(keep_alive)) as lease:
-        result: RerankResult = await lease.call("rerank", RerankRequest(query, tuple(documents)))
+        result = await lease.call(RERANK, RerankRequest(query, tuple(documents)))
     return result
 
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
-from lampstand.plugins.contract import Capability
+from lampstand.plugins.contract import CHAT, Capability
 from lampstand.plugins.types import ChatMessage, ChatRequest, SamplingParams, TranscriptSegment
 
 from ..config import ServerSettings
@@ -65,6 +65,6 @@ async def clean_segments(pool: ModelPool, settings: ServerSettings, segments: li
     if not segments:
         return segments
     hosted = pool.pick(settings.transcript_cleanup_model, Capability.CHAT, 'postprocess "llm"')
-    chunks = await generate(pool, hosted, None, "chat", lambda: [cleanup_prompt(segments, names)])
+    chunks = await generate(pool, hosted, None, CHAT, lambda: [cleanup_prompt(segments, names)])
     answer = "".join([chunk.text async for _, chunk in chunks])
     return merge_cleaned(segments, answer)

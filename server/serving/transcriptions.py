@@ -11,11 +11,10 @@ whole in the requested format, or as `transcript.text.delta` events per segment 
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Literal
 
-from lampstand.plugins.contract import Capability
+from lampstand.plugins.contract import TRANSCRIBE, Capability
 from lampstand.plugins.errors import InvalidRequest, LampstandError
 from lampstand.plugins.types import TranscriptionInfo, TranscriptionRequest, TranscriptSegment
 
@@ -97,14 +96,12 @@ async def create_transcription(pool: ModelPool, settings: ServerSettings, form: 
 
 
 async def _transcribe(lease: Lease, request: TranscriptionRequest) -> AsyncIterator[Item]:
-    metrics, model = lease.pool.metrics, lease.hosted.id
-    arrived = time.monotonic()
+    audio_seconds = lease.metrics.audio_seconds.labels(lease.model_id)
     async with lease:
-        async for item in lease.stream("transcribe", request):
+        async for item in lease.stream(TRANSCRIBE, request):
             if isinstance(item, TranscriptionInfo):
-                metrics.audio_seconds.labels(model).inc(item.duration)
+                audio_seconds.inc(item.duration)
             yield item
-    metrics.e2e.labels(model).observe(time.monotonic() - arrived)
 
 
 async def _first_info(items: AsyncIterator[Item]) -> TranscriptionInfo:

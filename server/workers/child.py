@@ -9,7 +9,9 @@ ends with exactly one of those three, cancelled ones included: the parent counts
 call as running until that answer arrives.
 
 Each call runs in its own thread; one engine lock keeps the plugin to one call at a time
-(except `CONCURRENT_METHODS`, such as loading an adapter, which run beside it).
+(except the contract's concurrent operations, such as loading an adapter, which run beside
+it). A worker answers only the operations of the capabilities its model declares
+(`operations_for` in the plugin contract).
 A cancelled call stops after the item being produced (one decode step) and its generator
 is closed, so the engine frees its work; a plain call stops at its plugin's next
 `check_cancelled` (embedding and reranking check between slices). When the parent goes away the pipe closes and the
@@ -26,18 +28,18 @@ import traceback
 from collections.abc import Iterator
 from contextlib import nullcontext
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import structlog
 
 from lampstand.plugins.cancellation import CallCancelled, call_scope
-from lampstand.plugins.contract import Footprint, Plugin
+from lampstand.plugins.contract import AdapterHost, Footprint, Operation, Plugin, operations_for
 from lampstand.plugins.errors import LampstandError
 
 from ..logs import configure_logging
 from .frames import write_frame
-from .messages import CALLABLE_METHODS, CONCURRENT_METHODS, LoadedInfo, WorkerSpec
+from .messages import LoadedInfo, WorkerSpec
 
 __all__ = ["worker_main"]
 
@@ -66,6 +68,7 @@ class _Server:
 
     def __init__(self, commands: Connection, results: Connection, plugin: Plugin) -> None:
         self.commands, self.results, self.plugin = commands, results, plugin
+        self.operations: dict[str, Operation] = operations_for(plugin.capabilities())  # type: ignore[type-arg]
         self.send_lock = threading.Lock()
         self.engine_lock = threading.Lock()
         self.stops: dict[int, threading.Event] = {}
@@ -97,9 +100,10 @@ class _Server:
 
     def run_call(self, call_id: int, method: str, argument: Any, stop: threading.Event) -> None:
         try:
-            if method not in CALLABLE_METHODS:
-                raise LampstandError(f"worker has no method {method!r}")
-            engine = nullcontext() if method in CONCURRENT_METHODS else self.engine_lock
+            operation = self.operations.get(method)
+            if operation is None:
+                raise LampstandError(f"model {self.plugin.model_id!r} has no operation {method!r}")
+            engine = nullcontext() if operation.concurrent else self.engine_lock
             with engine:
                 if stop.is_set():
                     raise CallCancelled("cancelled before it started")
@@ -143,7 +147,7 @@ def _load_adapters(plugin: Plugin, spec: WorkerSpec) -> None:
     """Reload the adapters the server had loaded into this model (a restart loses them)."""
     for adapter in spec.adapters:
         try:
-            plugin.load_adapter(adapter)  # type: ignore[attr-defined]
+            cast(AdapterHost, plugin).load_adapter(adapter)
         except Exception as exc:  # the model still serves; requests naming the adapter get a 404
             log.error("adapter %s could not be reloaded: %s", adapter.name, exc)
 

@@ -20,11 +20,12 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psutil
 import structlog
 
+from lampstand.plugins.contract import Operation
 from lampstand.plugins.errors import (
     InvalidRequest,
     LampstandError,
@@ -39,6 +40,8 @@ from .messages import LoadedInfo, WorkerSpec
 
 __all__ = ["WorkerHandle", "WorkerCall", "WorkerSpec", "LoadedInfo", "describe_exit"]
 
+A = TypeVar("A")
+R = TypeVar("R")
 Message = tuple[str, int, Any]
 FINAL_ANSWERS = frozenset({"end", "result", "error"})  # the last message the worker sends for a call
 ENDINGS = FINAL_ANSWERS | {"gone"}  # a call is over; a "timeout" is ours, and the worker goes on
@@ -124,13 +127,13 @@ class WorkerHandle:
         except psutil.Error:
             return 0
 
-    def open(self, method: str, argument: Any, deadline: float | None = None) -> WorkerCall:
-        """Send a call to the plugin method `method`; its answers arrive through the `WorkerCall`."""
-        return WorkerCall(self, *self._open(method, argument, deadline))
+    def open(self, operation: Operation[A, R], argument: A, deadline: float | None = None) -> WorkerCall[R]:
+        """Send a call of `operation` (from the plugin contract); its answers arrive through the `WorkerCall`."""
+        return WorkerCall(self, *self._open(operation.method, argument, deadline))
 
-    async def call(self, method: str, argument: Any, deadline: float | None = None) -> Any:
-        """The result of a plain plugin method (admin calls; requests call through their `Lease`)."""
-        call = self.open(method, argument, deadline)
+    async def call(self, operation: Operation[A, R], argument: A, deadline: float | None = None) -> R:
+        """The result of a plain operation (admin calls; requests call through their `Lease`)."""
+        call = self.open(operation, argument, deadline)
         try:
             return await call.result()
         finally:
@@ -269,15 +272,15 @@ def _settle(settled: asyncio.Future[None] | None) -> None:
         settled.set_result(None)
 
 
-class WorkerCall:
-    """One call in flight on a worker: its answers, and how to stop listening."""
+class WorkerCall(Generic[R]):
+    """One call in flight on a worker: its answers (of type `R`), and how to stop listening."""
 
     def __init__(self, handle: WorkerHandle, call_id: int, answers: asyncio.Queue[Message]) -> None:
         self.handle, self.call_id, self.answers = handle, call_id, answers
         self.finished = False  # the worker has answered for the last time
         self._closed: asyncio.Future[None] | None = None
 
-    async def items(self) -> AsyncIterator[Any]:
+    async def items(self) -> AsyncIterator[R]:
         """The items of a streaming method, until its end; a failure raises."""
         while True:
             kind, value = await self._answer()
@@ -287,7 +290,7 @@ class WorkerCall:
                 raise self.handle._failure(kind, value)
             yield value
 
-    async def result(self) -> Any:
+    async def result(self) -> R:
         """The result of a plain method; a failure raises."""
         kind, value = await self._answer()
         if kind != "result":

@@ -9,13 +9,7 @@ from typing import Any
 from lampstand.plugins.contract import Footprint, Plugin
 from lampstand.plugins.types import AdapterLoad
 
-__all__ = ["WorkerSpec", "LoadedInfo", "CALLABLE_METHODS", "CONCURRENT_METHODS"]
-
-# Plugin methods a worker runs on request: one per capability interface, plus health and adapters.
-CALLABLE_METHODS = frozenset({"chat", "complete", "embed", "rerank", "transcribe", "generate_images", "health",
-                              "load_adapter", "unload_adapter"})
-# Those that run beside the call holding the engine (loading an adapter reads only the model).
-CONCURRENT_METHODS = frozenset({"load_adapter"})
+__all__ = ["WorkerSpec", "LoadedInfo"]
 
 
 @dataclass(frozen=True)
