@@ -161,6 +161,10 @@ def raw_figures(adapters: Path, tokens: int, repeats: int) -> dict[str, list[flo
     import llama_cpp
     from llama_cpp import Llama
 
+    from lampstand.training.manifest import GGUF_FILE
+
+    a_gguf, b_gguf = adapters / "a" / GGUF_FILE, adapters / "b" / GGUF_FILE
+
     def build(lora: Path | None = None) -> Llama:
         return Llama(model_path=str(SMOLLM), n_ctx=N_CTX, n_threads=N_THREADS, n_threads_batch=N_THREADS,
                      lora_path=str(lora) if lora else None, verbose=False)
@@ -175,15 +179,15 @@ def raw_figures(adapters: Path, tokens: int, repeats: int) -> dict[str, list[flo
     figures["load_raw_ms"] = []
     for _ in range(repeats + 1):
         started = time.perf_counter()
-        pointer = llama_cpp.llama_adapter_lora_init(base.model, str(adapters / "a" / "adapter.gguf").encode())
+        pointer = llama_cpp.llama_adapter_lora_init(base.model, str(a_gguf).encode())
         figures["load_raw_ms"].append((time.perf_counter() - started) * 1000)
         llama_cpp.llama_adapter_lora_free(pointer)
     figures["raw base"] = [decode(base) for _ in range(repeats)]
     base.close()
-    with_a = build(adapters / "a" / "adapter.gguf")
+    with_a = build(a_gguf)
     figures["raw adapter a"] = [decode(with_a) for _ in range(repeats)]
     with_a.close()
-    rotation: list[Path | None] = [adapters / "a" / "adapter.gguf", adapters / "b" / "adapter.gguf", None]
+    rotation: list[Path | None] = [a_gguf, b_gguf, None]
     figures["raw alternating (reload per request)"] = []
     for i in range(repeats * 3):
         started = time.perf_counter()

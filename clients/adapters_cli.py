@@ -25,7 +25,7 @@ NameArgument = Annotated[str, typer.Argument(help="the model name requests use f
 
 def _local_adapters(folder: Path) -> dict[str, dict[str, Any]]:
     """Adapter folders under the adapters dir, by folder name, with what their manifests say."""
-    from lampstand.training.manifest import read_manifest
+    from lampstand.training.manifest import holds_peft, read_manifest
 
     found: dict[str, dict[str, Any]] = {}
     for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
@@ -36,7 +36,7 @@ def _local_adapters(folder: Path) -> dict[str, dict[str, Any]]:
         except LampstandError:
             manifest = None
         gguf = any(entry.glob("*.gguf"))
-        if manifest is None and not gguf and not (entry / "adapter_model.safetensors").is_file():
+        if manifest is None and not gguf and not holds_peft(entry):
             continue
         found[entry.name] = {"name": entry.name, "path": str(entry), "gguf": gguf,
                              "base": manifest.base.id or manifest.base.source if manifest else None,
@@ -111,8 +111,10 @@ def convert(
     config: ConfigOption = None,
 ) -> None:
     """Write a PEFT LoRA adapter as a GGUF LoRA that llama.cpp-served models load."""
+    from lampstand.training.manifest import GGUF_FILE
+
     try:
-        _convert(folder, base, out or folder / "adapter.gguf", config)
+        _convert(folder, base, out or folder / GGUF_FILE, config)
     except (LampstandError, ValueError, OSError) as exc:
         fail(exc if isinstance(exc, LampstandError) else str(exc))
 

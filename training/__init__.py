@@ -7,7 +7,8 @@
     memory      will it fit? estimated before loading weights
     loop        the torch training loop; checkpoint: resumable checkpoints; metrics: metrics.jsonl
     run         the recipe tying them together: `train(TrainConfig, Settings) -> TrainResult`
-    manifest    manifest.json (standard library only: the server reads it without torch)
+    manifest    the adapter folder: file names, manifest.json (standard library only: the server
+                reads adapter folders without torch)
     gguf_lora   peft adapter -> GGUF LoRA for llama.cpp
 
 Importing this package is cheap (no torch): the modules that need torch import it inside

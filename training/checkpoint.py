@@ -23,6 +23,8 @@ from typing import Any
 from lampstand.plugins.durable_files import publish_folder
 from lampstand.plugins.errors import InvalidRequest
 
+from .manifest import PEFT_WEIGHTS_FILE
+
 __all__ = ["TrainState", "save_checkpoint", "latest_checkpoint", "load_checkpoint", "CHECKPOINTS"]
 
 CHECKPOINTS = "checkpoints"
@@ -100,7 +102,7 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> T
         body = json.loads((path / "state.json").read_text(encoding="utf-8"))
         python_random = body.pop("python_random")
         state = TrainState(**body)
-        weights = load_file(str(path / "adapter_model.safetensors"), device=str(next(model.parameters()).device))
+        weights = load_file(str(path / PEFT_WEIGHTS_FILE), device=str(next(model.parameters()).device))
         set_peft_model_state_dict(model, weights)
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))

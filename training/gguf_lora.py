@@ -36,14 +36,14 @@ from lampstand.plugins.errors import InvalidModelFile
 from lampstand.plugins.llama_cpp.gguf_check import GgufArray, scan_gguf
 from lampstand.plugins.llama_cpp.lora_check import BASE_SHA256_KEY
 
+from .manifest import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE
+
 if TYPE_CHECKING:
     import gguf
     import numpy as np
 
 __all__ = ["BASE_SHA256_KEY", "SOURCE_KEY", "LoraExportError", "export_gguf_lora"]
 
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
 SOURCE_KEY = "lampstand.source"  # what the file was exported from
 
 # Architectures whose Q/K rows llama.cpp's converter reorders for its rope layout (its
@@ -143,9 +143,9 @@ def export_gguf_lora(adapter_dir: Path, base_gguf: Path, out_path: Path,
     under `BASE_SHA256_KEY` so a loader can tell which base the adapter was exported for.
     """
     adapter_dir, out_path = Path(adapter_dir), Path(out_path)
-    settings = read_lora_settings(adapter_dir / CONFIG_FILE)
+    settings = read_lora_settings(adapter_dir / PEFT_CONFIG_FILE)
     base = read_base_model(Path(base_gguf))
-    pairs = read_lora_pairs(adapter_dir / WEIGHTS_FILE)
+    pairs = read_lora_pairs(adapter_dir / PEFT_WEIGHTS_FILE)
     _check_tied_embedding(pairs, base)
     tensors = [tensor for pair in pairs for tensor in gguf_tensors(pair, base, settings)]
     metadata: dict[str, str | float] = {"adapter.lora.alpha": settings.gguf_alpha,

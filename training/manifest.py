@@ -1,9 +1,13 @@
-"""The adapter manifest: what an adapter folder holds and what it was trained from.
+"""The adapter folder: the names of its files, its manifest, reading and writing them.
 
-`<adapter>/manifest.json` sits next to peft's `adapter_model.safetensors` and
-`adapter_config.json` (and `adapter.gguf` when the base was a GGUF). It names the base model
-by its served id, path and sha256, so the server can refuse to attach an adapter to a base it
-was not trained on. Standard library only: the server reads manifests without torch.
+    adapter_model.safetensors, adapter_config.json   peft's LoRA weights and settings
+    adapter.gguf                                     the GGUF LoRA, when the base was a GGUF
+    manifest.json                                    what the adapter was trained from
+
+The manifest names the base model by its served id, path and sha256, so the server can refuse
+to attach an adapter to a base it was not trained on. Every module that reads or writes an
+adapter folder takes the names from here. Standard library only: the server reads adapter
+folders without torch.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ from typing import Any
 from lampstand.plugins.durable_files import reserve_temp, write_file_atomically
 from lampstand.plugins.errors import InvalidRequest
 
-__all__ = ["MANIFEST_FORMAT", "MANIFEST_FILE", "AdapterManifest", "BaseInfo", "DataInfo", "AdapterFiles",
-           "file_sha256", "write_manifest", "read_manifest"]
+__all__ = ["MANIFEST_FORMAT", "MANIFEST_FILE", "PEFT_WEIGHTS_FILE", "PEFT_CONFIG_FILE", "GGUF_FILE", "AdapterManifest",
+           "BaseInfo", "DataInfo", "AdapterFiles", "file_sha256", "write_manifest", "read_manifest", "holds_peft",
+           "find_gguf"]
 
 MANIFEST_FORMAT = "lampstand-adapter/1"
 MANIFEST_FILE = "manifest.json"
+PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
+PEFT_CONFIG_FILE = "adapter_config.json"
+GGUF_FILE = "adapter.gguf"
 _CHUNK = 1024 * 1024
 
 
@@ -59,7 +67,7 @@ class DataInfo:
 class AdapterFiles:
     """The adapter's weight files, relative to its folder."""
 
-    peft: str = "adapter_model.safetensors"
+    peft: str = PEFT_WEIGHTS_FILE
     gguf: str | None = None
 
 
@@ -121,3 +129,16 @@ def read_manifest(directory: Path) -> AdapterManifest | None:
     except (ValueError, KeyError, TypeError) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         raise InvalidRequest(f"malformed adapter manifest {path}: {detail}") from exc
+
+
+def holds_peft(directory: Path) -> bool:
+    """Whether `directory` holds peft's adapter weights."""
+    return (Path(directory) / PEFT_WEIGHTS_FILE).is_file()
+
+
+def find_gguf(directory: Path, manifest: AdapterManifest | None) -> Path | None:
+    """The folder's GGUF LoRA: the one its manifest names, else `adapter.gguf`, else the first `.gguf`."""
+    folder = Path(directory)
+    candidates = [folder / manifest.files.gguf] if manifest and manifest.files.gguf else []
+    candidates += [folder / GGUF_FILE, *sorted(folder.glob("*.gguf"))]
+    return next((c for c in candidates if c.is_file()), None)

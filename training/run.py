@@ -66,7 +66,9 @@ from .lora import (
     skeleton_model,
 )
 from .manifest import (
+    GGUF_FILE,
     MANIFEST_FILE,
+    PEFT_WEIGHTS_FILE,
     AdapterFiles,
     AdapterManifest,
     BaseInfo,
@@ -85,10 +87,7 @@ from .metrics import METRICS_FILE, MetricsLog
 if TYPE_CHECKING:
     from lampstand.server.config import Settings
 
-__all__ = ["train", "TrainResult", "TrainingInterrupted", "Reporter", "GGUF_FILE", "PEFT_FILE"]
-
-GGUF_FILE = "adapter.gguf"
-PEFT_FILE = "adapter_model.safetensors"
+__all__ = ["train", "TrainResult", "TrainingInterrupted", "Reporter"]
 
 
 class Reporter(Protocol):
@@ -143,7 +142,7 @@ class TrainResult:
         """JSON for `--json` and job records."""
         return {"name": self.name, "out": str(self.out), "steps": self.steps, "seconds": round(self.seconds, 2),
                 "train_loss": self.train_loss, "eval_loss": self.eval_loss, "perplexity": self.perplexity,
-                "adapter": str(self.out / PEFT_FILE), "gguf": str(self.gguf) if self.gguf else None,
+                "adapter": str(self.out / PEFT_WEIGHTS_FILE), "gguf": str(self.gguf) if self.gguf else None,
                 "manifest": self.manifest.to_dict(), "warnings": self.warnings}
 
 
@@ -377,7 +376,7 @@ def _save(config: TrainConfig, setup: _Setup, model: Any, outcome: LoopOutcome) 
         hyperparameters=hyperparameters,
         metrics={"train_loss": outcome.train_loss, "eval_loss": outcome.eval_loss,
                  "eval_perplexity": outcome.perplexity},
-        files=AdapterFiles(PEFT_FILE, GGUF_FILE if gguf else None))
+        files=AdapterFiles(PEFT_WEIGHTS_FILE, GGUF_FILE if gguf else None))
     write_manifest(setup.out, manifest)
     return manifest, gguf, warnings
 

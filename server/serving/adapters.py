@@ -19,7 +19,14 @@ from lampstand.plugins.errors import FeatureDisabled, InvalidRequest, ModelNotFo
 from lampstand.plugins.paths import confine, confine_absolute
 from lampstand.plugins.sources import resolve_local
 from lampstand.plugins.types import AdapterInfo, AdapterLoad
-from lampstand.training.manifest import AdapterManifest, file_sha256, read_manifest
+from lampstand.training.manifest import (
+    MANIFEST_FILE,
+    AdapterManifest,
+    file_sha256,
+    find_gguf,
+    holds_peft,
+    read_manifest,
+)
 
 from .. import protocol as p
 from ..adapters import LoadedAdapter
@@ -27,8 +34,6 @@ from ..config import AdapterSettings
 from ..model_pool import HostedModel, ModelPool
 
 __all__ = ["load_adapter", "unload_adapter", "adapter_card", "adapter_model_cards", "resolve_adapter_file"]
-
-GGUF_NAME = "adapter.gguf"
 
 
 def _require_hot_load(settings: AdapterSettings) -> None:
@@ -47,13 +52,11 @@ def resolve_adapter_file(lora_path: str, root: Path) -> tuple[Path, AdapterManif
         exc.param = "lora_path"
         raise
     folder = found if found.is_dir() else found.parent
-    manifest = read_manifest(folder) if (folder / "manifest.json").is_file() else None
+    manifest = read_manifest(folder) if (folder / MANIFEST_FILE).is_file() else None
     if found.is_dir():
-        candidates = [folder / manifest.files.gguf] if manifest and manifest.files.gguf else []
-        candidates += [folder / GGUF_NAME, *sorted(folder.glob("*.gguf"))]
-        gguf = next((c for c in candidates if c.is_file()), None)
+        gguf = find_gguf(folder, manifest)
         if gguf is None:
-            if (folder / "adapter_model.safetensors").is_file():
+            if holds_peft(folder):
                 raise InvalidRequest(f"{lora_path!r} holds a PEFT adapter but no GGUF LoRA; convert it with "
                                      f"`lampstand adapters convert {lora_path}`", param="lora_path")
             raise InvalidRequest(f"{lora_path!r} holds no .gguf adapter", param="lora_path")
