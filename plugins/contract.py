@@ -156,6 +156,14 @@ class Plugin(ABC):
         """Tokens of context the loaded model accepts, when it has one."""
         return None
 
+    def slots(self) -> int:
+        """Requests this model serves at once, decided by configuration.
+
+        Above 1 the plugin schedules concurrent calls itself: its worker runs them side by
+        side, and the server lets that many requests run (unless `max_concurrency` says otherwise).
+        """
+        return 1
+
 
 class ChatModel(ABC):
     """Capability `chat`: generate an assistant turn from a conversation.

@@ -210,7 +210,8 @@ class ModelConfig(BaseModel):
     pinned: bool = Field(False, description="never evicted or expired")
     keep_alive: str | float | None = Field(None, description="overrides [memory] keep_alive")
     max_queue: int | None = Field(None, ge=0, description="overrides [server] max_queue")
-    max_concurrency: int = Field(1, ge=1, description="requests run at once on this model")
+    max_concurrency: int | None = Field(None, ge=1, description="requests run at once on this model; "
+                                        "default: its plugin's slots (`parallel` for llama_cpp), else 1")
     request_timeout: float | None = Field(None, gt=0, description="overrides [server] request_timeout")
 
     @model_validator(mode="after")

@@ -105,11 +105,6 @@ class HostedModel:
         return self.admission.idle()
 
 
-def _declared_capabilities(config: ModelConfig, plugin_cls: type[Plugin], options: Any) -> frozenset[Capability]:
-    """Capabilities follow from configuration alone; the probe instance loads nothing."""
-    return _probe(config, plugin_cls, options).capabilities()
-
-
 def _probe(config: ModelConfig, plugin_cls: type[Plugin], options: Any, path: Path | None = None) -> Plugin:
     where = path or (config.path if config.path is not None else Path(config.hf or ""))
     return plugin_cls(config.id, where, options)
@@ -151,11 +146,13 @@ class ModelPool:
         plugin_cls = self.registry.get(config.plugin)
         options = _plugin_options(config, plugin_cls)
         keep_alive = parse_duration(config.keep_alive) if config.keep_alive is not None else self.default_keep_alive
-        capabilities = _declared_capabilities(config, plugin_cls, options)
+        probe = _probe(config, plugin_cls, options)  # configuration alone decides; it loads nothing
+        capabilities = probe.capabilities()
         self.registry.check_contract(config.id, plugin_cls, capabilities)
         max_queue = config.max_queue if config.max_queue is not None else self.server.max_queue
+        turns = config.max_concurrency or probe.slots()
         hosted = HostedModel(config, plugin_cls, options, capabilities, keep_alive=keep_alive,
-                             admission=Admission(config.id, config.max_concurrency, max_queue, self.metrics))
+                             admission=Admission(config.id, turns, max_queue, self.metrics))
         for name in (config.id, *config.aliases):
             if name in self._names:
                 raise ConfigError(f"model name {name!r} is used twice")

@@ -28,15 +28,19 @@ from .options import LlamaCppOptions
 from .prompt_cache import PromptCache
 from .vocab import Vocab
 
-__all__ = ["decode_stream", "sample_stream"]
+__all__ = ["decode_stream", "sample_stream", "text_chunks", "logprob_from_logits"]
 
 
 def _logprob_of(llm: Any, vocab: Vocab, token: int, top_n: int) -> TokenLogprob:
     """Log-softmax of the logits the token was sampled from (the last decoded position)."""
     import llama_cpp
 
-    n_vocab = llm.n_vocab()
-    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+    return logprob_from_logits(llama_cpp.llama_get_logits_ith(llm.ctx, -1), llm.n_vocab(), vocab, token, top_n)
+
+
+def logprob_from_logits(pointer: Any, n_vocab: int, vocab: Vocab, token: int, top_n: int) -> TokenLogprob:
+    """`token`'s log probability (and the `top_n` best) under the logits at `pointer` (n_vocab floats)."""
+    logits = np.ctypeslib.as_array(pointer, shape=(n_vocab,))
     shifted = logits - logits.max()
     logprobs = shifted - np.log(np.exp(shifted).sum())  # (n_vocab,)
     top: tuple[TopLogprob, ...] = ()
@@ -109,10 +113,6 @@ def sample_stream(
     import llama_cpp
 
     llm.set_seed(sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
-    stops = StopMatcher(sampling.stop)
-    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    generated = 0
-    finish: FinishReason = "length"
     tokens = llm.generate(
         prompt_tokens,
         temp=sampling.temperature,
@@ -126,22 +126,37 @@ def sample_stream(
         logits_processor=_biased(sampling.logit_bias, llm.n_vocab()) if sampling.logit_bias else None,
     )
     try:
-        for token in tokens:
-            if vocab.is_end_of_generation(token):
-                finish = "stop"
-                break
-            generated += 1
-            logprobs = (_logprob_of(llm, vocab, token, sampling.top_logprobs),) if sampling.logprobs else ()
-            text = stops.feed(utf8.decode(vocab.piece(token)))
-            if text or logprobs:
-                yield GenerationChunk(text=text, logprobs=logprobs)
-            if stops.stopped:
-                finish = "stop"
-                break
-            if generated >= sampling.max_tokens:
-                break
+        with_logprobs = ((t, (_logprob_of(llm, vocab, t, sampling.top_logprobs),) if sampling.logprobs else ())
+                         for t in tokens)
+        yield from text_chunks(with_logprobs, vocab, sampling, len(prompt_tokens))
     finally:
         tokens.close()
+
+
+def text_chunks(tokens: Iterator[tuple[int, tuple[TokenLogprob, ...]]], vocab: Vocab, sampling: SamplingParams,
+                n_prompt: int) -> Iterator[GenerationChunk]:
+    """Sampled tokens (with their logprobs) as text chunks: UTF-8 split across tokens, stop
+    strings, `max_tokens` and end-of-generation tokens; the last chunk has finish_reason and usage.
+
+    Stops pulling once the answer is finished; the caller closes `tokens`.
+    """
+    stops = StopMatcher(sampling.stop)
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    generated = 0
+    finish: FinishReason = "length"
+    for token, logprobs in tokens:
+        if vocab.is_end_of_generation(token):
+            finish = "stop"
+            break
+        generated += 1
+        text = stops.feed(utf8.decode(vocab.piece(token)))
+        if text or logprobs:
+            yield GenerationChunk(text=text, logprobs=logprobs)
+        if stops.stopped:
+            finish = "stop"
+            break
+        if generated >= sampling.max_tokens:
+            break
     tail = "" if stops.stopped else stops.feed(utf8.decode(b"", final=True))
     if stops.stopped:
         finish = "stop"
@@ -150,5 +165,5 @@ def sample_stream(
     yield GenerationChunk(
         text=tail,
         finish_reason=finish,
-        usage=Usage(prompt_tokens=len(prompt_tokens), completion_tokens=generated),
+        usage=Usage(prompt_tokens=n_prompt, completion_tokens=generated),
     )

@@ -9,6 +9,7 @@ parsed. `llama_cpp` is imported only inside `load`.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,15 @@ from lampstand.plugins.types import (
     AdapterLoad,
     ChatRequest,
     CompletionRequest,
+    AdapterRef,
     EmbeddingResult,
     GenerationChunk,
+    SamplingParams,
 )
 
 from .adapters import LoraAdapters
-from .decode import decode_stream
+from .batching import BatchEngine, SamplerSettings
+from .decode import decode_stream, logprob_from_logits, text_chunks
 from .gguf_info import GgufInfo, read_gguf_info
 from .grammar import grammar_for_chat, is_forced_tool_call
 from .options import LlamaCppOptions
@@ -71,6 +75,8 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         self._projector: VisionProjector | None = None
         self._cache = PromptCache(self.options.cache_chunk)
         self._adapters = LoraAdapters(self.path)
+        self._engine: BatchEngine | None = None  # with parallel > 1: text requests without adapters
+        self._exclusive = threading.Lock()  # everything else runs on the Llama context, one at a time
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -94,9 +100,17 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         mmproj = self.options.mmproj
         return projector_file_bytes(mmproj) if mmproj is not None else 0
 
+    def slots(self) -> int:
+        return 1 if self.options.embedding else self.options.parallel
+
+    def _batch_kv_bytes(self) -> int:
+        """The batched context's KV cache: `parallel` sequences of n_ctx tokens each."""
+        return self._gguf().kv_cache_bytes(self._n_ctx()) * self.slots() if self.slots() > 1 else 0
+
     def estimate_footprint(self) -> Footprint:
         text = self._gguf().footprint(self._n_ctx(), self.options.n_batch)
-        return Footprint(ram_bytes=text.ram_bytes + self._projector_bytes(), vram_bytes=text.vram_bytes)
+        extra = self._projector_bytes() + self._batch_kv_bytes()
+        return Footprint(ram_bytes=text.ram_bytes + extra, vram_bytes=text.vram_bytes)
 
     def measured_footprint(self) -> Footprint | None:
         if self._llm is None:
@@ -105,7 +119,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
 
         weights = int(llama_cpp.llama_model_size(self._llm.model))
         weights += self._projector.file_bytes if self._projector is not None else 0
-        kv = self._gguf().kv_cache_bytes(self._llm.n_ctx())
+        kv = self._gguf().kv_cache_bytes(self._llm.n_ctx()) + self._batch_kv_bytes()
         on_gpu = self.options.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload()
         return Footprint(ram_bytes=0 if on_gpu else weights + kv, vram_bytes=weights + kv if on_gpu else 0)
 
@@ -146,6 +160,20 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
             )
         if self.options.mmproj is not None:
             self._load_projector(self.options.mmproj)
+        if self.slots() > 1:
+            self._start_engine()
+
+    def _start_engine(self) -> None:
+        n_vocab, vocab = self._llm.n_vocab(), self._vocab
+        threads = self.options.n_threads or os.cpu_count() or 1
+        try:
+            self._engine = BatchEngine(
+                self._llm.model, self.slots(), self._n_ctx(), self.options.n_batch, threads,
+                self.options.n_threads_batch or threads,
+                lambda logits, token, top_n: logprob_from_logits(logits, n_vocab, vocab, token, top_n))
+        except BaseException:
+            self.unload()
+            raise
 
     def _load_projector(self, mmproj: Path) -> None:
         try:
@@ -157,6 +185,9 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
             raise
 
     def unload(self) -> None:
+        if self._engine is not None:
+            self._engine.close()  # its context refers to the model
+        self._engine = None
         if self._projector is not None:
             self._projector.close()  # the mtmd context refers to the model, so it goes first
         self._projector = None
@@ -204,10 +235,8 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         if any(m.images for m in request.messages):
             return self._chat_with_images(request)
         prompt = self.chat_prompt_tokens(request)
-        sampling = fit_to_context(self._llm.n_ctx(), len(prompt), request.sampling)
-        key = self._adapters.apply(self._llm, request.adapter)
-        chunks = decode_stream(self._llm, self._vocab, self._cache, prompt, sampling, self.options,
-                               grammar_for_chat(request), key)
+        sampling = fit_to_context(self._n_ctx(), len(prompt), request.sampling)
+        chunks = self._generate(prompt, sampling, grammar_for_chat(request), request.adapter)
         if request.tools and request.tool_choice.mode != "none":
             chunks = with_tool_calls(chunks, ToolCallParser(forced=is_forced_tool_call(request)))
         return chunks
@@ -226,19 +255,44 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         except BaseException:
             prompt.close()
             raise
-        self._cache.forget()  # the KV cache will hold image embeddings, which no token prefix matches
-        return self._projector.stream(self._llm, self._vocab, prompt, sampling, self.options, grammar)
+        return self._images_alone(prompt, sampling, grammar)
+
+    def _images_alone(self, prompt: Any, sampling: SamplingParams, grammar: Any) -> Iterator[GenerationChunk]:
+        with self._exclusive:
+            self._cache.forget()  # the KV cache will hold image embeddings, which no token prefix matches
+            yield from self._projector.stream(self._llm, self._vocab, prompt, sampling, self.options, grammar)
 
     def complete(self, request: CompletionRequest) -> Iterator[GenerationChunk]:
         self._require_generation()
         prompt = self._completion_prompt(request)
-        sampling = fit_to_context(self._llm.n_ctx(), len(prompt), request.sampling)
-        key = self._adapters.apply(self._llm, request.adapter)
-        chunks = decode_stream(self._llm, self._vocab, self._cache, prompt, sampling, self.options, cache_key=key)
+        sampling = fit_to_context(self._n_ctx(), len(prompt), request.sampling)
+        chunks = self._generate(prompt, sampling, None, request.adapter)
         if not request.echo:
             return chunks
         echoed = request.prompt if isinstance(request.prompt, str) else self._vocab.text(request.prompt)
         return _prepend(GenerationChunk(text=echoed), chunks)
+
+    def _generate(self, prompt: list[int], sampling: SamplingParams, grammar: Any,
+                  adapter: AdapterRef | None) -> Iterator[GenerationChunk]:
+        """Batched with the other sequences when the engine runs and no adapter is asked for;
+        otherwise alone on the model's own context (its prompt cache, its adapters)."""
+        if self._engine is not None and adapter is None:
+            settings = SamplerSettings(
+                sampling, top_k=self.options.top_k if sampling.top_k is None else sampling.top_k,
+                min_p=self.options.min_p if sampling.min_p is None else sampling.min_p,
+                repeat_penalty=self.options.repeat_penalty if sampling.repeat_penalty is None
+                else sampling.repeat_penalty,
+                grammar=grammar._grammar if grammar is not None else None)
+            return _closing(self._engine.submit(prompt, settings, sampling.max_tokens),
+                            lambda tokens: text_chunks(tokens, self._vocab, sampling, len(prompt)))
+        return self._alone(prompt, sampling, grammar, adapter)
+
+    def _alone(self, prompt: list[int], sampling: SamplingParams, grammar: Any,
+               adapter: AdapterRef | None) -> Iterator[GenerationChunk]:
+        with self._exclusive:
+            key = self._adapters.apply(self._llm, adapter)
+            yield from decode_stream(self._llm, self._vocab, self._cache, prompt, sampling, self.options,
+                                     grammar, key)
 
     # -- adapters --------------------------------------------------------------------
 
@@ -247,7 +301,8 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         return self._adapters.load(self._llm, request)
 
     def unload_adapter(self, name: str) -> None:
-        self._adapters.unload(self._llm, name)
+        with self._exclusive:  # not while a generation on the model's context may be using it
+            self._adapters.unload(self._llm, name)
 
     def _completion_prompt(self, request: CompletionRequest) -> list[int]:
         if isinstance(request.prompt, str):
@@ -288,6 +343,14 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         n_ctx = self._llm.n_ctx()
         counts = [min(len(self.tokenize(t, add_bos=self._add_bos())), n_ctx) for t in texts]
         return EmbeddingResult(vectors=[list(map(float, v)) for v in vectors], token_counts=counts)
+
+
+def _closing(tokens: Iterator[Any], chunks_of: Any) -> Iterator[GenerationChunk]:
+    """`chunks_of(tokens)`, closing `tokens` (so the engine frees the sequence) however it ends."""
+    try:
+        yield from chunks_of(tokens)
+    finally:
+        tokens.close()  # type: ignore[attr-defined]
 
 
 def _prepend(first: GenerationChunk, rest: Iterator[GenerationChunk]) -> Iterator[GenerationChunk]:

@@ -10,7 +10,7 @@ call as running until that answer arrives.
 
 Each call runs in its own thread; one engine lock keeps the plugin to one call at a time
 (except the contract's concurrent operations, such as loading an adapter, which run beside
-it). A worker answers only the operations of the capabilities its model declares
+it, and every call of a plugin with more than one slot, which schedules them itself). A worker answers only the operations of the capabilities its model declares
 (`operations_for` in the plugin contract).
 A cancelled call stops after the item being produced (one decode step) and its generator
 is closed, so the engine frees its work; a plain call stops at its plugin's next
@@ -69,6 +69,7 @@ class _Server:
     def __init__(self, commands: Connection, results: Connection, plugin: Plugin) -> None:
         self.commands, self.results, self.plugin = commands, results, plugin
         self.operations: dict[str, Operation] = operations_for(plugin.capabilities())  # type: ignore[type-arg]
+        self.side_by_side = plugin.slots() > 1  # the plugin schedules concurrent calls itself
         self.send_lock = threading.Lock()
         self.engine_lock = threading.Lock()
         self.stops: dict[int, threading.Event] = {}
@@ -103,7 +104,7 @@ class _Server:
             operation = self.operations.get(method)
             if operation is None:
                 raise LampstandError(f"model {self.plugin.model_id!r} has no operation {method!r}")
-            engine = nullcontext() if operation.concurrent else self.engine_lock
+            engine = nullcontext() if operation.concurrent or self.side_by_side else self.engine_lock
             with engine:
                 if stop.is_set():
                     raise CallCancelled("cancelled before it started")

@@ -1,0 +1,259 @@
+"""Continuous batching: many sequences decoded together on one llama.cpp context.
+
+`BatchEngine` owns a context of `parallel` sequences (each with `n_ctx` positions of KV) and
+one scheduler thread. Each step builds one batch: the next token of every sequence that is
+generating, then as many prompt tokens of newly joined sequences as the batch has room for
+(a long prompt is read in chunks between decode steps, so neither starves the other), and
+runs one `llama_decode`. Each sequence samples from its own logits with its own sampler
+chain (penalties, logit bias, grammar, top-k, top-p, min-p, temperature, its own seeded RNG).
+A sequence that ends, or whose reader goes away, frees its KV cells at once.
+
+Requests join between steps; `submit` returns the sequence's token stream, read in the
+caller's thread. This module touches llama.cpp's C API only; text, stop strings and usage
+are `decode.text_chunks`' job.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from lampstand.plugins.errors import LampstandError
+from lampstand.plugins.types import SamplingParams, TokenLogprob
+
+__all__ = ["BatchEngine", "SamplerSettings"]
+
+PENALTY_LAST_N = 64  # tokens the repeat/frequency/presence penalties look back over
+_END = object()
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Everything one sequence samples with (the model's defaults already filled in)."""
+
+    sampling: SamplingParams
+    top_k: int
+    min_p: float
+    repeat_penalty: float
+    grammar: str | None = None  # GBNF, root rule "root"
+
+
+@dataclass(eq=False)
+class _Sequence:
+    prompt: list[int]
+    settings: SamplerSettings
+    max_tokens: int
+    sampler: Any = None
+    seq_id: int = -1
+    fed: int = 0  # prompt tokens in the KV cache
+    generated: int = 0
+    last: int | None = None  # the token sampled last, not yet in the KV cache
+    logits_at: int = -1  # its row in this step's batch, when it has one
+    cancelled: bool = False
+    answers: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+
+    @property
+    def position(self) -> int:
+        return self.fed + max(self.generated - 1, 0)
+
+
+class BatchEngine:
+    """Sequences decoded together on their own context of `parallel` sequences."""
+
+    def __init__(self, model: Any, parallel: int, n_ctx: int, n_batch: int, n_threads: int, n_threads_batch: int,
+                 logprob: Callable[[Any, int, int], TokenLogprob]) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self.parallel, self.n_ctx, self.n_batch = parallel, n_ctx, n_batch
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self._logprob = logprob  # (logits pointer, token, top_n) -> TokenLogprob
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx, params.n_seq_max = n_ctx * parallel, parallel  # the KV is split evenly: n_ctx each
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_threads, params.n_threads_batch = n_threads, n_threads_batch
+        self._ctx = llama_cpp.llama_init_from_model(model, params)
+        if not self._ctx:
+            raise LampstandError("llama.cpp could not create a context for batched decoding")
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._free = list(range(parallel))
+        self._waiting: collections.deque[_Sequence] = collections.deque()
+        self._active: list[_Sequence] = []
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="lampstand-batch", daemon=True)
+        self._thread.start()
+
+    # -- the caller's side --
+
+    def submit(self, prompt: list[int], settings: SamplerSettings, max_tokens: int) -> Iterator[
+            tuple[int, tuple[TokenLogprob, ...]]]:
+        """The sequence's sampled tokens with their logprobs; closing the iterator cancels it."""
+        sequence = _Sequence(list(prompt), settings, max_tokens)
+        sequence.sampler = self._sampler(settings)  # a grammar error is raised here, in the caller
+        with self._wake:
+            if self._closed:
+                raise LampstandError("the model is unloading")
+            self._waiting.append(sequence)
+            self._wake.notify()
+        return self._read(sequence)
+
+    def _read(self, sequence: _Sequence) -> Iterator[tuple[int, tuple[TokenLogprob, ...]]]:
+        try:
+            while True:
+                item = sequence.answers.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            with self._wake:
+                sequence.cancelled = True
+                self._wake.notify()
+
+    def close(self) -> None:
+        """Stop the scheduler, end every sequence, free the context."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join()
+        for sequence in [*self._active, *self._waiting]:
+            self._finish(sequence, LampstandError("the model was unloaded during the request"))
+        self._lib.llama_batch_free(self._batch)
+        self._lib.llama_free(self._ctx)
+
+    # -- the scheduler --
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                self._drop_cancelled()
+                self._admit()
+                while not self._closed and not self._active:
+                    self._wake.wait()
+                    self._drop_cancelled()
+                    self._admit()
+                if self._closed:
+                    return
+            try:
+                self._step()
+            except BaseException as exc:  # an engine failure ends the sequences of this step, not the worker
+                for sequence in list(self._active):
+                    self._finish(sequence, LampstandError(f"llama.cpp failed to decode: {exc}"))
+
+    def _admit(self) -> None:
+        while self._waiting and self._free:
+            sequence = self._waiting.popleft()
+            if sequence.cancelled:
+                self._free_sampler(sequence)
+                continue
+            sequence.seq_id = self._free.pop()
+            self._lib.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+            self._active.append(sequence)
+
+    def _drop_cancelled(self) -> None:
+        for sequence in [s for s in self._active if s.cancelled]:
+            self._finish(sequence, None)
+
+    def _step(self) -> None:
+        batch, room = self._batch, self.n_batch
+        batch.n_tokens = 0
+        generating = [s for s in self._active if s.last is not None]
+        for sequence in generating:  # one token each, first: streams keep their pace
+            sequence.logits_at = self._add(sequence.last, sequence.position, sequence.seq_id, True)
+            room -= 1
+        for sequence in (s for s in self._active if s.last is None):
+            take = min(room, len(sequence.prompt) - sequence.fed)
+            if take <= 0:
+                sequence.logits_at = -1
+                continue
+            for offset in range(take):
+                index = sequence.fed + offset
+                sequence.logits_at = self._add(sequence.prompt[index], index, sequence.seq_id,
+                                               index == len(sequence.prompt) - 1)
+            if sequence.fed + take < len(sequence.prompt):
+                sequence.logits_at = -1  # the prompt is not read to its end yet
+            sequence.fed += take
+            room -= take
+        code = self._lib.llama_decode(self._ctx, batch)
+        if code != 0:
+            raise LampstandError(f"llama_decode returned {code}")
+        for sequence in list(self._active):
+            if sequence.logits_at >= 0:
+                self._sample(sequence)
+
+    def _add(self, token: int, position: int, seq_id: int, logits: bool) -> int:
+        batch = self._batch
+        i = batch.n_tokens
+        batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, position, 1
+        batch.seq_id[i][0], batch.logits[i] = seq_id, logits
+        batch.n_tokens = i + 1
+        return i
+
+    def _sample(self, sequence: _Sequence) -> None:
+        lib, row = self._lib, sequence.logits_at
+        sampling = sequence.settings.sampling
+        token = lib.llama_sampler_sample(sequence.sampler, self._ctx, row)
+        if sampling.logprobs:
+            logprobs = (self._logprob(lib.llama_get_logits_ith(self._ctx, row), token, sampling.top_logprobs),)
+        else:
+            logprobs = ()
+        sequence.answers.put((token, logprobs))
+        sequence.generated += 1
+        sequence.last = token
+        ended = lib.llama_vocab_is_eog(self._vocab, token) or sequence.generated >= sequence.max_tokens
+        if ended or sequence.position >= self.n_ctx:
+            self._finish(sequence, None)
+
+    def _finish(self, sequence: _Sequence, error: BaseException | None) -> None:
+        """End a sequence: its reader hears the end (or `error`); its KV cells and id are freed."""
+        sequence.answers.put(error if error is not None else _END)
+        if sequence in self._active:
+            self._active.remove(sequence)
+            self._lib.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+            self._free.append(sequence.seq_id)
+        self._free_sampler(sequence)
+
+    def _free_sampler(self, sequence: _Sequence) -> None:
+        if sequence.sampler is not None:
+            self._lib.llama_sampler_free(sequence.sampler)
+            sequence.sampler = None
+
+    def _sampler(self, settings: SamplerSettings) -> Any:
+        """A sampler chain for one sequence, in llama.cpp's usual order."""
+        lib, sampling = self._lib, settings.sampling
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+
+        def add(sampler: Any) -> None:
+            lib.llama_sampler_chain_add(chain, sampler)
+
+        if settings.grammar is not None:
+            grammar = lib.llama_sampler_init_grammar(self._vocab, settings.grammar.encode(), b"root")
+            if not grammar:
+                lib.llama_sampler_free(chain)
+                raise LampstandError("llama.cpp could not parse the grammar")
+            add(grammar)
+        if sampling.logit_bias:
+            biases = (lib.llama_logit_bias * len(sampling.logit_bias))(
+                *(lib.llama_logit_bias(token, bias) for token, bias in sampling.logit_bias))
+            add(lib.llama_sampler_init_logit_bias(lib.llama_vocab_n_tokens(self._vocab), len(biases), biases))
+        # The binding declares an older (n_vocab, last_n, ...) signature than llama.cpp's own
+        # (last_n, ...): passing last_n in both integer places is right under either.
+        add(lib.llama_sampler_init_penalties(PENALTY_LAST_N, PENALTY_LAST_N, settings.repeat_penalty,
+                                             sampling.frequency_penalty, sampling.presence_penalty))
+        if sampling.temperature <= 0:
+            add(lib.llama_sampler_init_greedy())
+            return chain
+        add(lib.llama_sampler_init_top_k(settings.top_k))
+        add(lib.llama_sampler_init_top_p(sampling.top_p, 1))
+        add(lib.llama_sampler_init_min_p(settings.min_p, 1))
+        add(lib.llama_sampler_init_temp(sampling.temperature))
+        seed = sampling.seed if sampling.seed is not None else lib.LLAMA_DEFAULT_SEED
+        add(lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
