@@ -1,0 +1,151 @@
+"""Continuous batching over HTTP: a llama_cpp model with `parallel = 4` serves four streams at once.
+
+What must hold whatever the machine's speed: requests really run together (the model card
+counts them), a greedy or seeded answer is the same alone and beside three others, every
+per-request setting still applies (stop strings, max_tokens, logprobs, JSON schema, logit
+bias), a stream whose client leaves frees its sequence, and requests beyond the slots wait
+their turn and get their answers.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import SMOLLM, RunningServer, start_server, stop_server
+
+PARALLEL = 4
+NO_EOS = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end tokens, banned: generation runs to max_tokens
+TOPICS = ["cats", "ships", "bread", "rain"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    config = f"""
+[[models]]
+id = "batched"
+plugin = "llama_cpp"
+path = "{SMOLLM}"
+n_ctx = 1024
+n_threads = 2
+parallel = {PARALLEL}
+preload = true
+"""
+    running = start_server(tmp_path_factory.mktemp("batching"), config)
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def http(server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client
+
+
+def ask(http: httpx.Client, topic: str, **fields: Any) -> dict[str, Any]:
+    body = {"model": "batched", "messages": [{"role": "user", "content": f"Tell me about {topic}."}],
+            "max_tokens": 32, "temperature": 0} | fields
+    response = http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def together(server: RunningServer, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each body of `calls` sent at once, from its own thread and connection."""
+    answers: list[dict[str, Any]] = [{} for _ in calls]
+
+    def run(i: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            answers[i] = ask(client, **calls[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def text(answer: dict[str, Any]) -> str:
+    return answer["choices"][0]["message"]["content"]
+
+
+def test_the_card_offers_the_slots(http: httpx.Client) -> None:
+    card = http.get("/v1/models/batched").json()
+    assert card["status"] == "loaded" and card["running"] == 0
+
+
+def test_greedy_and_seeded_answers_are_the_same_alone_and_together(server: RunningServer, http: httpx.Client) -> None:
+    calls = [{"topic": TOPICS[0]}, {"topic": TOPICS[1], "temperature": 0.9, "seed": 11},
+             {"topic": TOPICS[2]}, {"topic": TOPICS[3], "temperature": 0.7, "seed": 5}]
+    alone = [text(ask(http, **call)) for call in calls]
+    assert all(alone) and len(set(alone)) == len(alone)
+    assert [text(a) for a in together(server, calls)] == alone
+
+
+def test_requests_run_together(server: RunningServer, http: httpx.Client) -> None:
+    """Four long streams at once: the card counts them running side by side, none waiting."""
+    seen: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            card = http.get("/v1/models/batched").json()
+            seen.append(card["running"])
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        answers = together(server, [{"topic": t, "max_tokens": 200, "logit_bias": NO_EOS} for t in TOPICS])
+    finally:
+        done.set()
+        watcher.join()
+    assert max(seen) == PARALLEL, seen
+    assert all(a["usage"]["completion_tokens"] == 200 and a["choices"][0]["finish_reason"] == "length"
+               for a in answers)
+
+
+def test_every_setting_applies_to_its_own_sequence(server: RunningServer) -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+              "required": ["name", "age"]}
+    calls = [
+        {"topic": "a person; answer as JSON", "max_tokens": 60,
+         "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": schema}}},
+        {"topic": "counting to twenty", "max_tokens": 5},
+        {"topic": "cats", "logprobs": True, "top_logprobs": 3, "max_tokens": 6},
+        {"topic": "cats", "stop": ["cat"], "max_tokens": 60},
+    ]
+    structured, short, scored, stopped = together(server, calls)
+    person = json.loads(text(structured))
+    assert isinstance(person["name"], str) and isinstance(person["age"], int)
+    assert short["usage"]["completion_tokens"] == 5 and short["choices"][0]["finish_reason"] == "length"
+    entries = scored["choices"][0]["logprobs"]["content"]
+    assert len(entries) == 6 and all(len(e["top_logprobs"]) == 3 and e["logprob"] <= 0 for e in entries)
+    assert "cat" not in text(stopped)
+
+
+def test_a_client_that_leaves_frees_its_sequence(server: RunningServer, http: httpx.Client) -> None:
+    body = {"model": "batched", "messages": [{"role": "user", "content": "Count."}], "max_tokens": 900,
+            "logit_bias": NO_EOS, "stream": True}
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            lines = response.iter_lines()
+            for _ in range(3):
+                next(lines)
+    deadline = time.monotonic() + 10
+    while http.get("/v1/models/batched").json()["running"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert http.get("/v1/models/batched").json()["running"] == 0
+    assert text(ask(http, "rain", max_tokens=4))
+
+
+def test_more_requests_than_slots_all_get_answers(server: RunningServer) -> None:
+    answers = together(server, [{"topic": f"{t} and more", "max_tokens": 16} for t in TOPICS * 2])
+    assert all(text(a) and a["usage"]["completion_tokens"] <= 16 for a in answers)
