@@ -86,6 +86,7 @@ docs: install
 
 bench: install
 	$(BIN)/python bench/chat_overhead.py
+	$(BIN)/python bench/batching.py
 	$(BIN)/python bench/embed_overhead.py
 	$(BIN)/python bench/residency.py
 	$(BIN)/python bench/speech.py
