@@ -212,6 +212,7 @@ class Usage:
 
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int | None = None  # prompt tokens found in a KV cache, not read again (None: not told)
 
     @property
     def total_tokens(self) -> int:

@@ -242,10 +242,15 @@ class EmbeddingRequest(Request):
 
 # -- responses ----------------------------------------------------------------------------
 
+class PromptTokensDetails(Response):
+    cached_tokens: int
+
+
 class UsageInfo(Response):
     prompt_tokens: int
     completion_tokens: int | None = None
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None  # when the model tells what its KV cache held
 
 
 class TopLogprobOut(Response):

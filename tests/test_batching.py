@@ -149,3 +149,20 @@ def test_a_client_that_leaves_frees_its_sequence(server: RunningServer, http: ht
 def test_more_requests_than_slots_all_get_answers(server: RunningServer) -> None:
     answers = together(server, [{"topic": f"{t} and more", "max_tokens": 16} for t in TOPICS * 2])
     assert all(text(a) and a["usage"]["completion_tokens"] <= 16 for a in answers)
+
+
+def test_a_repeated_prompt_beginning_is_not_read_again(http: httpx.Client) -> None:
+    """The slot that holds the longest prefix takes the request; usage says how much was cached."""
+    system = {"role": "system", "content": "You are a terse assistant for a lighthouse museum. " * 8}
+
+    def asked(question: str) -> dict[str, Any]:
+        body = {"model": "batched", "messages": [system, {"role": "user", "content": question}],
+                "max_tokens": 8, "temperature": 0}
+        response = http.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()["usage"]
+
+    first, second = asked("When does it open?"), asked("Where is the shop?")
+    assert second["prompt_tokens_details"]["cached_tokens"] >= 80  # the system prompt, at least
+    assert second["prompt_tokens_details"]["cached_tokens"] < second["prompt_tokens"]
+    assert first["prompt_tokens_details"]["cached_tokens"] < 80

@@ -8,6 +8,10 @@ runs one `llama_decode`. Each sequence samples from its own logits with its own 
 chain (penalties, logit bias, grammar, top-k, top-p, min-p, temperature, its own seeded RNG).
 A sequence that ends, or whose reader goes away, frees its KV cells at once.
 
+A new sequence takes the free slot whose KV cache holds the longest prefix of its prompt
+(what the slot's last sequence read and wrote), and reads only the rest: a shared system
+prompt, or the next turn of a conversation, is not read again.
+
 Requests join between steps; `submit` returns the sequence's token stream, read in the
 caller's thread. This module touches llama.cpp's C API only; text, stop strings and usage
 are `decode.text_chunks`' job.
@@ -18,14 +22,14 @@ from __future__ import annotations
 import collections
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lampstand.plugins.errors import LampstandError
 from lampstand.plugins.types import SamplingParams, TokenLogprob
 
-__all__ = ["BatchEngine", "SamplerSettings"]
+__all__ = ["BatchEngine", "SamplerSettings", "TokenStream"]
 
 PENALTY_LAST_N = 64  # tokens the repeat/frequency/presence penalties look back over
 _END = object()
@@ -50,6 +54,8 @@ class _Sequence:
     sampler: Any = None
     seq_id: int = -1
     fed: int = 0  # prompt tokens in the KV cache
+    reused: int = 0  # of those, the ones a previous sequence in the slot had read
+    written: list[int] = field(default_factory=list)  # generated tokens in the KV cache
     generated: int = 0
     last: int | None = None  # the token sampled last, not yet in the KV cache
     logits_at: int = -1  # its row in this step's batch, when it has one
@@ -82,6 +88,7 @@ class BatchEngine:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._free = list(range(parallel))
+        self._held: dict[int, list[int]] = {slot: [] for slot in range(parallel)}  # tokens in a free slot's KV
         self._waiting: collections.deque[_Sequence] = collections.deque()
         self._active: list[_Sequence] = []
         self._wake = threading.Condition()
@@ -91,9 +98,8 @@ class BatchEngine:
 
     # -- the caller's side --
 
-    def submit(self, prompt: list[int], settings: SamplerSettings, max_tokens: int) -> Iterator[
-            tuple[int, tuple[TokenLogprob, ...]]]:
-        """The sequence's sampled tokens with their logprobs; closing the iterator cancels it."""
+    def submit(self, prompt: list[int], settings: SamplerSettings, max_tokens: int) -> TokenStream:
+        """The sequence's sampled tokens with their logprobs; closing the stream cancels it."""
         sequence = _Sequence(list(prompt), settings, max_tokens)
         sequence.sampler = self._sampler(settings)  # a grammar error is raised here, in the caller
         with self._wake:
@@ -101,21 +107,12 @@ class BatchEngine:
                 raise LampstandError("the model is unloading")
             self._waiting.append(sequence)
             self._wake.notify()
-        return self._read(sequence)
+        return TokenStream(self, sequence)
 
-    def _read(self, sequence: _Sequence) -> Iterator[tuple[int, tuple[TokenLogprob, ...]]]:
-        try:
-            while True:
-                item = sequence.answers.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            with self._wake:
-                sequence.cancelled = True
-                self._wake.notify()
+    def _cancel(self, sequence: _Sequence) -> None:
+        with self._wake:
+            sequence.cancelled = True
+            self._wake.notify()
 
     def close(self) -> None:
         """Stop the scheduler, end every sequence, free the context."""
@@ -153,8 +150,14 @@ class BatchEngine:
             if sequence.cancelled:
                 self._free_sampler(sequence)
                 continue
-            sequence.seq_id = self._free.pop()
-            self._lib.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+            slot = max(self._free, key=lambda s: _common_prefix(self._held[s], sequence.prompt))
+            self._free.remove(slot)
+            keep = min(_common_prefix(self._held[slot], sequence.prompt), len(sequence.prompt) - 1)
+            if not self._lib.llama_memory_seq_rm(self._memory, slot, keep, -1):
+                keep = 0  # this cache cannot cut a sequence short: read the prompt from the start
+                self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
+            self._held[slot] = []
+            sequence.seq_id, sequence.fed, sequence.reused = slot, keep, keep
             self._active.append(sequence)
 
     def _drop_cancelled(self) -> None:
@@ -205,6 +208,8 @@ class BatchEngine:
         else:
             logprobs = ()
         sequence.answers.put((token, logprobs))
+        if sequence.last is not None:
+            sequence.written.append(sequence.last)  # decoded in this step, so now in the KV cache
         sequence.generated += 1
         sequence.last = token
         ended = lib.llama_vocab_is_eog(self._vocab, token) or sequence.generated >= sequence.max_tokens
@@ -212,11 +217,15 @@ class BatchEngine:
             self._finish(sequence, None)
 
     def _finish(self, sequence: _Sequence, error: BaseException | None) -> None:
-        """End a sequence: its reader hears the end (or `error`); its KV cells and id are freed."""
+        """End a sequence: its reader hears the end (or `error`); its slot is free again, its
+        KV cache kept for a later prompt with the same beginning (dropped after an error)."""
         sequence.answers.put(error if error is not None else _END)
         if sequence in self._active:
             self._active.remove(sequence)
-            self._lib.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+            if error is None:
+                self._held[sequence.seq_id] = sequence.prompt[:sequence.fed] + sequence.written
+            else:
+                self._lib.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
             self._free.append(sequence.seq_id)
         self._free_sampler(sequence)
 
@@ -257,3 +266,39 @@ class BatchEngine:
         seed = sampling.seed if sampling.seed is not None else lib.LLAMA_DEFAULT_SEED
         add(lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
+
+
+class TokenStream:
+    """One sequence's sampled tokens and their logprobs, as they come; `close` cancels it."""
+
+    def __init__(self, engine: BatchEngine, sequence: _Sequence) -> None:
+        self._engine, self._sequence = engine, sequence
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens found in the slot's KV cache rather than read again (known once it started)."""
+        return self._sequence.reused
+
+    def __iter__(self) -> TokenStream:
+        return self
+
+    def __next__(self) -> tuple[int, tuple[TokenLogprob, ...]]:
+        item = self._sequence.answers.get()
+        if item is _END:
+            self._sequence.answers.put(_END)  # a later `next` ends too
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._engine._cancel(self._sequence)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

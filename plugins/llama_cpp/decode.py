@@ -8,7 +8,7 @@ caller holds the model exclusively while iterating (the `Llama` object is not re
 from __future__ import annotations
 
 import codecs
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 import numpy as np
@@ -134,9 +134,10 @@ def sample_stream(
 
 
 def text_chunks(tokens: Iterator[tuple[int, tuple[TokenLogprob, ...]]], vocab: Vocab, sampling: SamplingParams,
-                n_prompt: int) -> Iterator[GenerationChunk]:
+                n_prompt: int, cached: Callable[[], int | None] = lambda: None) -> Iterator[GenerationChunk]:
     """Sampled tokens (with their logprobs) as text chunks: UTF-8 split across tokens, stop
-    strings, `max_tokens` and end-of-generation tokens; the last chunk has finish_reason and usage.
+    strings, `max_tokens` and end-of-generation tokens; the last chunk has finish_reason and
+    usage (`cached()`: the prompt tokens the engine did not read again).
 
     Stops pulling once the answer is finished; the caller closes `tokens`.
     """
@@ -165,5 +166,5 @@ def text_chunks(tokens: Iterator[tuple[int, tuple[TokenLogprob, ...]]], vocab: V
     yield GenerationChunk(
         text=tail,
         finish_reason=finish,
-        usage=Usage(prompt_tokens=n_prompt, completion_tokens=generated),
+        usage=Usage(prompt_tokens=n_prompt, completion_tokens=generated, cached_tokens=cached()),
     )

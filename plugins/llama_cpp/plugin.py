@@ -283,8 +283,9 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
                 repeat_penalty=self.options.repeat_penalty if sampling.repeat_penalty is None
                 else sampling.repeat_penalty,
                 grammar=grammar._grammar if grammar is not None else None)
-            return _closing(self._engine.submit(prompt, settings, sampling.max_tokens),
-                            lambda tokens: text_chunks(tokens, self._vocab, sampling, len(prompt)))
+            stream = self._engine.submit(prompt, settings, sampling.max_tokens)
+            return _closing(stream, lambda tokens: text_chunks(tokens, self._vocab, sampling, len(prompt),
+                                                               lambda: stream.cached_tokens))
         return self._alone(prompt, sampling, grammar, adapter)
 
     def _alone(self, prompt: list[int], sampling: SamplingParams, grammar: Any,

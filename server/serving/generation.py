@@ -149,6 +149,10 @@ async def sse_frames(payloads: AsyncIterator[str]) -> AsyncIterator[str]:
 def sum_usage(usages: dict[int, Usage], *, prompts: int = 1) -> p.UsageInfo:
     """Usage over all choices; each prompt counts once however many choices it had."""
     per_prompt = len(usages) // max(prompts, 1) or 1
-    prompt = sum(u.prompt_tokens for i, u in usages.items() if i % per_prompt == 0)
+    counted = [u for i, u in usages.items() if i % per_prompt == 0]
+    prompt = sum(u.prompt_tokens for u in counted)
     completion = sum(u.completion_tokens for u in usages.values())
-    return p.UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+    usage = p.UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+    if any(u.cached_tokens is not None for u in counted):
+        usage.prompt_tokens_details = p.PromptTokensDetails(cached_tokens=sum(u.cached_tokens or 0 for u in counted))
+    return usage
