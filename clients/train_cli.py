@@ -7,15 +7,17 @@ line and exit 2; SIGINT/SIGTERM save a checkpoint and exit 128 + the signal (130
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
 import time
-from pathlib import Path
-from typing import Annotated, Any, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Optional, get_args, get_origin
 
 import typer
 from lampstand.plugins.errors import LampstandError
+from lampstand.training.config import CliOption, TrainConfig, cli_options
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -25,6 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from .admin import AdminClient
 from .options import (
     DEFAULT_URL,
     ConfigOption,
@@ -39,7 +42,6 @@ __all__ = ["train_command"]
 
 err = Console(stderr=True)
 PLAIN_EVERY_S = 5.0
-NO_BASE_CACHE_ENV = "LAMPSTAND_NO_BASE_CACHE"  # "1": like --no-base-cache, for every run (the server's jobs too)
 
 
 class _Progress:
@@ -77,25 +79,6 @@ class _Progress:
             self.bar.stop()
 
 
-def _load_into_server(url: str, api_key: str | None, name: str, out: Path, base_model: str) -> Any:
-    """POST the adapter to a running server's /v1/load_lora_adapter; its answer."""
-    import httpx
-
-    from .wire import bearer, check, unreachable
-
-    endpoint = f"{url.rstrip('/')}/v1/load_lora_adapter"
-    body = {"lora_name": name, "lora_path": str(out), "base_model": base_model}
-    try:
-        response = httpx.post(endpoint, json=body, headers=bearer(api_key), timeout=httpx.Timeout(10.0, read=600.0))
-    except httpx.HTTPError as exc:
-        raise unreachable(url, exc) from exc
-    check(response)
-    try:
-        return response.json()
-    except ValueError:
-        return response.text.strip()
-
-
 def _served_base(base: str, settings: Any) -> str:
     """The served id `--load` attaches the adapter to; fails before training when there is none."""
     from lampstand.training.base_model import resolve_base
@@ -128,66 +111,64 @@ def _size(value: str | None) -> int | None:
         fail(f"--max-memory: {exc}")
 
 
-def train_command(
-    base: Annotated[str, typer.Option("--base", help="served model id, GGUF file, HF folder or HF repo id")],
-    data: Annotated[Path, typer.Option("--data", help="training JSONL (chat messages or prompt/completion)")],
-    out: Annotated[str, typer.Option("--out", help="adapter NAME (under the configured adapters dir) or a folder path")],
-    eval_data: Annotated[Optional[Path], typer.Option("--eval", help="held-out JSONL: loss and perplexity each epoch")] = None,
-    rank: Annotated[int, typer.Option(help="LoRA rank")] = 16,
-    alpha: Annotated[float, typer.Option(help="LoRA alpha (scale = alpha / rank)")] = 32.0,
-    dropout: Annotated[float, typer.Option(help="LoRA dropout")] = 0.05,
-    target_modules: Annotated[Optional[str], typer.Option(help="comma-separated layer names (default: per architecture)")] = None,
-    epochs: Annotated[int, typer.Option(help="passes over the data")] = 3,
-    max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps (overrides --epochs)")] = None,
-    batch_size: Annotated[int, typer.Option(help="sequences per micro-batch")] = 4,
-    grad_accum: Annotated[int, typer.Option(help="micro-batches per optimizer step")] = 1,
-    lr: Annotated[float, typer.Option(help="peak learning rate")] = 2e-4,
-    schedule: Annotated[str, typer.Option(help="cosine, linear or constant")] = "cosine",
-    warmup_ratio: Annotated[float, typer.Option(help="share of steps warming up")] = 0.03,
-    max_grad_norm: Annotated[float, typer.Option(help="gradient clipping norm")] = 1.0,
-    max_seq_len: Annotated[int, typer.Option(help="tokens per sequence; longer rows are cut")] = 512,
-    packing: Annotated[bool, typer.Option("--packing", help="pack several rows into each sequence")] = False,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="recompute activations: less memory, slower")] = False,
-    qlora: Annotated[bool, typer.Option("--qlora", help="4-bit base weights (CUDA + bitsandbytes)")] = False,
-    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16")] = "auto",
-    save_every: Annotated[Optional[int], typer.Option(help="checkpoint every N steps (epoch ends always)")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from the latest checkpoint in --out")] = False,
-    max_memory: Annotated[Optional[str], typer.Option(help='memory the run may use, e.g. "6GiB" (default: what is free)')] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch")] = None,
-    no_base_cache: Annotated[bool, typer.Option(
-        "--no-base-cache", envvar=NO_BASE_CACHE_ENV,
-        help="read a GGUF base every run instead of keeping its dequantised weights in "
-             "$XDG_CACHE_HOME/lampstand/train-bases")] = False,
-    load: Annotated[bool, typer.Option("--load", help="load the adapter into the running server at the end")] = False,
-    url: UrlOption = DEFAULT_URL,
-    api_key: KeyOption = None,
-    config: ConfigOption = None,
-    as_json: JsonOption = False,
-) -> None:
+# Fields the command line takes as text: how the text becomes the field's value.
+_FROM_TEXT: dict[str, Callable[[str | None], Any]] = {"target_modules": _targets, "max_memory": _size}
+
+
+def _cli_type(option: CliOption) -> Any:
+    """The type the command line parses for `option`: the field's, with a choice taken as text."""
+    if option.name in _FROM_TEXT:
+        return Optional[str]
+    args = get_args(option.type)
+    optional = type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else option.type
+    base = str if get_origin(base) is Literal else base
+    return Optional[base] if optional else base
+
+
+def _keyword(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+def _parameter(option: CliOption) -> inspect.Parameter:
+    """`option` as a typer option parameter: its flag, help, default and environment variable."""
+    info = typer.Option(option.flag, help=option.help, envvar=option.envvar)
+    annotation = Annotated[_cli_type(option), info]
+    if option.negated:
+        return _keyword(f"no_{option.name}", annotation, False)
+    return _keyword(option.name, annotation) if option.required else _keyword(option.name, annotation, option.default)
+
+
+def _config_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The `TrainConfig` keyword arguments the parsed options give."""
+    config: dict[str, Any] = {}
+    for option in cli_options():
+        if option.negated:
+            config[option.name] = not values[f"no_{option.name}"]
+        else:
+            value = values[option.name]
+            config[option.name] = _FROM_TEXT[option.name](value) if option.name in _FROM_TEXT else value
+    return config
+
+
+def train_command(**options: Any) -> None:
     """Train a LoRA adapter on your own data (Ctrl-C saves a checkpoint; --resume continues)."""
     # OpenMP threads that spin while they wait turn every small op into milliseconds once other
     # processes want the cores (measured: a 1 s step became 30-50 s); sleeping waiters cost little.
     # Set before torch loads its OpenMP runtime; a value the user set wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from lampstand.training.config import TrainConfig
     from lampstand.training.run import TrainingInterrupted, train
 
+    load, url, api_key, config, as_json = (options[key] for key in ("load", "url", "api_key", "config", "as_json"))
     try:
         settings = load_cli_settings(config)
-        train_config = TrainConfig(
-            base=base, data=data, out=out, eval_data=eval_data, rank=rank, alpha=alpha, dropout=dropout,
-            target_modules=_targets(target_modules), epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-            grad_accum=grad_accum, lr=lr, schedule=schedule, warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm,
-            max_seq_len=max_seq_len, packing=packing, seed=seed, gradient_checkpointing=gradient_checkpointing,
-            qlora=qlora, precision=precision, save_every=save_every, resume=resume,  # type: ignore[arg-type]
-            max_memory=_size(max_memory), threads=threads, base_cache=not no_base_cache, config_path=config)
-        served = _served_base(base, settings) if load else None
+        train_config = TrainConfig(**_config_values(options), config_path=config)
+        served = _served_base(train_config.base, settings) if load else None
         if not err.is_terminal:
             _quiet_library_progress()
         with _Progress(quiet=as_json) as progress:
             result = train(train_config, settings, progress)
-        loaded = _load_into_server(url, api_key, result.name, result.out, served) if served else None
+        loaded = AdminClient(url, api_key).load_adapter(result.name, str(result.out), served) if served else None
     except typer.Exit:
         raise
     except TrainingInterrupted as exc:
@@ -201,6 +182,18 @@ def train_command(
     except (RuntimeError, OSError, ValueError) as exc:  # torch out of memory, disk full: one line, not a traceback
         fail(f"training failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
     _report(result, loaded, as_json)
+
+
+# The command's options: one per `TrainConfig` field (defaults and help written once, there), then its own.
+train_command.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+    *(_parameter(option) for option in cli_options()),
+    _keyword("load", Annotated[bool, typer.Option("--load", help="load the adapter into the running server at the end")],
+             False),
+    _keyword("url", UrlOption, DEFAULT_URL),
+    _keyword("api_key", KeyOption, None),
+    _keyword("config", ConfigOption, None),
+    _keyword("as_json", JsonOption, False),
+])
 
 
 def _report(result: Any, loaded: Any, as_json: bool) -> None:

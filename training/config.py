@@ -7,55 +7,69 @@ line without importing torch. Values are checked here, once; the modules that tr
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 from lampstand.plugins.errors import InvalidRequest
 
-__all__ = ["TrainConfig", "Schedule", "Precision", "ADAPTER_NAME", "resolve_output", "RESUME_KEYS"]
+__all__ = ["TrainConfig", "Schedule", "Precision", "ADAPTER_NAME", "resolve_output", "RESUME_KEYS", "CliOption",
+           "cli_options", "NO_BASE_CACHE_ENV"]
 
 Schedule = Literal["cosine", "linear", "constant"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+NO_BASE_CACHE_ENV = "LAMPSTAND_NO_BASE_CACHE"  # "1": like --no-base-cache, for every run (the server's jobs too)
 
 # Settings a resumed run must share with the run it continues (the rest may change).
 RESUME_KEYS = ("rank", "alpha", "dropout", "target_modules", "epochs", "max_steps", "batch_size", "grad_accum",
                "lr", "schedule", "warmup_ratio", "max_grad_norm", "max_seq_len", "packing", "seed", "qlora", "precision")
 
 
+def _option(help: str, default: Any = MISSING, *, flag: str | None = None, envvar: str | None = None) -> Any:
+    """A config field with its `lampstand train` option: the help text, and the flag when not `--<name>`."""
+    return field(default=default, metadata={"help": help, "flag": flag, "envvar": envvar})
+
+
 @dataclass
 class TrainConfig:
-    """One `lampstand train` run: base, data, output and hyperparameters."""
+    """One `lampstand train` run: base, data, output and hyperparameters.
 
-    base: str
-    data: Path
-    out: str
-    eval_data: Path | None = None
-    rank: int = 16
-    alpha: float = 32.0
-    dropout: float = 0.05
-    target_modules: list[str] | None = None  # None: the architecture's defaults
-    epochs: int = 3
-    max_steps: int | None = None  # overrides epochs
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 2e-4
-    schedule: Schedule = "cosine"
-    warmup_ratio: float = 0.03
-    max_grad_norm: float = 1.0
-    max_seq_len: int = 512
-    packing: bool = False
-    seed: int = 0
-    gradient_checkpointing: bool = False
-    qlora: bool = False
-    precision: Precision = "auto"
-    save_every: int | None = None  # steps between checkpoints (epoch ends always save)
-    resume: bool = False
-    max_memory: int | None = None  # bytes; overrides what the device reports as available
-    threads: int | None = None
-    base_cache: bool = True  # keep a GGUF base's dequantised weights for later runs (`base_cache`)
-    config_path: Path | None = field(default=None, repr=False)
+    Each field's metadata is its command-line option (`cli_options`): the `lampstand train`
+    command is built from these fields, so a default or a help text is written once, here.
+    """
+
+    base: str = _option("served model id, GGUF file, HF folder or HF repo id")
+    data: Path = _option("training JSONL (chat messages or prompt/completion)")
+    out: str = _option("adapter NAME (under the configured adapters dir) or a folder path")
+    eval_data: Path | None = _option("held-out JSONL: loss and perplexity each epoch", None, flag="--eval")
+    rank: int = _option("LoRA rank", 16)
+    alpha: float = _option("LoRA alpha (scale = alpha / rank)", 32.0)
+    dropout: float = _option("LoRA dropout", 0.05)
+    target_modules: list[str] | None = _option("comma-separated layer names (default: per architecture)", None)
+    epochs: int = _option("passes over the data", 3)
+    max_steps: int | None = _option("optimizer steps (overrides --epochs)", None)
+    batch_size: int = _option("sequences per micro-batch", 4)
+    grad_accum: int = _option("micro-batches per optimizer step", 1)
+    lr: float = _option("peak learning rate", 2e-4)
+    schedule: Schedule = _option("cosine, linear or constant", "cosine")
+    warmup_ratio: float = _option("share of steps warming up", 0.03)
+    max_grad_norm: float = _option("gradient clipping norm", 1.0)
+    max_seq_len: int = _option("tokens per sequence; longer rows are cut", 512)
+    packing: bool = _option("pack several rows into each sequence", False)
+    seed: int = _option("random seed", 0)
+    gradient_checkpointing: bool = _option("recompute activations: less memory, slower", False)
+    qlora: bool = _option("4-bit base weights (CUDA + bitsandbytes)", False)
+    precision: Precision = _option("auto, fp32, bf16 or fp16", "auto")
+    save_every: int | None = _option("checkpoint every N steps (epoch ends always)", None)
+    resume: bool = _option("continue from the latest checkpoint in --out", False)
+    max_memory: int | None = _option('memory the run may use, e.g. "6GiB" (default: what is free)', None)  # bytes
+    threads: int | None = _option("CPU threads for torch", None)
+    # keep a GGUF base's dequantised weights for later runs (`base_cache`); the flag turns it off
+    base_cache: bool = _option("read a GGUF base every run instead of keeping its dequantised weights in "
+                               "$XDG_CACHE_HOME/lampstand/train-bases", True, flag="--no-base-cache",
+                               envvar=NO_BASE_CACHE_ENV)
+    config_path: Path | None = field(default=None, repr=False, metadata={"flag": "--config"})
 
     def __post_init__(self) -> None:
         self.data = Path(self.data)
@@ -100,15 +114,44 @@ class TrainConfig:
             value = getattr(self, spec.name)
             if value == spec.default:
                 continue
-            flag = _FLAGS.get(spec.name, "--" + spec.name.replace("_", "-"))
             if isinstance(value, bool):
-                args.append(flag)
+                args.append(_flag(spec))
             else:
-                args += [flag, ",".join(value) if isinstance(value, list) else str(value)]
+                args += [_flag(spec), ",".join(value) if isinstance(value, list) else str(value)]
         return args
 
 
-_FLAGS = {"eval_data": "--eval", "config_path": "--config", "base_cache": "--no-base-cache"}
+@dataclass(frozen=True)
+class CliOption:
+    """How one `TrainConfig` field is spelled on the `lampstand train` command line."""
+
+    name: str  # the field
+    type: Any  # the field's type, resolved
+    flag: str
+    help: str
+    default: Any  # MISSING for a required option
+    envvar: str | None
+
+    @property
+    def required(self) -> bool:
+        """Whether the command line must give it (the field has no default)."""
+        return self.default is MISSING
+
+    @property
+    def negated(self) -> bool:
+        """A flag only sets a boolean, so one that defaults to true is turned off by its flag (`--no-...`)."""
+        return self.default is True
+
+
+def _flag(spec: Field[Any]) -> str:
+    return spec.metadata.get("flag") or "--" + spec.name.replace("_", "-")
+
+
+def cli_options() -> list[CliOption]:
+    """Every field the command line sets, in order (`--config` is the command's own option)."""
+    hints = get_type_hints(TrainConfig)
+    return [CliOption(spec.name, hints[spec.name], _flag(spec), spec.metadata["help"], spec.default,
+                      spec.metadata.get("envvar")) for spec in fields(TrainConfig) if "help" in spec.metadata]
 
 
 def resolve_output(out: str, adapters_dir: Path) -> tuple[str, Path]:
