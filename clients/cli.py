@@ -23,16 +23,7 @@ from .admin import AdminClient
 from .chat import chat_in_process, chat_over_http
 from .eval_cli import eval_app
 from .index_cli import ask_command, index_app
-from .options import (
-    DEFAULT_URL,
-    ConfigOption,
-    JsonOption,
-    KeyOption,
-    UrlOption,
-    fail,
-    load_cli_settings,
-    print_listing,
-)
+from .options import DEFAULT_URL, ConfigOption, JsonOption, KeyOption, UrlOption, fail, load_cli_settings, print_listing
 from .train_cli import train_command
 
 __all__ = ["app", "main"]

@@ -20,16 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lampstand.plugins.errors import LampstandError
 
 from .indexes import IndexClient, run_locally
-from .options import (
-    DEFAULT_URL,
-    ConfigOption,
-    JsonOption,
-    KeyOption,
-    UrlOption,
-    fail,
-    load_cli_settings,
-    print_listing,
-)
+from .options import DEFAULT_URL, ConfigOption, JsonOption, KeyOption, UrlOption, fail, load_cli_settings, print_listing
 
 __all__ = ["index_app", "ask_command"]
 
