@@ -212,3 +212,23 @@ def test_config_round_trips_to_cli_args() -> None:
     assert config.cli_args() == ["train", "--base", "smollm2", "--data", "t.jsonl", "--out", "x",
                                  "--eval", "e.jsonl", "--rank", "8", "--target-modules", "q_proj,v_proj",
                                  "--packing"]
+
+
+def test_the_train_command_takes_its_options_and_defaults_from_the_config() -> None:
+    """Every `TrainConfig` field is one `lampstand train` option with the config's default."""
+    from dataclasses import MISSING, fields
+
+    from lampstand.clients.cli import app
+    from lampstand.training.config import TrainConfig
+    from typer.main import get_command
+
+    params = {p.opts[0]: p for p in get_command(app).commands["train"].params}  # type: ignore[attr-defined]
+    by_field = {"eval_data": "--eval", "base_cache": "--no-base-cache", "config_path": "--config"}
+    for spec in fields(TrainConfig):
+        param = params[by_field.get(spec.name, "--" + spec.name.replace("_", "-"))]
+        if spec.name in ("base", "data", "out"):
+            assert param.required and spec.default is MISSING
+        elif spec.name == "base_cache":
+            assert spec.default is True and param.default is False and param.envvar == "LAMPSTAND_NO_BASE_CACHE"
+        elif spec.name != "config_path":
+            assert param.default == spec.default and param.help, spec.name

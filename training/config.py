@@ -2,6 +2,7 @@
 
 Standard library only, so the server's fine-tuning jobs can build a config and its command
 line without importing torch. Values are checked here, once; the modules that train trust them.
+The `lampstand train` command's options are built from the fields (`cli_options`).
 """
 
 from __future__ import annotations
