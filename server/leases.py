@@ -59,6 +59,7 @@ class Lease:
         self.given_back = False
         self._calls: set[WorkerCall[Any]] = set()
         self._held: set[asyncio.Future[Any]] = set()
+        self._turn = asyncio.Lock()  # the choices of one request share its turn
 
     @property
     def model_id(self) -> str:
@@ -75,10 +76,11 @@ class Lease:
         self.release()
 
     async def _worker(self) -> WorkerHandle:
-        """Wait for this request's turn on the model, then its loaded worker."""
-        if not self.holding:
-            await self.hosted.admission.take_turn(self.deadline)
-            self.holding = True
+        """Wait for this request's turn on the model (one, however many of its calls ask), then its loaded worker."""
+        async with self._turn:
+            if not self.holding:
+                await self.hosted.admission.take_turn(self.deadline)
+                self.holding = True
         return await self.pool.ensure_loaded(self.hosted)
 
     async def call(self, operation: Operation[A, R], argument: A) -> R:

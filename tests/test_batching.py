@@ -166,3 +166,26 @@ def test_a_repeated_prompt_beginning_is_not_read_again(http: httpx.Client) -> No
     assert second["prompt_tokens_details"]["cached_tokens"] >= 80  # the system prompt, at least
     assert second["prompt_tokens_details"]["cached_tokens"] < second["prompt_tokens"]
     assert first["prompt_tokens_details"]["cached_tokens"] < 80
+
+
+def test_n_choices_run_side_by_side_and_repeat_with_their_seed(http: httpx.Client) -> None:
+    body = {"model": "batched", "messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 12,
+            "temperature": 0.9, "seed": 21, "n": 4}
+    first = http.post("/v1/chat/completions", json=body).json()
+    again = http.post("/v1/chat/completions", json=body).json()
+    texts = [c["message"]["content"] for c in sorted(first["choices"], key=lambda c: c["index"])]
+    assert [c["index"] for c in sorted(first["choices"], key=lambda c: c["index"])] == [0, 1, 2, 3]
+    assert texts == [c["message"]["content"] for c in sorted(again["choices"], key=lambda c: c["index"])]
+    assert len(set(texts)) > 1  # each choice has its own seed
+    single = http.post("/v1/chat/completions", json=body | {"n": 1}).json()
+    assert single["choices"][0]["message"]["content"] == texts[0]
+
+
+def test_identical_prompts_arriving_together_are_read_once(server: RunningServer) -> None:
+    """The first reads the prompt; the other copies its KV and reads only the last token again."""
+    call = {"topic": "the tides and the moon, in a long and careful answer " * 3, "max_tokens": 4}
+    answers = together(server, [call, call])
+    cached = sorted(a["usage"]["prompt_tokens_details"]["cached_tokens"] for a in answers)
+    assert cached[1] == answers[0]["usage"]["prompt_tokens"] - 1, answers
+    assert cached[0] < answers[0]["usage"]["prompt_tokens"] - 1
+    assert text(answers[0]) == text(answers[1])

@@ -10,7 +10,10 @@ A sequence that ends, or whose reader goes away, frees its KV cells at once.
 
 A new sequence takes the free slot whose KV cache holds the longest prefix of its prompt
 (what the slot's last sequence read and wrote), and reads only the rest: a shared system
-prompt, or the next turn of a conversation, is not read again.
+prompt, or the next turn of a conversation, is not read again. Sequences with the same prompt
+that arrive together (the `n` choices of one request) read it once: the first reads it, the
+others wait and then copy its KV (llama.cpp copies only whole sequences between the slots of
+a split cache, so the copy is taken right after the prompt, before any generated token).
 
 Requests join between steps; `submit` returns the sequence's token stream, read in the
 caller's thread. This module touches llama.cpp's C API only; text, stop strings and usage
@@ -172,6 +175,9 @@ class BatchEngine:
             sequence.logits_at = self._add(sequence.last, sequence.position, sequence.seq_id, True)
             room -= 1
         for sequence in (s for s in self._active if s.last is None):
+            if self._donor_of(sequence, reading=True) is not None:
+                sequence.logits_at = -1  # a sibling is reading the same prompt: copy it afterwards
+                continue
             take = min(room, len(sequence.prompt) - sequence.fed)
             if take <= 0:
                 sequence.logits_at = -1
@@ -190,6 +196,30 @@ class BatchEngine:
         for sequence in list(self._active):
             if sequence.logits_at >= 0:
                 self._sample(sequence)
+        for sequence in [s for s in self._active if s.last is None]:
+            donor = self._donor_of(sequence, reading=False)
+            if donor is not None:
+                self._copy_prompt(donor, sequence)
+
+    def _donor_of(self, sequence: _Sequence, *, reading: bool) -> _Sequence | None:
+        """An earlier sequence with the same prompt that is still reading it (`reading`), or whose
+        KV cache holds exactly that prompt now (it has just sampled its first token)."""
+        if sequence.fed >= len(sequence.prompt) - 1:
+            return None
+        for other in self._active:
+            if other is sequence:
+                return None  # only earlier ones: two siblings never wait for each other
+            if other.prompt == sequence.prompt and (
+                    other.last is None if reading else other.generated == 1 and not other.written):
+                return other
+        return None
+
+    def _copy_prompt(self, donor: _Sequence, sequence: _Sequence) -> None:
+        lib, last = self._lib, len(sequence.prompt) - 1
+        lib.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+        lib.llama_memory_seq_cp(self._memory, donor.seq_id, sequence.seq_id, -1, -1)
+        lib.llama_memory_seq_rm(self._memory, sequence.seq_id, last, -1)  # read again for its own logits
+        sequence.fed = sequence.reused = last
 
     def _add(self, token: int, position: int, seq_id: int, logits: bool) -> int:
         batch = self._batch

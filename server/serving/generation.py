@@ -6,11 +6,13 @@ run them one after another on the model, and either stream or collect them.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
 import time
 import uuid
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -85,7 +87,8 @@ async def admitted(pool: ModelPool, hosted: HostedModel, keep_alive: str | float
 
 async def run_choices(lease: Lease, operation: Operation[R, GenerationChunk],
                       requests: Sequence[R]) -> AsyncIterator[tuple[int, GenerationChunk]]:
-    """Each request's chunks, tagged with its choice index, one choice after another on one turn.
+    """Each request's chunks, tagged with its choice index, all on one turn: side by side when
+    the model runs several requests at once (continuous batching), else one after another.
 
     Counts time to first token, inter-token latency, tokens and finish reasons (the lease
     counts the request's latency as a whole).
@@ -97,21 +100,22 @@ async def run_choices(lease: Lease, operation: Operation[R, GenerationChunk],
     last = arrived
     prompt_tokens = completion_tokens = 0
     finish: str | None = None
-    async with lease:
-        for index, request in enumerate(requests):
-            async for chunk in lease.stream(operation, request):
-                now_ = time.monotonic()
-                if first is None:
-                    first = now_
-                    metrics.ttft.labels(model).observe(now_ - arrived)
-                else:
-                    inter_token.observe(now_ - last)
-                last = now_
-                if chunk.usage is not None:
-                    prompt_tokens += chunk.usage.prompt_tokens
-                    completion_tokens += chunk.usage.completion_tokens
-                    finish = chunk.finish_reason or finish
-                yield index, chunk
+    together = len(requests) > 1 and lease.hosted.admission.max_concurrency > 1
+    chunks = (_side_by_side if together else _in_turn)(lease, operation, requests)
+    async with lease, aclosing(chunks):  # closed first: a merge's tasks end before the turn is given back
+        async for index, chunk in chunks:
+            now_ = time.monotonic()
+            if first is None:
+                first = now_
+                metrics.ttft.labels(model).observe(now_ - arrived)
+            else:
+                inter_token.observe(now_ - last)
+            last = now_
+            if chunk.usage is not None:
+                prompt_tokens += chunk.usage.prompt_tokens
+                completion_tokens += chunk.usage.completion_tokens
+                finish = chunk.finish_reason or finish
+            yield index, chunk
     metrics.prompt_tokens.labels(model).inc(prompt_tokens)
     metrics.generation_tokens.labels(model).inc(completion_tokens)
     metrics.success.labels(model, finish or "unknown").inc()
@@ -119,6 +123,44 @@ async def run_choices(lease: Lease, operation: Operation[R, GenerationChunk],
         "model": model, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
         "finish_reason": finish, "choices": len(requests),
         "ttft_s": round((first or last) - arrived, 4), "seconds": round(last - arrived, 4)})
+
+
+async def _in_turn(lease: Lease, operation: Operation[R, GenerationChunk],
+                   requests: Sequence[R]) -> AsyncIterator[tuple[int, GenerationChunk]]:
+    for index, request in enumerate(requests):
+        async for chunk in lease.stream(operation, request):
+            yield index, chunk
+
+
+async def _side_by_side(lease: Lease, operation: Operation[R, GenerationChunk],
+                        requests: Sequence[R]) -> AsyncIterator[tuple[int, GenerationChunk]]:
+    """Every request's stream at once, chunks in the order they come; the first failure ends all."""
+    arrived: asyncio.Queue[tuple[int, GenerationChunk | Exception | None]] = asyncio.Queue()
+
+    async def pump(index: int, request: R) -> None:
+        try:
+            async for chunk in lease.stream(operation, request):
+                await arrived.put((index, chunk))
+        except Exception as exc:
+            await arrived.put((index, exc))
+            return
+        await arrived.put((index, None))
+
+    tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(requests)]
+    try:
+        running = len(tasks)
+        while running:
+            index, item = await arrived.get()
+            if isinstance(item, Exception):
+                raise item
+            if item is None:
+                running -= 1
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def primed(stream: AsyncIterator[T]) -> AsyncIterator[T]:
