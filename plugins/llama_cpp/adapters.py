@@ -29,12 +29,12 @@ class LoraAdapters:
     def __init__(self, base_path: Path) -> None:
         self.base_path = base_path
         self._loaded: dict[str, Any] = {}  # name -> llama_adapter_lora_p
-        self._lock = threading.Lock()  # loads run beside a generation; the table is shared
+        self.lock = threading.RLock()  # loads run beside a generation; the table is shared
         self.active_key: AdapterKey = None
 
     def names(self) -> list[str]:
         """Names of the loaded adapters."""
-        with self._lock:
+        with self.lock:
             return sorted(self._loaded)
 
     def load(self, llm: Any, request: AdapterLoad) -> AdapterInfo:
@@ -44,7 +44,7 @@ class LoraAdapters:
         from .lora_check import check_lora
 
         path = Path(request.path)
-        with self._lock:
+        with self.lock:
             if request.name in self._loaded:
                 raise InvalidRequest(f"adapter {request.name!r} is already loaded; unload it first",
                                      param="lora_name")
@@ -54,22 +54,33 @@ class LoraAdapters:
         if not pointer:
             raise InvalidRequest(f"llama.cpp could not load adapter {path.name} onto this model",
                                  param="lora_path")
-        with self._lock:
+        with self.lock:
             self._loaded[request.name] = pointer
         return AdapterInfo(name=request.name, bytes=path.stat().st_size,
                            seconds=time.perf_counter() - started)
 
-    def unload(self, llm: Any, name: str) -> None:
-        """Free the adapter `name` (the caller holds the engine, so no generation uses it)."""
-        with self._lock:
+    def unload(self, llm: Any, name: str, before_free: Any = None) -> None:
+        """Free the adapter `name` (the caller holds the engine, so no generation on `llm` uses
+        it); `before_free(name)` lets other users of the pointer (the batched context) let go."""
+        with self.lock:
             pointer = self._loaded.pop(name, None)
         if pointer is None:
             raise ModelNotFound(f"adapter {name!r} is not loaded", param="lora_name")
+        if before_free is not None:
+            before_free(name)
         if self.active_key is not None and self.active_key[0] == name:
             self._set(llm, None)
         import llama_cpp
 
         llama_cpp.llama_adapter_lora_free(pointer)
+
+    def pointer(self, name: str) -> Any:
+        """The loaded adapter `name` (`llama_adapter_lora_p`); 404 when it is not loaded."""
+        with self.lock:
+            pointer = self._loaded.get(name)
+        if pointer is None:
+            raise ModelNotFound(f"adapter {name!r} is not loaded", param="model")
+        return pointer
 
     def apply(self, llm: Any, ref: AdapterRef | None) -> AdapterKey:
         """Set the context to run with `ref` (None: the base alone); returns the cache key."""
@@ -84,11 +95,7 @@ class LoraAdapters:
         if ref is None:
             status = llama_cpp.llama_set_adapters_lora(llm.ctx, None, 0, None)
         else:
-            with self._lock:
-                pointer = self._loaded.get(ref.name)
-            if pointer is None:
-                raise ModelNotFound(f"adapter {ref.name!r} is not loaded", param="model")
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(pointer)
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self.pointer(ref.name))
             scales = (ctypes.c_float * 1)(ref.scale)
             status = llama_cpp.llama_set_adapters_lora(llm.ctx, adapters, 1, scales)
         if status != 0:
@@ -98,6 +105,6 @@ class LoraAdapters:
 
     def free_all(self, llm: Any) -> None:
         """Forget every adapter before the model closes (llama.cpp frees them with it)."""
-        with self._lock:
+        with self.lock:
             self._loaded.clear()
         self.active_key = None

@@ -15,6 +15,11 @@ that arrive together (the `n` choices of one request) read it once: the first re
 others wait and then copy its KV (llama.cpp copies only whole sequences between the slots of
 a split cache, so the copy is taken right after the prompt, before any generated token).
 
+LoRA adapters apply to a whole context, not to one sequence, so the sequences of one step
+all run with the same adapter set: the scheduler serves one group (sequences with the same
+adapter and scale, or none) for up to `GROUP_STEPS` steps while others wait, then the next
+group, round robin. KV read under one adapter is never reused under another.
+
 Requests join between steps; `submit` returns the sequence's token stream, read in the
 caller's thread. This module touches llama.cpp's C API only; text, stop strings and usage
 are `decode.text_chunks`' job.
@@ -23,6 +28,7 @@ are `decode.text_chunks`' job.
 from __future__ import annotations
 
 import collections
+import ctypes
 import queue
 import threading
 from collections.abc import Callable
@@ -32,9 +38,11 @@ from typing import Any
 from lampstand.plugins.errors import LampstandError
 from lampstand.plugins.types import SamplingParams, TokenLogprob
 
-__all__ = ["BatchEngine", "SamplerSettings", "TokenStream"]
+__all__ = ["BatchEngine", "SamplerSettings", "TokenStream", "Adapter"]
 
 PENALTY_LAST_N = 64  # tokens the repeat/frequency/presence penalties look back over
+GROUP_STEPS = 16  # decode steps one adapter group runs while another waits
+AdapterKey = tuple[str, float] | None  # (name, scale), None for the base model alone
 _END = object()
 
 
@@ -49,11 +57,25 @@ class SamplerSettings:
     grammar: str | None = None  # GBNF, root rule "root"
 
 
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA adapter loaded into the model (`llama_adapter_lora_p`) and the scale to apply it at."""
+
+    name: str
+    pointer: Any
+    scale: float
+
+    @property
+    def key(self) -> AdapterKey:
+        return (self.name, self.scale)
+
+
 @dataclass(eq=False)
 class _Sequence:
     prompt: list[int]
     settings: SamplerSettings
     max_tokens: int
+    adapter: Adapter | None = None
     sampler: Any = None
     seq_id: int = -1
     fed: int = 0  # prompt tokens in the KV cache
@@ -64,6 +86,10 @@ class _Sequence:
     logits_at: int = -1  # its row in this step's batch, when it has one
     cancelled: bool = False
     answers: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+
+    @property
+    def key(self) -> AdapterKey:
+        return None if self.adapter is None else self.adapter.key
 
     @property
     def position(self) -> int:
@@ -91,7 +117,12 @@ class BatchEngine:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._free = list(range(parallel))
-        self._held: dict[int, list[int]] = {slot: [] for slot in range(parallel)}  # tokens in a free slot's KV
+        # a free slot's KV: the adapter it was read under and its tokens
+        self._held: dict[int, tuple[AdapterKey, list[int]]] = {slot: (None, []) for slot in range(parallel)}
+        self._applied: AdapterKey = None  # the adapter set on the context
+        self._group: AdapterKey = None  # the group this step serves
+        self._group_steps = 0
+        self._dropping: set[str] = set()  # adapters being unloaded: their sequences end first
         self._waiting: collections.deque[_Sequence] = collections.deque()
         self._active: list[_Sequence] = []
         self._wake = threading.Condition()
@@ -101,9 +132,10 @@ class BatchEngine:
 
     # -- the caller's side --
 
-    def submit(self, prompt: list[int], settings: SamplerSettings, max_tokens: int) -> TokenStream:
+    def submit(self, prompt: list[int], settings: SamplerSettings, max_tokens: int,
+               adapter: Adapter | None = None) -> TokenStream:
         """The sequence's sampled tokens with their logprobs; closing the stream cancels it."""
-        sequence = _Sequence(list(prompt), settings, max_tokens)
+        sequence = _Sequence(list(prompt), settings, max_tokens, adapter)
         sequence.sampler = self._sampler(settings)  # a grammar error is raised here, in the caller
         with self._wake:
             if self._closed:
@@ -111,6 +143,30 @@ class BatchEngine:
             self._waiting.append(sequence)
             self._wake.notify()
         return TokenStream(self, sequence)
+
+    def drop_adapter(self, name: str) -> None:
+        """Before adapter `name` is freed: end its sequences, take it off the context, forget its KV."""
+        with self._wake:
+            self._dropping.add(name)
+            self._wake.notify()
+            while name in self._dropping and not self._closed and self._thread.is_alive():
+                self._wake.wait(0.1)
+
+    def _drop_adapters(self) -> None:
+        for name in list(self._dropping):
+            gone = LampstandError(f"adapter {name!r} was unloaded during the request")
+            for sequence in [s for s in [*self._active, *self._waiting] if s.adapter and s.adapter.name == name]:
+                if sequence in self._waiting:
+                    self._waiting.remove(sequence)
+                self._finish(sequence, gone)
+            if self._applied is not None and self._applied[0] == name:
+                self._set_adapter(None)
+            for slot, (key, _) in list(self._held.items()):
+                if key is not None and key[0] == name:
+                    self._held[slot] = (None, [])
+                    self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
+            self._dropping.discard(name)
+        self._wake.notify_all()
 
     def _cancel(self, sequence: _Sequence) -> None:
         with self._wake:
@@ -133,10 +189,12 @@ class BatchEngine:
     def _run(self) -> None:
         while True:
             with self._wake:
+                self._drop_adapters()
                 self._drop_cancelled()
                 self._admit()
                 while not self._closed and not self._active:
                     self._wake.wait()
+                    self._drop_adapters()
                     self._drop_cancelled()
                     self._admit()
                 if self._closed:
@@ -153,29 +211,63 @@ class BatchEngine:
             if sequence.cancelled:
                 self._free_sampler(sequence)
                 continue
-            slot = max(self._free, key=lambda s: _common_prefix(self._held[s], sequence.prompt))
+            slot = max(self._free, key=lambda s: self._reusable(s, sequence))
             self._free.remove(slot)
-            keep = min(_common_prefix(self._held[slot], sequence.prompt), len(sequence.prompt) - 1)
+            keep = min(self._reusable(slot, sequence), len(sequence.prompt) - 1)
             if not self._lib.llama_memory_seq_rm(self._memory, slot, keep, -1):
                 keep = 0  # this cache cannot cut a sequence short: read the prompt from the start
                 self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
-            self._held[slot] = []
+            self._held[slot] = (None, [])
             sequence.seq_id, sequence.fed, sequence.reused = slot, keep, keep
             self._active.append(sequence)
+
+    def _reusable(self, slot: int, sequence: _Sequence) -> int:
+        """Prompt tokens of `sequence` already in the free `slot`'s KV (read under the same adapter)."""
+        key, tokens = self._held[slot]
+        return _common_prefix(tokens, sequence.prompt) if key == sequence.key else 0
 
     def _drop_cancelled(self) -> None:
         for sequence in [s for s in self._active if s.cancelled]:
             self._finish(sequence, None)
 
+    def _pick_group(self) -> list[_Sequence]:
+        """The sequences of this step: one adapter group, kept for GROUP_STEPS steps while others wait."""
+        keys = list(dict.fromkeys(s.key for s in self._active))
+        if self._group not in keys or (len(keys) > 1 and self._group_steps >= GROUP_STEPS):
+            after = keys.index(self._group) + 1 if self._group in keys else 0
+            self._group, self._group_steps = keys[after % len(keys)], 0
+        self._group_steps += 1
+        members = [s for s in self._active if s.key == self._group]
+        for sequence in self._active:
+            sequence.logits_at = -1
+        if self._group != self._applied:
+            self._set_adapter(members[0].adapter)
+        return members
+
+    def _set_adapter(self, adapter: Adapter | None) -> None:
+        lib = self._lib
+        if adapter is None:
+            status = lib.llama_set_adapters_lora(self._ctx, None, 0, None)
+        else:
+            pointers = (lib.llama_adapter_lora_p_ctypes * 1)(adapter.pointer)
+            scales = (ctypes.c_float * 1)(adapter.scale)
+            status = lib.llama_set_adapters_lora(self._ctx, pointers, 1, scales)
+        if status != 0:
+            raise LampstandError("llama.cpp refused to set the adapter on the batched context")
+        self._applied = None if adapter is None else adapter.key
+
     def _step(self) -> None:
         batch, room = self._batch, self.n_batch
         batch.n_tokens = 0
-        generating = [s for s in self._active if s.last is not None]
-        for sequence in generating:  # one token each, first: streams keep their pace
+        members = self._pick_group()
+        for sequence in (s for s in members if s.last is not None):  # one token each, first: streams keep pace
             sequence.logits_at = self._add(sequence.last, sequence.position, sequence.seq_id, True)
             room -= 1
-        for sequence in (s for s in self._active if s.last is None):
-            if self._donor_of(sequence, reading=True) is not None:
+        for sequence in (s for s in members if s.last is None):
+            donor = self._donor_of(sequence, reading=False)
+            if donor is not None:  # a sibling holds exactly this prompt now (copied before this step writes more)
+                self._copy_prompt(donor, sequence)
+            elif self._donor_of(sequence, reading=True) is not None:
                 sequence.logits_at = -1  # a sibling is reading the same prompt: copy it afterwards
                 continue
             take = min(room, len(sequence.prompt) - sequence.fed)
@@ -190,6 +282,8 @@ class BatchEngine:
                 sequence.logits_at = -1  # the prompt is not read to its end yet
             sequence.fed += take
             room -= take
+        if batch.n_tokens == 0:
+            return
         code = self._lib.llama_decode(self._ctx, batch)
         if code != 0:
             raise LampstandError(f"llama_decode returned {code}")
@@ -209,7 +303,7 @@ class BatchEngine:
         for other in self._active:
             if other is sequence:
                 return None  # only earlier ones: two siblings never wait for each other
-            if other.prompt == sequence.prompt and (
+            if other.prompt == sequence.prompt and other.key == sequence.key and (
                     other.last is None if reading else other.generated == 1 and not other.written):
                 return other
         return None
@@ -253,7 +347,7 @@ class BatchEngine:
         if sequence in self._active:
             self._active.remove(sequence)
             if error is None:
-                self._held[sequence.seq_id] = sequence.prompt[:sequence.fed] + sequence.written
+                self._held[sequence.seq_id] = (sequence.key, sequence.prompt[:sequence.fed] + sequence.written)
             else:
                 self._lib.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
             self._free.append(sequence.seq_id)

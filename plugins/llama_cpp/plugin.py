@@ -45,7 +45,7 @@ from lampstand.plugins.types import (
 )
 
 from .adapters import LoraAdapters
-from .batching import BatchEngine, SamplerSettings
+from .batching import Adapter, BatchEngine, SamplerSettings
 from .decode import decode_stream, logprob_from_logits, text_chunks
 from .gguf_info import GgufInfo, read_gguf_info
 from .grammar import grammar_for_chat, is_forced_tool_call
@@ -274,16 +274,19 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
 
     def _generate(self, prompt: list[int], sampling: SamplingParams, grammar: Any,
                   adapter: AdapterRef | None) -> Iterator[GenerationChunk]:
-        """Batched with the other sequences when the engine runs and no adapter is asked for;
-        otherwise alone on the model's own context (its prompt cache, its adapters)."""
-        if self._engine is not None and adapter is None:
+        """Batched with the other sequences when the engine runs (grouped by adapter); otherwise
+        alone on the model's own context, with its prompt cache and its adapters."""
+        if self._engine is not None:
             settings = SamplerSettings(
                 sampling, top_k=self.options.top_k if sampling.top_k is None else sampling.top_k,
                 min_p=self.options.min_p if sampling.min_p is None else sampling.min_p,
                 repeat_penalty=self.options.repeat_penalty if sampling.repeat_penalty is None
                 else sampling.repeat_penalty,
                 grammar=grammar._grammar if grammar is not None else None)
-            stream = self._engine.submit(prompt, settings, sampling.max_tokens)
+            with self._adapters.lock:  # not unloaded between finding the adapter and joining the batch
+                lora = None if adapter is None else Adapter(adapter.name, self._adapters.pointer(adapter.name),
+                                                            float(adapter.scale))
+                stream = self._engine.submit(prompt, settings, sampling.max_tokens, lora)
             return _closing(stream, lambda tokens: text_chunks(tokens, self._vocab, sampling, len(prompt),
                                                                lambda: stream.cached_tokens))
         return self._alone(prompt, sampling, grammar, adapter)
@@ -302,8 +305,9 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         return self._adapters.load(self._llm, request)
 
     def unload_adapter(self, name: str) -> None:
+        drop = self._engine.drop_adapter if self._engine is not None else None  # batched sequences end first
         with self._exclusive:  # not while a generation on the model's context may be using it
-            self._adapters.unload(self._llm, name)
+            self._adapters.unload(self._llm, name, before_free=drop)
 
     def _completion_prompt(self, request: CompletionRequest) -> list[int]:
         if isinstance(request.prompt, str):
