@@ -276,7 +276,8 @@ def default_models() -> list[ModelConfig]:
         path = bundled_path(bundled)
         if path is not None:
             models.append(
-                ModelConfig(id=bundled.id, plugin=bundled.plugin, path=path, aliases=list(bundled.aliases))
+                ModelConfig(id=bundled.id, plugin=bundled.plugin, path=path, aliases=list(bundled.aliases),
+                            **dict(bundled.options))
             )
     return models
 
