@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -57,20 +57,31 @@ def ask(http: httpx.Client, topic: str, **fields: Any) -> dict[str, Any]:
     return response.json()
 
 
-def together(server: RunningServer, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each body of `calls` sent at once, from its own thread and connection."""
-    answers: list[dict[str, Any]] = [{} for _ in calls]
+T = TypeVar("T")
+
+
+def at_once(work: Callable[[int], T], count: int) -> list[T]:
+    """`work(0)` ... `work(count - 1)`, each in its own thread, all started together."""
+    results: dict[int, T] = {}
 
     def run(i: int) -> None:
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            answers[i] = ask(client, **calls[i])
+        results[i] = work(i)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return answers
+    return [results[i] for i in range(count)]
+
+
+def together(server: RunningServer, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each body of `calls` sent at once, from its own thread and connection."""
+    def send(i: int) -> dict[str, Any]:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            return ask(client, **calls[i])
+
+    return at_once(send, len(calls))
 
 
 def text(answer: dict[str, Any]) -> str:
@@ -234,17 +245,7 @@ def test_adapters_share_the_batch_by_groups(random_lora: Path) -> None:
                            adapter=AdapterRef(adapter, 1.0) if adapter else None)
 
     def answers(plugin: LlamaCppPlugin, requests: list[ChatRequest]) -> list[str]:
-        out = [""] * len(requests)
-
-        def run(i: int) -> None:
-            out[i] = "".join(chunk.text for chunk in plugin.chat(requests[i]))
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return out
+        return at_once(lambda i: "".join(chunk.text for chunk in plugin.chat(requests[i])), len(requests))
 
     plugin = LlamaCppPlugin("m", SMOLLM, LlamaCppPlugin.Options(n_ctx=512, n_threads=2, parallel=4))
     plugin.load()

@@ -315,6 +315,15 @@ class HalfSentUpload:
     def close(self) -> None:
         self.socket.close()
 
+    @classmethod
+    def answer_to(cls, server: RunningServer, model: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+        """Send a half upload naming `model`, read the answer, hang up."""
+        upload = cls(server, model)
+        try:
+            return upload.answer()
+        finally:
+            upload.close()
+
 
 def _content_length(data: bytes) -> int:
     head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
@@ -327,22 +336,14 @@ def test_a_full_queue_refuses_before_the_upload_is_read(speech_server: RunningSe
     def card() -> dict:  # type: ignore[type-arg]
         return http.get("/v1/models/whisper-tight").json()
 
-    unknown = HalfSentUpload(speech_server, "no-such-model")
-    try:
-        status, body = unknown.answer()
-    finally:
-        unknown.close()
+    status, body = HalfSentUpload.answer_to(speech_server, "no-such-model")
     assert status == 404 and body["error"]["code"] == "model_not_found", body
     holder = HalfSentUpload(speech_server, "whisper-tight")  # admitted, then stalls mid-file: the queue is full
     try:
         deadline = time.monotonic() + 10
         while card()["waiting"] + card()["running"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        second = HalfSentUpload(speech_server, "whisper-tight")
-        try:
-            status, body = second.answer()
-        finally:
-            second.close()
+        status, body = HalfSentUpload.answer_to(speech_server, "whisper-tight")
         assert status == 429 and body["error"]["code"] == "queue_full", body
     finally:
         holder.close()  # the stalled upload goes away: its place in the queue is given back
