@@ -5,6 +5,8 @@ every stream writes exactly `--tokens` tokens):
 
 * raw:      llama-cpp-python in this process, one sequence (`Llama.create_completion`): the
             single-stream ceiling, and what a user's own loop would get;
+* engine:   lampstand's llama_cpp plugin in this process with `parallel = N`, the streams
+            read from threads: what batching gives before the worker pipe and HTTP;
 * parallel=1: `lampstand serve` with one sequence at a time (requests queue);
 * parallel=N: `lampstand serve` with continuous batching of N sequences.
 
@@ -84,6 +86,36 @@ def raw(tokens: int, repeats: int) -> float:
     return median(speeds)
 
 
+def engine(parallel: int, streams: int, tokens: int, repeats: int) -> float:
+    """Aggregate tok/s of `streams` completions at once on the plugin itself (no worker, no HTTP)."""
+    from lampstand.plugins.llama_cpp.plugin import LlamaCppPlugin
+    from lampstand.plugins.types import CompletionRequest, SamplingParams
+
+    plugin = LlamaCppPlugin("smol", SMOLLM, LlamaCppPlugin.Options(n_ctx=1024, n_threads=N_THREADS, parallel=parallel))
+    plugin.load()
+    bias = tuple((int(k), float(v)) for k, v in NO_EOS.items())
+
+    def run(i: int, counts: list[int]) -> None:
+        request = CompletionRequest(prompt=PROMPT.format(i=i), sampling=SamplingParams(
+            max_tokens=tokens, temperature=0.0, logit_bias=bias))
+        counts.append(sum(1 for chunk in plugin.complete(request) if chunk.text))
+
+    speeds = []
+    try:
+        for r in range(repeats):
+            counts: list[int] = []
+            start = time.monotonic()
+            threads = [threading.Thread(target=run, args=(r * 100 + i, counts)) for i in range(streams)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            speeds.append(sum(counts) / (time.monotonic() - start))
+    finally:
+        plugin.unload()
+    return median(speeds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--streams", type=int, default=4)
@@ -93,6 +125,9 @@ def main() -> None:
     args = parser.parse_args()
     print_load("before")
     print(f"raw llama-cpp-python, one sequence: {raw(args.tokens, args.repeats):.1f} tok/s")
+    for streams in (1, args.streams):
+        print(f"engine in process, parallel={args.parallel}, {streams} streams: "
+              f"{engine(args.parallel, streams, args.tokens, args.repeats):.1f} tok/s aggregate")
     print(f"{'server':<12} {'streams':>7} {'aggregate tok/s':>16} {'median TTFT s':>14} {'per-stream tok/s':>17}")
     for parallel in (1, args.parallel):
         with running_server(config(parallel)) as url:
