@@ -12,24 +12,30 @@ every stream writes exactly `--tokens` tokens):
 
 For each server, `--streams` clients start together; the figures are the aggregate tokens/s
 (all tokens over the wall time of the burst), the median time to first token and the median
-of each stream's own tokens/s. Medians of `--repeats` bursts. Compare against llama.cpp's own
-`llama-server -np N` by running it on the same machine (the README gives the figures measured).
+of each stream's own tokens/s. Medians of `--repeats` bursts. With `--llama-server PATH`
+(llama.cpp's own C++ server, built from the llama.cpp that llama-cpp-python vendors, target
+`llama-server`), the same bursts also go to `llama-server --parallel N` in the same run: the
+anchor for concurrent decoding.
 
 Run: python bench/batching.py [--streams 4] [--parallel 4] [--tokens 128] [--repeats 3]
+                              [--llama-server PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from statistics import median
 
 import httpx
 from llama_cpp import Llama
 
-from server_process import SMOLLM, print_load, running_server
+from server_process import SMOLLM, free_port, print_load, running_server
 
 N_THREADS = 2
 NO_EOS = {"0": -100, "1": -100, "2": -100}
@@ -45,17 +51,19 @@ def stream_one(url: str, i: int, tokens: int, out: list[tuple[float, float, int]
     """One streaming completion; appends (ttft, seconds, tokens) measured from `start`."""
     body = {"model": "smol", "prompt": PROMPT.format(i=i), "max_tokens": tokens, "temperature": 0,
             "logit_bias": NO_EOS, "stream": True, "stream_options": {"include_usage": True}}
-    first, count = None, 0
+    first, count, pieces = None, 0, 0
     with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=600) as response:
         for line in response.iter_lines():
             if not line.startswith("data: {"):
                 continue
             chunk = json.loads(line[6:])
-            if chunk["choices"] and chunk["choices"][0]["text"] and first is None:
-                first = time.monotonic() - start
+            if chunk.get("choices") and chunk["choices"][0].get("text"):
+                pieces += 1
+                if first is None:
+                    first = time.monotonic() - start
             if chunk.get("usage"):
                 count = chunk["usage"]["completion_tokens"]
-    out.append((first or 0.0, time.monotonic() - start, count))
+    out.append((first or 0.0, time.monotonic() - start, count or pieces))
 
 
 def burst(url: str, streams: int, tokens: int, round_: int) -> tuple[float, float, float]:
@@ -116,26 +124,57 @@ def engine(parallel: int, streams: int, tokens: int, repeats: int) -> float:
     return median(speeds)
 
 
+@contextmanager
+def llama_server(binary: str, parallel: int) -> Iterator[str]:
+    """llama.cpp's own server on the same model, `parallel` slots of 1024 tokens each."""
+    port = free_port()
+    process = subprocess.Popen([binary, "-m", str(SMOLLM), "-c", str(1024 * parallel), "--parallel", str(parallel),
+                                "-t", str(N_THREADS), "-tb", str(N_THREADS), "--host", "127.0.0.1",
+                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def report(name: str, url: str, streams: int, tokens: int, repeats: int) -> None:
+    burst(url, 1, 8, 99)  # warm-up
+    for count in (1, streams):
+        rounds = [burst(url, count, tokens, r) for r in range(repeats)]
+        aggregate, ttft, per_stream = (median(r[k] for r in rounds) for k in range(3))
+        print(f"{name:<18} {count:>7} {aggregate:>16.1f} {ttft:>14.2f} {per_stream:>17.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--llama-server", help="path of a llama-server binary to measure beside")
     args = parser.parse_args()
     print_load("before")
     print(f"raw llama-cpp-python, one sequence: {raw(args.tokens, args.repeats):.1f} tok/s")
     for streams in (1, args.streams):
         print(f"engine in process, parallel={args.parallel}, {streams} streams: "
               f"{engine(args.parallel, streams, args.tokens, args.repeats):.1f} tok/s aggregate")
-    print(f"{'server':<12} {'streams':>7} {'aggregate tok/s':>16} {'median TTFT s':>14} {'per-stream tok/s':>17}")
+    print(f"{'server':<18} {'streams':>7} {'aggregate tok/s':>16} {'median TTFT s':>14} {'per-stream tok/s':>17}")
     for parallel in (1, args.parallel):
         with running_server(config(parallel)) as url:
-            burst(url, 1, 8, 99)  # warm-up
-            for streams in (1, args.streams):
-                rounds = [burst(url, streams, args.tokens, r) for r in range(args.repeats)]
-                aggregate, ttft, per_stream = (median(r[k] for r in rounds) for k in range(3))
-                print(f"parallel={parallel:<3} {streams:>7} {aggregate:>16.1f} {ttft:>14.2f} {per_stream:>17.1f}")
+            report(f"parallel={parallel}", url, args.streams, args.tokens, args.repeats)
+    if args.llama_server:
+        with llama_server(args.llama_server, args.parallel) as url:
+            report(f"llama-server -np {args.parallel}", url, args.streams, args.tokens, args.repeats)
     print_load("after")
 
 
