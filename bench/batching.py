@@ -35,7 +35,7 @@ from statistics import median
 import httpx
 from llama_cpp import Llama
 
-from server_process import SMOLLM, free_port, print_load, running_server
+from server_process import SMOLLM, free_port, print_load, running_server, wait_healthy
 
 N_THREADS = 2
 NO_EOS = {"0": -100, "1": -100, "2": -100}
@@ -133,14 +133,7 @@ def llama_server(binary: str, parallel: int) -> Iterator[str]:
                                 "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        wait_healthy(url, process, None, 60)
         yield url
     finally:
         process.terminate()

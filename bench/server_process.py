@@ -16,7 +16,7 @@ import httpx
 
 from lampstand.plugins.sources import BUNDLED_MODELS, bundled_path
 
-__all__ = ["SMOLLM", "MINILM", "WHISPER", "free_port", "print_load", "running_server"]
+__all__ = ["SMOLLM", "MINILM", "WHISPER", "free_port", "print_load", "running_server", "wait_healthy"]
 
 
 def _require(path: Path | None, package: str) -> Path:
@@ -48,18 +48,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path | None, timeout_s: float) -> None:
+    """Wait until `url`/health answers 200; the server's `log` (when kept) explains a failure."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited:\n{log.read_text()}")
+            raise RuntimeError(f"server exited:\n{log.read_text() if log else ''}")
         try:
             if httpx.get(url + "/health", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"server did not become healthy in {timeout_s:.0f} s:\n{log.read_text()}")
+    raise RuntimeError(f"server did not become healthy in {timeout_s:.0f} s:\n{log.read_text() if log else ''}")
 
 
 @contextmanager
@@ -76,7 +77,7 @@ def running_server(config: str, port: int | None = None, timeout_s: float = 90) 
                                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_healthy(url, process, log, timeout_s)
+            wait_healthy(url, process, log, timeout_s)
             yield url
         finally:
             process.terminate()
