@@ -48,6 +48,7 @@ from .routes import (
     models,
     rag,
     rerank,
+    responses_api,
 )
 from .routes.deps import ServerState
 from .serving.files import FORM_OVERHEAD
@@ -79,10 +80,11 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
             await state.fine_tuning.close()
             await state.indexes.close()
             await state.pool.close()
+            state.responses.close()
 
     app = FastAPI(title="lampstand", version=version("lampstand"), lifespan=lifespan)
-    for module in (models, chat, completions, embeddings, rerank, audio, images, indexes, rag, adapters, files,
-                   fine_tuning, health, metrics):
+    for module in (models, chat, responses_api, completions, embeddings, rerank, audio, images, indexes, rag,
+                   adapters, files, fine_tuning, health, metrics):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)

@@ -21,7 +21,7 @@ from .memory import parse_duration, parse_size
 
 __all__ = [
     "ServerSettings", "MemorySettings", "IndexSettings", "AdapterSettings", "FineTuningSettings", "ImageSettings",
-    "ModelConfig",
+    "ResponseStoreSettings", "ModelConfig",
     "Settings", "load_settings", "default_data_dir", "CONFIG_ENV",
 ]
 
@@ -195,6 +195,23 @@ class ImageSettings(BaseModel):
         return self
 
 
+class ResponseStoreSettings(BaseModel):
+    """`[responses]`: where /v1/responses keeps stored responses (`store: true`), and for how long."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: Path = Field(default_factory=lambda: default_data_dir() / "responses",
+                      description="holds responses.sqlite3")
+    max_bytes: int = Field(256 * 1024 * 1024, gt=0, description="stored responses beyond this size drop the oldest")
+    ttl: float = Field(30 * 86400.0, gt=0, description="seconds a stored response is kept (default 30 days)")
+    max_chain: int = Field(1000, ge=1, description="most responses one previous_response_id chain may link")
+
+    @model_validator(mode="after")
+    def _valid(self) -> ResponseStoreSettings:
+        self.dir = self.dir.expanduser().resolve()
+        return self
+
+
 class ModelConfig(BaseModel):
     """`[[models]]`: one served model. Keys beyond the common ones are plugin options."""
 
@@ -244,6 +261,7 @@ class Settings(BaseSettings):
     adapters: AdapterSettings = Field(default_factory=AdapterSettings)
     fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
+    responses: ResponseStoreSettings = Field(default_factory=ResponseStoreSettings)
     models: list[ModelConfig] = Field(default_factory=lambda: default_models())
 
     @classmethod

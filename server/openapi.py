@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from . import protocol as p
+from . import protocol_responses as r
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 __all__ = ["install_openapi"]
@@ -22,6 +23,7 @@ __all__ = ["install_openapi"]
 REF = "#/components/schemas/{model}"
 STREAMS: dict[str, tuple[type[BaseModel], ...]] = {  # each event's possible bodies; an error event may come last
     "/v1/chat/completions": (p.ChatCompletionChunk,),
+    "/v1/responses": r.STREAM_EVENTS,
     "/v1/completions": (p.Completion,),
     "/v1/audio/transcriptions": (p.TranscriptTextDelta, p.TranscriptTextDone),
     "/v1/audio/translations": (p.TranscriptTextDelta, p.TranscriptTextDone),

@@ -9,6 +9,7 @@ from lampstand.plugins.registry import PluginRegistry
 
 from ..config import Settings
 from ..model_pool import ModelPool
+from ..response_store import ResponseStore
 from ..serving.embeddings import EmbeddingBatcher
 from ..serving.fine_tuning import FineTuningService
 from ..serving.image_inputs import ImageReader
@@ -30,6 +31,7 @@ class ServerState:
     fine_tuning: FineTuningService = field(init=False)
     images: ImageReader = field(init=False)  # the images chat requests send
     image_generation: ImageService = field(init=False)
+    responses: ResponseStore = field(init=False)  # stored /v1/responses
     ready: bool = False
 
     def __post_init__(self) -> None:
@@ -37,6 +39,7 @@ class ServerState:
         self.fine_tuning = FineTuningService(self.settings.fine_tuning, self.settings.adapters, self.pool)
         self.images = ImageReader(self.settings.images)
         self.image_generation = ImageService(self.settings.images, self.pool)
+        self.responses = ResponseStore(self.settings.responses)
 
 
 def get_state(request: Request) -> ServerState:

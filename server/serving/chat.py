@@ -17,7 +17,7 @@ from .generation import generate, new_id, now, sse_frames, sum_usage
 from .image_inputs import ImageReader
 from .splice import StringSplice
 
-__all__ = ["AnswerExtras", "create_chat_completion"]
+__all__ = ["AnswerExtras", "create_chat_completion", "start_chat"]
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,24 @@ async def create_chat_completion(pool: ModelPool, settings: ServerSettings, body
     """A whole `chat.completion`, or the SSE frames of its chunks when `stream` is set.
 
     With `extras` (a rag: model), `extras.chat_model` writes the answer, which is still
-    reported under `body.model`, and carries the sources and their footer. A vision model's
-    images are read through `images` once the request has joined the model's queue (a full
-    queue answers 429 without fetching or decoding them).
+    reported under `body.model`, and carries the sources and their footer.
+    """
+    chunks = await start_chat(pool, settings, body, extras, images)
+    extra: dict[str, Any] = {"sources": extras.sources} if extras is not None else {}
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return sse_frames(_stream(chunks, body.model, body.logprobs, include_usage, extra))
+    return await _collect(chunks, body.model, body.logprobs, extra)
+
+
+async def start_chat(pool: ModelPool, settings: ServerSettings, body: p.ChatCompletionRequest,
+                     extras: AnswerExtras | None = None, images: ImageReader | None = None
+                     ) -> AsyncIterator[tuple[int, GenerationChunk]]:
+    """Admit a chat request and start generating: its chunks by choice index, before any framing.
+
+    Every front end of chat (chat completions, the Responses API) goes through here. A vision
+    model's images are read through `images` once the request has joined the model's queue
+    (a full queue answers 429 without fetching or decoding them).
     """
     hosted, adapter = pool.target(extras.chat_model if extras else body.model, Capability.CHAT, body.lora_scale)
     reader = images if Capability.VISION in hosted.capabilities else None
@@ -102,13 +117,7 @@ async def create_chat_completion(pool: ModelPool, settings: ServerSettings, body
         return [replace(base, sampling=seeded(base.sampling, i), adapter=adapter) for i in range(body.n)]
 
     chunks = await generate(pool, hosted, body.keep_alive, CHAT, build)
-    extra: dict[str, Any] = {}
-    if extras is not None:
-        chunks, extra = extras.append_footer(chunks), {"sources": extras.sources}
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse_frames(_stream(chunks, body.model, body.logprobs, include_usage, extra))
-    return await _collect(chunks, body.model, body.logprobs, extra)
+    return extras.append_footer(chunks) if extras is not None else chunks
 
 
 async def _collect(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str,

@@ -30,7 +30,7 @@ from .chat import AnswerExtras, create_chat_completion
 from .convert import chat_request
 from .generation import generate, new_id, now, sse_frames, sum_usage
 
-__all__ = ["RAG_PREFIX", "answer_query", "is_rag_model", "rag_chat_completion", "rag_model_cards"]
+__all__ = ["RAG_PREFIX", "answer_query", "ground_rag_chat", "is_rag_model", "rag_chat_completion", "rag_model_cards"]
 
 RAG_PREFIX = "rag:"
 
@@ -150,6 +150,14 @@ def _grounded_messages(messages: list[p.ChatMessageIn], sources: Sequence[Quoted
 async def rag_chat_completion(state: ServerState, body: p.ChatCompletionRequest
                               ) -> p.ChatCompletion | AsyncIterator[str]:
     """A chat completion for `rag:NAME[@chat-model]`: grounded, cited, sources attached."""
+    grounded, extras = await ground_rag_chat(state, body)
+    return await create_chat_completion(state.pool, state.settings.server, grounded, extras)
+
+
+async def ground_rag_chat(state: ServerState, body: p.ChatCompletionRequest
+                          ) -> tuple[p.ChatCompletionRequest, AnswerExtras]:
+    """A `rag:NAME[@chat-model]` chat request made into the grounded request its chat model
+    answers, and what the answer adds (sources, their footer)."""
     index, chat_model = _parse_model(body.model)
     if body.tools:
         raise InvalidRequest("rag: models do not call tools", param="tools")
@@ -158,7 +166,7 @@ async def rag_chat_completion(state: ServerState, body: p.ChatCompletionRequest
     grounded = body.model_copy(update={"messages": _grounded_messages(body.messages, sources)})
     extras = AnswerExtras(chat_model=_chat_model(state, chat_model), sources=_sources_out(sources, False),
                           footer=lambda text: sources_footer(sources, cited_ids(text, len(sources))))
-    return await create_chat_completion(state.pool, state.settings.server, grounded, extras)
+    return grounded, extras
 
 
 async def rag_model_cards(state: ServerState) -> list[p.ModelCard]:

@@ -1,0 +1,422 @@
+"""Serving /v1/responses on the chat path: a Responses request becomes a chat request, and the
+chat model's chunks become Responses output items and typed stream events.
+
+Admission, grammars (JSON schema, forced tools), adapters, vision and metrics are chat's own
+(`chat.start_chat`); nothing here generates. What is here: turning input items (and the
+stored conversation a `previous_response_id` names) into chat messages, the tools and text
+format into chat's, and the chunks into `message` / `function_call` items, streamed as
+`response.*` events numbered by `sequence_number`. The stored responses are `ResponseStore`'s.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from lampstand.plugins.errors import ContextLengthExceeded, InvalidRequest, LampstandError, UnsupportedParameter
+from lampstand.plugins.types import GenerationChunk
+
+from .. import protocol as p
+from .. import protocol_responses as r
+from ..response_store import ResponseStore, StoredResponse
+from ..routes.deps import ServerState
+from .chat import start_chat
+from .generation import now
+from .rag import ground_rag_chat, is_rag_model
+from .splice import StringSplice
+
+__all__ = ["create_response", "get_response", "delete_response", "list_input_items"]
+
+StoredItem = r.InputMessageItem | r.OutputMessage | r.FunctionCallItem | r.FunctionCallOutputItem
+STORED_ITEMS: TypeAdapter[list[Any]] = TypeAdapter(list[r.StoredInputItem])
+OUTPUT_ITEMS: TypeAdapter[list[Any]] = TypeAdapter(list[r.OutputItem])
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+# -- request items to stored items to chat messages ----------------------------------------
+
+def _text_of(parts: Sequence[Any]) -> str:
+    return "".join(getattr(part, "text", None) or getattr(part, "refusal", "") for part in parts)
+
+
+def _stored_part(part: Any, where: str) -> r.InputTextOut | r.InputImageOut | r.OutputText:
+    if isinstance(part, r.InputTextPart):
+        return r.InputTextOut(text=part.text)
+    if isinstance(part, r.InputImagePart):
+        if part.image_url is None:
+            raise UnsupportedParameter("input_image needs image_url (a data: URL, or a URL the server may read); "
+                                       "file_id is not supported", param=f"{where}.file_id")
+        return r.InputImageOut(image_url=part.image_url, detail=part.detail)
+    return r.OutputText(text=_text_of([part]), annotations=getattr(part, "annotations", []))
+
+
+def stored_input(given: str | list[Any]) -> list[StoredItem]:
+    """The request's input as the items `input_items` lists, each with an id."""
+    if isinstance(given, str):
+        return [r.InputMessageItem(id=_id("msg"), role="user", content=[r.InputTextOut(text=given)])]
+    items: list[StoredItem] = []
+    for index, item in enumerate(given):
+        where = f"input[{index}]"
+        if isinstance(item, r.MessageItemIn):
+            content = [r.InputTextOut(text=item.content)] if isinstance(item.content, str) else \
+                [_stored_part(part, f"{where}.content[{i}]") for i, part in enumerate(item.content)]
+            items.append(r.InputMessageItem(id=item.id or _id("msg"), role=item.role, content=content))
+        elif isinstance(item, r.FunctionCallItemIn):
+            items.append(r.FunctionCallItem(id=item.id or _id("fc"), status="completed", call_id=item.call_id,
+                                            name=item.name, arguments=item.arguments))
+        else:
+            output = item.output if isinstance(item.output, str) else _text_of(item.output)
+            items.append(r.FunctionCallOutputItem(id=item.id or _id("fco"), call_id=item.call_id, output=output))
+    return items
+
+
+def _chat_content(parts: Sequence[Any]) -> str | list[p.TextPart | p.ImagePart]:
+    if not any(isinstance(part, r.InputImageOut) for part in parts):
+        return _text_of(parts)
+    return [p.ImagePart(type="image_url", image_url=p.ImageURL(url=part.image_url, detail=part.detail))
+            if isinstance(part, r.InputImageOut) else p.TextPart(type="text", text=_text_of([part]))
+            for part in parts]
+
+
+def chat_messages(items: Sequence[StoredItem]) -> list[p.ChatMessageIn]:
+    """The conversation as chat messages: a function call joins the assistant turn before it."""
+    messages: list[p.ChatMessageIn] = []
+    for item in items:
+        if isinstance(item, (r.InputMessageItem, r.OutputMessage)):
+            messages.append(p.ChatMessageIn(role=item.role, content=_chat_content(item.content)))
+        elif isinstance(item, r.FunctionCallItem):
+            call = p.ToolCallIn(id=item.call_id, function=p.FunctionCall(name=item.name, arguments=item.arguments))
+            if not messages or messages[-1].role != "assistant":
+                messages.append(p.ChatMessageIn(role="assistant", content=None))
+            messages[-1].tool_calls = [*(messages[-1].tool_calls or []), call]
+        else:
+            messages.append(p.ChatMessageIn(role="tool", tool_call_id=item.call_id, content=item.output))
+    return messages
+
+
+async def _history(store: ResponseStore, previous_id: str | None) -> list[StoredItem]:
+    """Every item of the conversation `previous_id` ends: inputs and outputs, oldest first."""
+    if previous_id is None:
+        return []
+    items: list[StoredItem] = []
+    for row in await store.chain(previous_id):
+        items += STORED_ITEMS.validate_json(row.input_items)
+        items += r.ResponseObject.model_validate_json(row.body).output
+    return items
+
+
+# -- tools and text format ---------------------------------------------------------------
+
+def _hosted_tool(tool: r.HostedToolIn, index: int) -> p.ToolDefinition:
+    """A server-side tool. The one place to serve one (`file_search` next); for now, 400."""
+    raise UnsupportedParameter(f"the tool type '{tool.type}' is not supported by this server; "
+                               "send function tools", param=f"tools[{index}].type")
+
+
+def _chat_tools(tools: Sequence[r.FunctionToolIn | r.HostedToolIn]) -> list[p.ToolDefinition]:
+    return [p.ToolDefinition(type="function", function=p.FunctionDefinition(
+                name=tool.name, description=tool.description, parameters=tool.parameters, strict=tool.strict))
+            if isinstance(tool, r.FunctionToolIn) else _hosted_tool(tool, index)
+            for index, tool in enumerate(tools)]
+
+
+def _tool_choice(choice: Any) -> Any:
+    if isinstance(choice, r.NamedFunctionChoice):
+        return p.NamedToolChoice(type="function", function=p.NamedFunction(name=choice.name))
+    if isinstance(choice, r.HostedToolChoice):
+        raise UnsupportedParameter(f"tool_choice '{choice.type}' names a tool this server does not run",
+                                   param="tool_choice")
+    return choice
+
+
+def _response_format(text: r.TextConfigIn | None) -> p.ResponseFormatIn | None:
+    fmt = text.format if text else None
+    if fmt is None or fmt.type != "json_schema":
+        return p.ResponseFormatIn(type=fmt.type) if fmt else None
+    if fmt.schema_ is None:
+        raise InvalidRequest("text.format json_schema needs a schema", param="text.format.schema")
+    return p.ResponseFormatIn(type="json_schema", json_schema=p.JsonSchemaFormat(
+        name=fmt.name or "response", description=fmt.description, schema=fmt.schema_, strict=fmt.strict))
+
+
+def chat_body(body: r.ResponsesRequest, messages: list[p.ChatMessageIn]) -> p.ChatCompletionRequest:
+    """The chat request that answers `body`, over the conversation `messages`."""
+    if body.background:
+        raise UnsupportedParameter("background responses are not supported", param="background")
+    if not messages:
+        raise InvalidRequest("input is empty: send a message (or previous_response_id)", param="input")
+    sampling = {name: value for name, value in (
+        ("temperature", body.temperature), ("top_p", body.top_p), ("seed", body.seed), ("top_k", body.top_k),
+        ("min_p", body.min_p), ("repeat_penalty", body.repeat_penalty), ("keep_alive", body.keep_alive),
+        ("lora_scale", body.lora_scale), ("user", body.user)) if value is not None}
+    if body.instructions:
+        messages = [p.ChatMessageIn(role="system", content=body.instructions), *messages]
+    try:
+        return p.ChatCompletionRequest(
+            model=body.model, messages=messages, max_tokens=body.max_output_tokens,
+            tools=_chat_tools(body.tools) or None, tool_choice=_tool_choice(body.tool_choice),
+            parallel_tool_calls=body.parallel_tool_calls, response_format=_response_format(body.text), **sampling)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidRequest(f"input: {first['msg']}", param="input") from None
+
+
+# -- the answer as output items and events -----------------------------------------------
+
+def _frame(event: Any) -> str:
+    return f"event: {event.type}\ndata: {event.to_json()}\n\n"
+
+
+class _NumberedSplice:
+    """A text-delta frame rendered once per item; each token splices its text and number in.
+    `sequence_number` is the event's last field, so the rendering ends `...":0}`."""
+
+    def __init__(self, item_id: str, output_index: int) -> None:
+        self._splice = StringSplice(lambda text: r.OutputTextDeltaEvent(
+            item_id=item_id, output_index=output_index, content_index=0, delta=text, sequence_number=0).to_json())
+
+    def __call__(self, text: str, sequence_number: int) -> str:
+        return f"event: response.output_text.delta\ndata: {self._splice(text)[:-2]}{sequence_number}}}\n\n"
+
+
+class ResponseWriter:
+    """Builds the response from chat chunks and, when streaming, the events that tell it."""
+
+    def __init__(self, response: r.ResponseObject, streaming: bool) -> None:
+        self.response = response
+        self.streaming = streaming
+        self.frames: list[str] = []
+        self._number = 0
+        self._message: r.OutputMessage | None = None
+        self._text: list[str] = []
+        self._delta: _NumberedSplice | None = None
+        self._calls: dict[int, r.FunctionCallItem] = {}  # open calls, by the chat tool-call index
+        self._finish: str | None = None
+        self._usage: r.ResponseUsage | None = None
+
+    def _emit(self, event_type: type[Any], **fields: Any) -> None:
+        if self.streaming:
+            self.frames.append(_frame(event_type(sequence_number=self._next(), **fields)))
+
+    def _next(self) -> int:
+        self._number += 1
+        return self._number - 1
+
+    def lifecycle(self, kind: str) -> None:
+        self._emit(r.ResponseLifecycleEvent, type=kind, response=self.response)
+
+    def _add_item(self, item: r.OutputMessage | r.FunctionCallItem) -> int:
+        self.response.output.append(item)
+        index = len(self.response.output) - 1
+        self._emit(r.OutputItemEvent, type="response.output_item.added", output_index=index,
+                   item=item)
+        return index
+
+    def _open_message(self) -> None:
+        self._message = r.OutputMessage(id=_id("msg"), status="in_progress", content=[])
+        index = self._add_item(self._message)
+        self._emit(r.ContentPartEvent, type="response.content_part.added", item_id=self._message.id,
+                   output_index=index, content_index=0, part=r.OutputText(text=""))
+        self._delta = _NumberedSplice(self._message.id, index) if self.streaming else None
+
+    def add(self, chunk: GenerationChunk) -> None:
+        """One chat chunk: text goes to the open message, tool-call deltas to their calls."""
+        if chunk.text:
+            if self._message is None:
+                self._open_message()
+            self._text.append(chunk.text)
+            if self._delta is not None:
+                self.frames.append(self._delta(chunk.text, self._next()))
+        for delta in chunk.tool_calls:
+            if delta.id is not None:
+                self._close_message("completed")
+                call = r.FunctionCallItem(id=_id("fc"), status="in_progress", call_id=delta.id,
+                                          name=delta.name or "", arguments="")
+                self._calls[delta.index] = call
+                self._add_item(call)
+            call = self._calls[delta.index]
+            call.arguments += delta.arguments
+            if delta.arguments:
+                self._emit(r.FunctionCallArgumentsDeltaEvent, item_id=call.id,
+                           output_index=self.response.output.index(call), delta=delta.arguments)
+        self._finish = chunk.finish_reason or self._finish
+        if chunk.usage is not None:
+            cached = chunk.usage.cached_tokens or 0
+            self._usage = r.ResponseUsage(
+                input_tokens=chunk.usage.prompt_tokens, output_tokens=chunk.usage.completion_tokens,
+                input_tokens_details=r.InputTokensDetails(cached_tokens=cached),
+                output_tokens_details=r.OutputTokensDetails(), total_tokens=chunk.usage.total_tokens)
+
+    def _close_message(self, status: str) -> None:
+        message = self._message
+        if message is None:
+            return
+        index, text = self.response.output.index(message), "".join(self._text)
+        part = r.OutputText(text=text)
+        self._emit(r.OutputTextDoneEvent, item_id=message.id, output_index=index, content_index=0, text=text)
+        self._emit(r.ContentPartEvent, type="response.content_part.done", item_id=message.id,
+                   output_index=index, content_index=0, part=part)
+        message.content, message.status = [part], status  # type: ignore[assignment]
+        self._emit(r.OutputItemEvent, type="response.output_item.done", output_index=index, item=message)
+        self._message, self._text, self._delta = None, [], None
+
+    def finish(self) -> None:
+        """Close every open item and set the response's status, usage and output."""
+        incomplete = self._finish == "length"
+        status = "incomplete" if incomplete else "completed"
+        if not self.response.output:
+            self._open_message()  # an empty answer is still one (empty) message
+        self._close_message(status)
+        for call in self._calls.values():
+            index = self.response.output.index(call)
+            self._emit(r.FunctionCallArgumentsDoneEvent, item_id=call.id, output_index=index, name=call.name,
+                       arguments=call.arguments)
+            call.status = status  # type: ignore[assignment]
+            self._emit(r.OutputItemEvent, type="response.output_item.done", output_index=index, item=call)
+        self._calls = {}
+        self.response.status = status  # type: ignore[assignment]
+        self.response.usage = self._usage
+        if incomplete:
+            self.response.incomplete_details = r.IncompleteDetails(reason="max_output_tokens")
+        self.lifecycle(f"response.{status}")
+
+    def fail(self, exc: LampstandError) -> None:
+        """The model failed mid-answer: an `error` event, then `response.failed`."""
+        self._emit(r.ErrorEvent, code=exc.code or exc.error_type, message=exc.message, param=exc.param)
+        self.response.status = "failed"
+        self.response.error = r.ResponseErrorOut(code="server_error", message=exc.message)
+        self.lifecycle("response.failed")
+
+    def take(self) -> list[str]:
+        frames, self.frames = self.frames, []
+        return frames
+
+
+# -- serving -----------------------------------------------------------------------------
+
+def _echo(body: r.ResponsesRequest, ident: str) -> r.ResponseObject:
+    fmt = body.text.format if body.text and body.text.format else r.TextFormatIn(type="text")
+    choice = body.tool_choice or "auto"
+    return r.ResponseObject(
+        id=ident, created_at=now(), status="in_progress", error=None, incomplete_details=None,
+        instructions=body.instructions, max_output_tokens=body.max_output_tokens, model=body.model, output=[],
+        parallel_tool_calls=body.parallel_tool_calls, previous_response_id=body.previous_response_id,
+        store=body.store, temperature=1.0 if body.temperature is None else body.temperature,
+        text={"format": fmt.model_dump(by_alias=True, exclude_none=True)},
+        tool_choice=choice if isinstance(choice, str) else choice.model_dump(exclude_none=True),
+        tools=[tool.model_dump(by_alias=True, exclude_none=True) for tool in body.tools],
+        top_p=1.0 if body.top_p is None else body.top_p, truncation=body.truncation, usage=None, user=body.user,
+        metadata=body.metadata or {})
+
+
+async def _start(state: ServerState, chat: p.ChatCompletionRequest
+                 ) -> AsyncIterator[tuple[int, GenerationChunk]]:
+    if is_rag_model(chat.model):
+        grounded, extras = await ground_rag_chat(state, chat)
+        return await start_chat(state.pool, state.settings.server, grounded, extras)
+    return await start_chat(state.pool, state.settings.server, chat, images=state.images)
+
+
+async def _start_truncating(state: ServerState, chat: p.ChatCompletionRequest, truncate: bool
+                            ) -> AsyncIterator[tuple[int, GenerationChunk]]:
+    """Start the chat; with `truncation: "auto"`, drop the oldest turns until the prompt fits."""
+    while True:
+        try:
+            return await _start(state, chat)
+        except ContextLengthExceeded:
+            kept = [m for m in chat.messages if m.role in ("system", "developer")]
+            turns = [m for m in chat.messages if m.role not in ("system", "developer")]
+            if not truncate or len(turns) <= 1:
+                raise
+            turns = turns[1:]
+            while len(turns) > 1 and turns[0].role in ("tool", "assistant"):
+                turns = turns[1:]  # a conversation restarts at a user turn
+            chat = chat.model_copy(update={"messages": kept + turns})
+
+
+async def create_response(state: ServerState, store: ResponseStore, body: r.ResponsesRequest
+                          ) -> r.ResponseObject | AsyncIterator[str]:
+    """The whole response, or its SSE events when `stream` is set; stored when `store` is."""
+    given = stored_input(body.input)
+    history = await _history(store, body.previous_response_id)
+    chat = chat_body(body, chat_messages(history + given))
+    chunks = await _start_truncating(state, chat, body.truncation == "auto")
+    writer = ResponseWriter(_echo(body, _id("resp")), streaming=body.stream)
+    if body.stream:
+        return _stream(writer, chunks, store, given)
+    async with aclosing(chunks):
+        async for _, chunk in chunks:
+            writer.add(chunk)
+    writer.finish()
+    await _keep(store, writer.response, given)
+    return writer.response
+
+
+async def _stream(writer: ResponseWriter, chunks: AsyncIterator[tuple[int, GenerationChunk]],
+                  store: ResponseStore, given: list[StoredItem]) -> AsyncIterator[str]:
+    writer.lifecycle("response.created")
+    writer.lifecycle("response.in_progress")
+    for frame in writer.take():
+        yield frame
+    try:
+        async with aclosing(chunks):
+            async for _, chunk in chunks:
+                writer.add(chunk)
+                if writer.frames:
+                    yield "".join(writer.take())
+        writer.finish()
+    except LampstandError as exc:
+        writer.fail(exc)
+    except Exception:  # report, never drop the connection without a word
+        writer.fail(LampstandError("the model failed while generating"))
+    final = writer.take()
+    for frame in final[:-1]:
+        yield frame
+    await _keep(store, writer.response, given)  # stored before the client hears it is done
+    yield final[-1]
+
+
+async def _keep(store: ResponseStore, response: r.ResponseObject, given: list[StoredItem]) -> None:
+    if response.store:
+        await store.put(StoredResponse(id=response.id, previous_id=response.previous_response_id,
+                                       body=response.to_json(), input_items=_items_json(given)))
+
+
+def _items_json(items: Sequence[StoredItem]) -> str:
+    return "[" + ",".join(item.to_json() for item in items) + "]"
+
+
+async def get_response(store: ResponseStore, ident: str) -> r.ResponseObject:
+    """A stored response (404 when unknown, deleted or expired)."""
+    return r.ResponseObject.model_validate_json((await store.require(ident)).body)
+
+
+async def delete_response(store: ResponseStore, ident: str) -> r.ResponseDeleted:
+    """Forget a stored response (404 when there is none)."""
+    if not await store.delete(ident):
+        await store.require(ident)  # raises the 404
+    return r.ResponseDeleted(id=ident)
+
+
+async def list_input_items(store: ResponseStore, ident: str, *, limit: int, order: str,
+                           after: str | None) -> r.InputItemList:
+    """A page of the input items a stored response was given (`order` "asc" or "desc")."""
+    items = STORED_ITEMS.validate_json((await store.require(ident)).input_items)
+    if order == "desc":
+        items.reverse()
+    if after is not None:
+        ids = [item.id for item in items]
+        if after not in ids:
+            raise InvalidRequest(f"no input item '{after}' in response '{ident}'", param="after")
+        items = items[ids.index(after) + 1:]
+    page = items[:limit]
+    return r.InputItemList(data=page, first_id=page[0].id if page else None,
+                           last_id=page[-1].id if page else None, has_more=len(items) > limit)
+
