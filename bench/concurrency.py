@@ -1,24 +1,30 @@
-"""Continuous batching: aggregate decode speed and time to first token with many streams.
+"""Many streams at once: lampstand's continuous batching beside llama.cpp's own server.
 
-Three ways, in the same run, on the bundled SmolLM2 GGUF (n_threads 2, greedy, EOS banned so
-every stream writes exactly `--tokens` tokens):
+In one run, on the bundled SmolLM2 GGUF (2 threads, greedy, end tokens banned so every stream
+writes exactly `--tokens` tokens):
 
-* raw:      llama-cpp-python in this process, one sequence (`Llama.create_completion`): the
-            single-stream ceiling, and what a user's own loop would get;
-* engine:   lampstand's llama_cpp plugin in this process with `parallel = N`, the streams
-            read from threads: what batching gives before the worker pipe and HTTP;
-* parallel=1: `lampstand serve` with one sequence at a time (requests queue);
-* parallel=N: `lampstand serve` with continuous batching of N sequences.
+* raw llama-cpp-python in this process, one sequence: the single-stream ceiling, and what a
+  user's own loop gets (tok/s, and time to first token of a lone prompt);
+* lampstand with `parallel = N` (`lampstand serve`, streaming /v1/completions over HTTP);
+* llama.cpp's `llama-server --parallel N` (C++, built once from the llama.cpp that the locked
+  llama-cpp-python vendors; see bench/llama_server.py), the anchor: same GGUF, same threads,
+  same requests;
+* optionally (`--serial`) lampstand with `parallel = 1`: the queue a user had before batching.
 
-For each server, `--streams` clients start together; the figures are the aggregate tokens/s
-(all tokens over the wall time of the burst), the median time to first token and the median
-of each stream's own tokens/s. Medians of `--repeats` bursts. With `--llama-server PATH`
-(llama.cpp's own C++ server, built from the llama.cpp that llama-cpp-python vendors, target
-`llama-server`), the same bursts also go to `llama-server --parallel N` in the same run: the
-anchor for concurrent decoding.
+At 1, 2, 4 and 8 streams each server gets:
 
-Run: python bench/batching.py [--streams 4] [--parallel 4] [--tokens 128] [--repeats 3]
-                              [--llama-server PATH]
+* aggregate tok/s: `streams` requests started together, all tokens over the burst's wall time;
+* complete: whether every stream of every burst got all its tokens;
+* inter-token latency p95 over every stream of the bursts;
+* time to first token (p50, p95) of a request that arrives while `streams - 1` others are
+  streaming (at 1 stream: a lone request).
+
+Then the ratios the goals name, and the batched worker's memory during the 8-stream bursts
+beside its estimate. Medians over `--repeats` bursts; these machines move by a third between
+runs, so only the ratios within one run mean much.
+
+Run: python bench/concurrency.py [--parallel 4] [--tokens 128] [--repeats 3] [--probes 4]
+                                 [--llama-server PATH | --no-llama-server] [--serial]
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from statistics import median
+from dataclasses import dataclass, field
+from statistics import median, quantiles
 
 import httpx
 from llama_cpp import Llama
@@ -38,97 +45,172 @@ from llama_cpp import Llama
 from server_process import SMOLLM, free_port, print_load, running_server, wait_healthy
 
 N_THREADS = 2
+N_CTX = 1024
+STREAM_COUNTS = (1, 2, 4, 8)
 NO_EOS = {"0": -100, "1": -100, "2": -100}
 PROMPT = "Write a long story about a lighthouse keeper, session {i}."
+PROBE = "In one sentence, what does a harbour pilot do? Question {i}."
 
 
 def config(parallel: int) -> str:
-    return (f'[[models]]\nid = "smol"\nplugin = "llama_cpp"\npath = "{SMOLLM}"\nn_ctx = 1024\n'
+    return (f'[[models]]\nid = "smol"\nplugin = "llama_cpp"\npath = "{SMOLLM}"\nn_ctx = {N_CTX}\n'
             f'n_threads = {N_THREADS}\nparallel = {parallel}\npreload = true\n')
 
 
-def stream_one(url: str, i: int, tokens: int, out: list[tuple[float, float, int]], start: float) -> None:
-    """One streaming completion; appends (ttft, seconds, tokens) measured from `start`."""
-    body = {"model": "smol", "prompt": PROMPT.format(i=i), "max_tokens": tokens, "temperature": 0,
-            "logit_bias": NO_EOS, "stream": True, "stream_options": {"include_usage": True}}
-    first, count, pieces = None, 0, 0
-    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=600) as response:
-        for line in response.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("choices") and chunk["choices"][0].get("text"):
-                pieces += 1
-                if first is None:
-                    first = time.monotonic() - start
-            if chunk.get("usage"):
-                count = chunk["usage"]["completion_tokens"]
-    out.append((first or 0.0, time.monotonic() - start, count or pieces))
+@dataclass
+class Stream:
+    """What one streamed completion saw: times from its own start."""
+
+    ttft: float | None = None
+    stamps: list[float] = field(default_factory=list)
+    tokens: int = 0
+    error: str | None = None
 
 
-def burst(url: str, streams: int, tokens: int, round_: int) -> tuple[float, float, float]:
-    """(aggregate tok/s, median TTFT, median per-stream tok/s) of `streams` requests started together."""
-    results: list[tuple[float, float, int]] = []
-    start = time.monotonic()
-    threads = [threading.Thread(target=stream_one, args=(url, round_ * 100 + i, tokens, results, start))
-               for i in range(streams)]
+def stream(url: str, prompt: str, tokens: int, stop: threading.Event | None = None,
+           started: threading.Event | None = None) -> Stream:
+    """One streaming /v1/completions request; ends early (closing the connection) once `stop` is set."""
+    body = {"model": "smol", "prompt": prompt, "max_tokens": tokens, "temperature": 0, "logit_bias": NO_EOS,
+            "stream": True, "stream_options": {"include_usage": True}}
+    seen = Stream()
+    begin = time.monotonic()
+    pieces, usage = 0, None
+    try:
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=600) as response:
+            if response.status_code != 200:
+                seen.error = f"HTTP {response.status_code}"
+                return seen
+            for line in response.iter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    usage = chunk["usage"]["completion_tokens"]
+                if chunk.get("choices") and chunk["choices"][0].get("text"):
+                    now = time.monotonic() - begin
+                    pieces += 1
+                    seen.stamps.append(now)
+                    if seen.ttft is None:
+                        seen.ttft = now
+                        if started is not None:
+                            started.set()
+                if stop is not None and stop.is_set():
+                    break
+    except httpx.HTTPError as error:
+        seen.error = type(error).__name__
+    seen.tokens = usage if usage is not None else pieces
+    return seen
+
+
+def at_once(jobs: list[tuple]) -> list[Stream]:
+    """Run `stream(*job)` for each job, each in its own thread, all started together."""
+    results: list[Stream | None] = [None] * len(jobs)
+
+    def run(i: int) -> None:
+        results[i] = stream(*jobs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    wall = max(r[1] for r in results)
-    per_stream = [r[2] / (r[1] - r[0]) if r[1] > r[0] else 0.0 for r in results]
-    return sum(r[2] for r in results) / wall, median(r[0] for r in results), median(per_stream)
+    return [r for r in results if r is not None]
 
 
-def raw(tokens: int, repeats: int) -> float:
-    llm = Llama(model_path=str(SMOLLM), n_ctx=1024, n_threads=N_THREADS, n_threads_batch=N_THREADS, verbose=False)
-    speeds = []
+def p(values: list[float], q: int) -> float:
+    """The q-th percentile (nearest rank on a 100-quantile split); the value itself for one sample."""
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+@dataclass
+class Row:
+    aggregate: float
+    complete: bool
+    itl_p95: float
+    ttft_p50: float
+    ttft_p95: float
+
+
+def burst_figures(url: str, streams: int, tokens: int, repeats: int, round_: int) -> tuple[float, bool, list[float]]:
+    """Median aggregate tok/s, whether every stream completed, and every inter-token gap."""
+    speeds, complete, gaps = [], True, []
+    for r in range(repeats):
+        start = time.monotonic()
+        results = at_once([(url, PROMPT.format(i=round_ * 1000 + r * 10 + i), tokens) for i in range(streams)])
+        wall = time.monotonic() - start
+        speeds.append(sum(s.tokens for s in results) / wall)
+        complete &= all(s.error is None and s.tokens == tokens for s in results)
+        for s in results:
+            gaps.extend(b - a for a, b in zip(s.stamps, s.stamps[1:]))
+    return median(speeds), complete, gaps
+
+
+def arrival_ttfts(url: str, streams: int, tokens: int, probes: int, round_: int) -> list[float]:
+    """Time to first token of `probes` requests, one after another, each arriving while
+    `streams - 1` long streams are generating."""
+    stop = threading.Event()
+    started = [threading.Event() for _ in range(streams - 1)]
+    background = [threading.Thread(target=stream, args=(url, PROMPT.format(i=round_ * 1000 + 500 + i),
+                                                          tokens * 8, stop, started[i]))
+                  for i in range(streams - 1)]
+    for thread in background:
+        thread.start()
+    try:
+        for event in started:
+            event.wait(120)
+        time.sleep(0.2)  # arrive mid-stream, not on the heels of the last prefill
+        ttfts = []
+        for i in range(probes):
+            probe = stream(url, PROBE.format(i=round_ * 100 + i), 4)
+            ttfts.append(probe.ttft if probe.ttft is not None else float("nan"))
+            time.sleep(0.1)
+        return ttfts
+    finally:
+        stop.set()
+        for thread in background:
+            thread.join()
+
+
+def measure(name: str, url: str, tokens: int, repeats: int, probes: int) -> dict[int, Row]:
+    """Every figure at 1, 2, 4 and 8 streams; prints a line for each."""
+    stream(url, PROBE.format(i=-1), 8)  # warm-up
+    rows = {}
+    for n, streams in enumerate(STREAM_COUNTS):
+        aggregate, complete, gaps = burst_figures(url, streams, tokens, repeats, n)
+        ttfts = [t for r in range(repeats) for t in arrival_ttfts(url, streams, tokens, probes, n * 10 + r)]
+        rows[streams] = Row(aggregate, complete, p(gaps, 95), p(ttfts, 50), p(ttfts, 95))
+        row = rows[streams]
+        print(f"{name:<22} {streams:>7} {row.aggregate:>10.1f} {'yes' if row.complete else 'NO':>8} "
+              f"{row.itl_p95 * 1000:>10.1f} {row.ttft_p50:>10.3f} {row.ttft_p95:>10.3f}", flush=True)
+    return rows
+
+
+def raw(tokens: int, repeats: int) -> tuple[float, float]:
+    """In-process llama-cpp-python, one sequence: (decode tok/s, median time to first token)."""
+    llm = Llama(model_path=str(SMOLLM), n_ctx=N_CTX, n_threads=N_THREADS, n_threads_batch=N_THREADS, verbose=False)
+    bias = {int(k): v for k, v in NO_EOS.items()}
+    speeds, ttfts = [], []
     for i in range(repeats):
         llm.reset()
         start = time.monotonic()
-        out = llm.create_completion(PROMPT.format(i=i), max_tokens=tokens, temperature=0,
-                                    logit_bias={int(k): v for k, v in NO_EOS.items()})
+        out = llm.create_completion(PROMPT.format(i=i), max_tokens=tokens, temperature=0, logit_bias=bias)
         speeds.append(out["usage"]["completion_tokens"] / (time.monotonic() - start))
+        llm.reset()
+        start = time.monotonic()
+        for _ in llm.create_completion(PROBE.format(i=i), max_tokens=1, temperature=0, stream=True):
+            ttfts.append(time.monotonic() - start)
+            break
     llm.close()
-    return median(speeds)
-
-
-def engine(parallel: int, streams: int, tokens: int, repeats: int) -> float:
-    """Aggregate tok/s of `streams` completions at once on the plugin itself (no worker, no HTTP)."""
-    from lampstand.plugins.llama_cpp.plugin import LlamaCppPlugin
-    from lampstand.plugins.types import CompletionRequest, SamplingParams
-
-    plugin = LlamaCppPlugin("smol", SMOLLM, LlamaCppPlugin.Options(n_ctx=1024, n_threads=N_THREADS, parallel=parallel))
-    plugin.load()
-    bias = tuple((int(k), float(v)) for k, v in NO_EOS.items())
-
-    def run(i: int, counts: list[int]) -> None:
-        request = CompletionRequest(prompt=PROMPT.format(i=i), sampling=SamplingParams(
-            max_tokens=tokens, temperature=0.0, logit_bias=bias))
-        counts.append(sum(1 for chunk in plugin.complete(request) if chunk.text))
-
-    speeds = []
-    try:
-        for r in range(repeats):
-            counts: list[int] = []
-            start = time.monotonic()
-            threads = [threading.Thread(target=run, args=(r * 100 + i, counts)) for i in range(streams)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            speeds.append(sum(counts) / (time.monotonic() - start))
-    finally:
-        plugin.unload()
-    return median(speeds)
+    return median(speeds), median(ttfts)
 
 
 @contextmanager
 def llama_server(binary: str, parallel: int) -> Iterator[str]:
-    """llama.cpp's own server on the same model, `parallel` slots of 1024 tokens each."""
+    """llama.cpp's own server on the same model: `parallel` slots of N_CTX tokens each."""
     port = free_port()
-    process = subprocess.Popen([binary, "-m", str(SMOLLM), "-c", str(1024 * parallel), "--parallel", str(parallel),
+    process = subprocess.Popen([binary, "-m", str(SMOLLM), "-c", str(N_CTX * parallel), "--parallel", str(parallel),
                                 "-t", str(N_THREADS), "-tb", str(N_THREADS), "--host", "127.0.0.1",
                                 "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -140,35 +222,83 @@ def llama_server(binary: str, parallel: int) -> Iterator[str]:
         process.wait(10)
 
 
-def report(name: str, url: str, streams: int, tokens: int, repeats: int) -> None:
-    burst(url, 1, 8, 99)  # warm-up
-    for count in (1, streams):
-        rounds = [burst(url, count, tokens, r) for r in range(repeats)]
-        aggregate, ttft, per_stream = (median(r[k] for r in rounds) for k in range(3))
-        print(f"{name:<18} {count:>7} {aggregate:>16.1f} {ttft:>14.2f} {per_stream:>17.1f}")
+class MemoryWatch:
+    """The worker's resident memory, from the model card, sampled while a block runs."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.peak, self._done = url, 0, threading.Event()
+        self._thread = threading.Thread(target=self._watch)
+
+    def card(self) -> dict:
+        return httpx.get(f"{self.url}/v1/models/smol", timeout=10).json()
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, self.card()["footprint"].get("worker_rss") or 0)
+            time.sleep(0.1)
+
+    def __enter__(self) -> MemoryWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--llama-server", help="path of a llama-server binary to measure beside")
+    parser.add_argument("--probes", type=int, default=4, help="late arrivals timed per burst")
+    parser.add_argument("--llama-server", help="a llama-server binary (default: build and cache one)")
+    parser.add_argument("--no-llama-server", action="store_true", help="leave llama.cpp's server out")
+    parser.add_argument("--serial", action="store_true", help="also measure lampstand with parallel = 1")
     args = parser.parse_args()
+    binary = None
+    if not args.no_llama_server:
+        from llama_server import llama_server_binary
+
+        binary = args.llama_server or str(llama_server_binary())
     print_load("before")
-    print(f"raw llama-cpp-python, one sequence: {raw(args.tokens, args.repeats):.1f} tok/s")
-    for streams in (1, args.streams):
-        print(f"engine in process, parallel={args.parallel}, {streams} streams: "
-              f"{engine(args.parallel, streams, args.tokens, args.repeats):.1f} tok/s aggregate")
-    print(f"{'server':<18} {'streams':>7} {'aggregate tok/s':>16} {'median TTFT s':>14} {'per-stream tok/s':>17}")
-    for parallel in (1, args.parallel):
-        with running_server(config(parallel)) as url:
-            report(f"parallel={parallel}", url, args.streams, args.tokens, args.repeats)
-    if args.llama_server:
-        with llama_server(args.llama_server, args.parallel) as url:
-            report(f"llama-server -np {args.parallel}", url, args.streams, args.tokens, args.repeats)
+    raw_speed, raw_ttft = raw(args.tokens, args.repeats)
+    print(f"raw llama-cpp-python, one sequence: {raw_speed:.1f} tok/s, lone time to first token {raw_ttft:.3f} s")
+    print(f"{'server':<22} {'streams':>7} {'agg tok/s':>10} {'complete':>8} {'ITL p95 ms':>10} "
+          f"{'TTFT p50 s':>10} {'TTFT p95 s':>10}")
+    ours, anchor = f"lampstand parallel={args.parallel}", f"llama-server -np {args.parallel}"
+    results: dict[str, dict[int, Row]] = {}
+    if args.serial:
+        with running_server(config(1)) as url:
+            results["lampstand parallel=1"] = measure("lampstand parallel=1", url, args.tokens, args.repeats, args.probes)
+    with running_server(config(args.parallel)) as url:
+        idle = MemoryWatch(url).card()["footprint"]
+        with MemoryWatch(url) as watch:
+            results[ours] = measure(ours, url, args.tokens, args.repeats, args.probes)
+    if binary:
+        with llama_server(binary, args.parallel) as url:
+            results[anchor] = measure(anchor, url, args.tokens, args.repeats, args.probes)
     print_load("after")
+
+    mine = results[ours]
+    print(f"\nlampstand single stream / raw llama-cpp-python: {mine[1].aggregate / raw_speed:.2f} (goal >= 0.95)")
+    print(f"lampstand 4 streams / its own single stream: {mine[4].aggregate / mine[1].aggregate:.2f} (goal >= 1.5)")
+    print(f"lampstand TTFT p50 of a request arriving beside 3 streams: {mine[4].ttft_p50:.3f} s (goal < 0.3)")
+    if anchor in results:
+        theirs = results[anchor]
+        for streams in STREAM_COUNTS:
+            print(f"lampstand / llama-server aggregate at {streams} streams: "
+                  f"{mine[streams].aggregate / theirs[streams].aggregate:.2f}" + (" (goal >= 1.0)" if streams == 4 else ""))
+        print(f"lone request TTFT, lampstand - llama-server: {(mine[1].ttft_p50 - theirs[1].ttft_p50) * 1000:+.0f} ms "
+              "(goal <= +20)")
+    estimated = idle["estimated"]["ram"]
+    print(f"memory: estimate {mib(estimated)}, measured after load {mib(idle['measured']['ram'])}; worker RSS idle "
+          f"{mib(idle['worker_rss'])}, peak over every burst (8 streams included) {mib(watch.peak)}; "
+          f"every 8-stream burst complete: {'yes' if mine[8].complete else 'NO'}")
 
 
 if __name__ == "__main__":

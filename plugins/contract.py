@@ -52,6 +52,7 @@ __all__ = [
     "Capability",
     "Footprint",
     "Health",
+    "EngineStats",
     "PluginOptions",
     "Plugin",
     "ChatModel",
@@ -101,6 +102,13 @@ class Health:
 
     ok: bool
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """What a batching engine did since its last report: sequences decoded in each step."""
+
+    batch_sizes: tuple[int, ...] = ()
 
 
 class PluginOptions(BaseModel):
@@ -163,6 +171,10 @@ class Plugin(ABC):
         side, and the server lets that many requests run (unless `max_concurrency` says otherwise).
         """
         return 1
+
+    def engine_stats(self) -> EngineStats | None:
+        """Steps run since the last call (the worker asks about once a second); None: nothing to tell."""
+        return None
 
 
 class ChatModel(ABC):

@@ -14,12 +14,15 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from lampstand.plugins.contract import EngineStats
+
 __all__ = ["Metrics", "PoolGauges", "CONTENT_TYPE"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "lampstand:"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
                     20.0, 40.0, 80.0, 160.0, 640.0)
+_BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 _LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -74,6 +77,8 @@ class Metrics:
                               buckets=_LATENCY_BUCKETS, registry=r)
         self.itl = Histogram(PREFIX + "inter_token_latency_seconds", "Time between streamed tokens.", model,
                              buckets=_ITL_BUCKETS, registry=r)
+        self.batch_size = Histogram(PREFIX + "batch_size", "Sequences decoded together in one engine step "
+                                    "(continuous batching).", model, buckets=_BATCH_BUCKETS, registry=r)
         self.e2e = Histogram(PREFIX + "e2e_request_latency_seconds", "Request latency, arrival to last token.",
                              model, buckets=_LATENCY_BUCKETS, registry=r)
         self.prompt_tokens = Counter(PREFIX + "prompt_tokens", "Prompt tokens processed.", model, registry=r)
@@ -96,6 +101,12 @@ class Metrics:
                                registry=r)
         self.worker_crashes = Counter(PREFIX + "worker_crashes", "Worker processes that died unasked.", model,
                                       registry=r)
+
+    def observe_engine(self, model: str, stats: EngineStats) -> None:
+        """A batching engine's report: the size of each step it ran."""
+        histogram = self.batch_size.labels(model)
+        for size in stats.batch_sizes:
+            histogram.observe(size)
 
     def watch_pool(self, read: Callable[[], PoolGauges]) -> None:
         """Report the pool's gauges at every scrape."""

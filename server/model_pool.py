@@ -239,7 +239,8 @@ class ModelPool:
                     await self._make_room(hosted)
                     hosted.status, hosted.error = ModelStatus.LOADING, None
                 worker = await WorkerHandle.start(spec, partial(self._worker_exited, hosted),
-                                                  timeout=self.server.load_timeout)
+                                                  timeout=self.server.load_timeout,
+                                                  on_stats=partial(self.metrics.observe_engine, hosted.id))
             except MemoryBudgetExceeded:
                 self.metrics.loads.labels(hosted.id, "no_room").inc()
                 if hosted.status is ModelStatus.LOADING:

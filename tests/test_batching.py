@@ -124,6 +124,20 @@ def test_requests_run_together(server: RunningServer, http: httpx.Client) -> Non
                for a in answers)
 
 
+def test_metrics_count_the_sequences_of_each_step(http: httpx.Client) -> None:
+    """After four streams ran together, the engine's step sizes reach /metrics (within seconds)."""
+    def steps(le: str) -> float:
+        prefix = f'lampstand:batch_size_bucket{{le="{le}",model_name="batched"}} '
+        lines = [line for line in http.get("/metrics").text.splitlines() if line.startswith(prefix)]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    deadline = time.monotonic() + 10
+    while steps("+Inf") - steps("3.0") == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert steps("+Inf") - steps("3.0") > 0  # steps with all four sequences in them
+    assert steps("1.0") > 0  # and the steps of lone requests
+
+
 def test_every_setting_applies_to_its_own_sequence(server: RunningServer) -> None:
     schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
               "required": ["name", "age"]}

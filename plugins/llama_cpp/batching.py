@@ -126,6 +126,7 @@ class BatchEngine:
         self._waiting: collections.deque[_Sequence] = collections.deque()
         self._active: list[_Sequence] = []
         self._wake = threading.Condition()
+        self._steps: list[int] = []  # sequences decoded in each step since `take_step_sizes`
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="lampstand-batch", daemon=True)
         self._thread.start()
@@ -167,6 +168,12 @@ class BatchEngine:
                     self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
             self._dropping.discard(name)
         self._wake.notify_all()
+
+    def take_step_sizes(self) -> tuple[int, ...]:
+        """Sequences decoded in each step since the last call (the metrics' batch sizes)."""
+        with self._wake:
+            steps, self._steps = tuple(self._steps), []
+        return steps
 
     def _cancel(self, sequence: _Sequence) -> None:
         with self._wake:
@@ -260,9 +267,11 @@ class BatchEngine:
         batch, room = self._batch, self.n_batch
         batch.n_tokens = 0
         members = self._pick_group()
+        decoded = 0  # sequences with tokens in this batch
         for sequence in (s for s in members if s.last is not None):  # one token each, first: streams keep pace
             sequence.logits_at = self._add(sequence.last, sequence.position, sequence.seq_id, True)
             room -= 1
+            decoded += 1
         for sequence in (s for s in members if s.last is None):
             donor = self._donor_of(sequence, reading=False)
             if donor is not None:  # a sibling holds exactly this prompt now (copied before this step writes more)
@@ -282,11 +291,13 @@ class BatchEngine:
                 sequence.logits_at = -1  # the prompt is not read to its end yet
             sequence.fed += take
             room -= take
+            decoded += 1
         if batch.n_tokens == 0:
             return
         code = self._lib.llama_decode(self._ctx, batch)
         if code != 0:
             raise LampstandError(f"llama_decode returned {code}")
+        self._steps.append(decoded)
         for sequence in list(self._active):
             if sequence.logits_at >= 0:
                 self._sample(sequence)

@@ -22,6 +22,7 @@ from lampstand.plugins.contract import (
     ChatModel,
     CompletionModel,
     Embedder,
+    EngineStats,
     Footprint,
     Plugin,
 )
@@ -183,6 +184,12 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         except BaseException:
             self.unload()
             raise
+
+    def engine_stats(self) -> EngineStats | None:
+        if self._engine is None:
+            return None
+        sizes = self._engine.take_step_sizes()
+        return EngineStats(batch_sizes=sizes) if sizes else None
 
     def unload(self) -> None:
         if self._engine is not None:

@@ -6,7 +6,8 @@ frames (frames.py): `("loaded", LoadedInfo)` or
 `("load_failed", error)` once, then per call any number of `("item", id, value)` followed
 by `("end", id)`, or one `("result", id, value)`, or one `("error", id, error)`. Every call
 ends with exactly one of those three, cancelled ones included: the parent counts a cancelled
-call as running until that answer arrives.
+call as running until that answer arrives. A plugin that schedules its own calls also sends
+`("stats", STATS_ID, EngineStats)` about once a second while it has something to tell.
 
 Each call runs in its own thread; one engine lock keeps the plugin to one call at a time
 (except the contract's concurrent operations, such as loading an adapter, which run beside
@@ -24,6 +25,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -41,7 +43,10 @@ from ..logs import configure_logging
 from .frames import write_frame
 from .messages import LoadedInfo, WorkerSpec
 
-__all__ = ["worker_main"]
+__all__ = ["worker_main", "STATS_ID"]
+
+STATS_ID = -1  # the call id of engine statistics, which answer no call
+STATS_INTERVAL = 1.0
 
 log = logging.getLogger("lampstand.worker")
 
@@ -78,7 +83,24 @@ class _Server:
         with self.send_lock:
             write_frame(self.results.fileno(), message)
 
+    def report_stats(self) -> None:
+        """Forward the plugin's engine statistics about once a second, for the server's metrics."""
+        while True:
+            time.sleep(STATS_INTERVAL)
+            try:
+                stats = self.plugin.engine_stats()
+            except Exception:  # statistics must never take the worker down
+                log.exception("engine statistics failed")
+                return
+            if stats is not None:
+                try:
+                    self.send(("stats", STATS_ID, stats))
+                except OSError:
+                    return  # the API process is gone
+
     def serve(self) -> None:
+        if self.side_by_side:
+            threading.Thread(target=self.report_stats, name="lampstand-stats", daemon=True).start()
         while True:
             try:
                 message = self.commands.recv()

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 import psutil
 import structlog
 
-from lampstand.plugins.contract import Operation
+from lampstand.plugins.contract import EngineStats, Operation
 from lampstand.plugins.errors import (
     InvalidRequest,
     LampstandError,
@@ -64,11 +64,12 @@ class WorkerHandle:
     """A running worker process that has loaded its model."""
 
     def __init__(self, spec: WorkerSpec, process: BaseProcess, commands: Connection, results: Connection,
-                 reader: FrameReader, info: LoadedInfo, on_exit: Callable[[str, list[str]], None]) -> None:
+                 reader: FrameReader, info: LoadedInfo, on_exit: Callable[[str, list[str]], None],
+                 on_stats: Callable[[EngineStats], None] | None = None) -> None:
         self.spec, self.process, self.info = spec, process, info
         self.commands, self.results = commands, results  # blocking sends; the loop watches results
         self._frames = reader
-        self.on_exit = on_exit
+        self.on_exit, self.on_stats = on_exit, on_stats
         self.loop = asyncio.get_running_loop()
         self.alive = True
         self.stopping = False
@@ -83,9 +84,10 @@ class WorkerHandle:
         self.loop.add_reader(results.fileno(), self._read)  # may make that descriptor non-blocking
 
     @classmethod
-    async def start(cls, spec: WorkerSpec, on_exit: Callable[[str, list[str]], None],
-                    timeout: float) -> WorkerHandle:
-        """Start a worker and wait until its model is loaded; `ModelUnavailable` if it is not."""
+    async def start(cls, spec: WorkerSpec, on_exit: Callable[[str, list[str]], None], timeout: float,
+                    on_stats: Callable[[EngineStats], None] | None = None) -> WorkerHandle:
+        """Start a worker and wait until its model is loaded; `ModelUnavailable` if it is not.
+        `on_stats` hears the engine statistics a batching plugin reports."""
         commands_in, commands = _SPAWN.Pipe(duplex=False)  # (receiving end, sending end)
         results, results_out = _SPAWN.Pipe(duplex=False)
         reader = FrameReader()
@@ -114,7 +116,7 @@ class WorkerHandle:
                 raise ModelUnavailable(f"model {spec.model_id!r}: worker {describe_exit(process.exitcode)} "
                                        "while loading")
             raise message[1]
-        return cls(spec, process, commands, results, reader, message[1], on_exit)
+        return cls(spec, process, commands, results, reader, message[1], on_exit, on_stats)
 
     @property
     def pid(self) -> int:
@@ -236,6 +238,10 @@ class WorkerHandle:
         """Deliver every message waiting on the pipe; on end of file, report the exit."""
         try:
             for message in self._frames.read_available(self.results.fileno()):
+                if message[0] == "stats":
+                    if self.on_stats is not None and isinstance(message[2], EngineStats):
+                        self.on_stats(message[2])
+                    continue
                 queue = self._pending.get(message[1])
                 if queue is not None:
                     queue.put_nowait(message)
