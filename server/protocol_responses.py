@@ -98,6 +98,15 @@ InputItem = Annotated[
 ]
 
 
+def _input_kind(given: Any) -> str:
+    return "text" if isinstance(given, str) else "items"
+
+
+# Tagged, so that a bad item is reported by its own error, not by the string branch's.
+Input = Annotated[Union[Annotated[str, Tag("text")], Annotated[list[InputItem], Tag("items")]],
+                  Discriminator(_input_kind)]
+
+
 # -- request: tools and formats ----------------------------------------------------------
 
 class FunctionToolIn(Request):
@@ -150,7 +159,7 @@ class ResponsesRequest(Request):
     """POST /v1/responses."""
 
     model: str
-    input: str | list[InputItem] = []
+    input: Input = []
     instructions: str | None = None
     max_output_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
