@@ -109,6 +109,14 @@ CASES = [
     ("keep-alive-nan-number", "POST", "/v1/embeddings", raw({"model": EMBED_MODEL, "input": "x"})[:-1]
      + b', "keep_alive": NaN}', 400, None, "keep_alive"),
     ("index-name-newline", "POST", "/v1/indexes", {"name": "abc\n", "paths": ["/tmp"]}, 400, None, "name"),
+    ("response-malformed-json", "POST", "/v1/responses", b'{"model": "x", "input": [', 400, None, "JSON"),
+    ("response-deep-tool-parameters", "POST", "/v1/responses", raw({"model": CHAT_MODEL, "input": "hi", "tools": [
+        {"type": "function", "name": "f", "parameters": nested(400)}]}), 400, "invalid_json", "nested deeper"),
+    ("response-lone-surrogate", "POST", "/v1/responses", raw({"model": CHAT_MODEL, "input": "hi \ud800"}), 400,
+     "invalid_json", "surrogate"),
+    ("response-prompt-too-long", "POST", "/v1/responses", {"model": CHAT_MODEL, "input": "word " * 2500}, 400,
+     "context_length_exceeded", "tokens"),
+    ("response-wrong-method", "PUT", "/v1/responses", None, 405, None, "Method Not Allowed"),
     ("unknown-route", "GET", "/v1/nothing-here", None, 404, None, "Not Found"),
     ("wrong-method", "GET", "/v1/chat/completions", None, 405, None, "Method Not Allowed"),
 ]

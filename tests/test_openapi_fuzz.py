@@ -134,7 +134,7 @@ GENERATION = {
     "parameters": {"path.model_id": {"dictionary": "chat", "probability": 0.5},
                    "path.name": {"dictionary": "index", "probability": 0.5}},
     "operations": [
-        {"include-path-regex": "^/v1/(chat/)?completions$",
+        {"include-path-regex": "^/v1/((chat/)?completions|responses)$",
          "parameters": {"body.model": {"dictionary": "chat", "probability": 0.75}}},
         {"include-path": "/v1/embeddings",
          "parameters": {"body.model": {"dictionary": "embedding", "probability": 0.75}}},
@@ -218,6 +218,11 @@ KNOWN_GOOD = [
     ("chat", "/v1/chat/completions", {"model": CHAT_ID, "messages": HI, "logprobs": True, "top_logprobs": 2}),
     ("chat-stream", "/v1/chat/completions", {"model": CHAT_ID, "messages": HI, "stream": True, "logprobs": True,
                                              "top_logprobs": 2, "stream_options": {"include_usage": True}}),
+    ("response", "/v1/responses", {"model": CHAT_ID, "input": HI, "instructions": "Be brief."}),
+    ("response-stream", "/v1/responses", {"model": CHAT_ID, "input": "hi", "stream": True}),
+    ("response-tool", "/v1/responses", {"model": CHAT_ID, "input": "weather in Oslo?", "tool_choice": "required",
+                                        "tools": [{"type": "function", "name": "weather", "parameters": {
+                                            "type": "object", "properties": {"city": {"type": "string", "maxLength": 8}}}}]}),
     ("completion", "/v1/completions", {"model": CHAT_ID, "prompt": "hi", "logprobs": 2}),
     ("completion-stream", "/v1/completions",
      {"model": CHAT_ID, "prompt": "hi", "stream": True, "stream_options": {"include_usage": True}}),
