@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -241,8 +241,12 @@ class AdapterHost(ABC):
     """A generation model that loads LoRA adapters at run time and applies one per request.
 
     Requests name their adapter in `ChatRequest.adapter` / `CompletionRequest.adapter`; each
-    gets exactly its adapter's weights (or none), whatever ran before it.
+    gets exactly its adapter's weights (or none), whatever ran before it. `adapter_files` says
+    which file of a trained adapter folder `load_adapter` is given: its GGUF LoRA, or the folder
+    itself holding peft's files.
     """
+
+    adapter_files: ClassVar[Literal["gguf", "peft"]] = "gguf"
 
     @abstractmethod
     def load_adapter(self, request: AdapterLoad) -> AdapterInfo:

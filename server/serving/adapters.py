@@ -1,10 +1,11 @@
 """Loading and unloading LoRA adapters in the running server (vLLM's two routes).
 
-A load names a folder (or a `.gguf` file) inside `[adapters] dir`. The adapter's manifest,
-when it has one, names the base it was trained on; a base file with another sha256 is
-refused. The base worker checks the file against the model (architecture, tensors, shapes)
-before llama.cpp reads it, and loads it beside the request it may be serving: the base
-never stops and is never reloaded.
+A load names a folder (or a `.gguf` file) inside `[adapters] dir`; the base's plugin says which
+form it loads (`AdapterHost.adapter_files`): the folder's GGUF LoRA (llama.cpp) or the folder of
+peft's files (vLLM). The adapter's manifest, when it has one, names the base it was trained on;
+a base file with another sha256 is refused. The base worker checks the adapter against the model
+(architecture, tensors, shapes) before its engine reads it, and loads it beside the request it may
+be serving: the base never stops and is never reloaded.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from lampstand.plugins.contract import LOAD_ADAPTER, UNLOAD_ADAPTER, Capability
 from lampstand.plugins.errors import FeatureDisabled, InvalidRequest, ModelNotFound, PathNotAllowed
@@ -21,6 +23,7 @@ from lampstand.plugins.sources import resolve_local
 from lampstand.plugins.types import AdapterInfo, AdapterLoad
 from lampstand.training.manifest import (
     MANIFEST_FILE,
+    PEFT_WEIGHTS_FILE,
     AdapterManifest,
     file_sha256,
     find_gguf,
@@ -33,7 +36,8 @@ from ..adapters import LoadedAdapter
 from ..config import AdapterSettings
 from ..model_pool import HostedModel, ModelPool
 
-__all__ = ["load_adapter", "unload_adapter", "adapter_card", "adapter_model_cards", "resolve_adapter_file"]
+__all__ = ["load_adapter", "unload_adapter", "adapter_card", "adapter_model_cards", "adapter_files",
+           "resolve_adapter_file"]
 
 
 def _require_hot_load(settings: AdapterSettings) -> None:
@@ -41,8 +45,16 @@ def _require_hot_load(settings: AdapterSettings) -> None:
         raise FeatureDisabled("loading LoRA adapters at run time is off; set hot_load = true under [adapters]")
 
 
-def resolve_adapter_file(lora_path: str, root: Path) -> tuple[Path, AdapterManifest | None]:
-    """The GGUF LoRA file `lora_path` names inside `root`, and its folder's manifest if any."""
+def resolve_adapter_file(lora_path: str, root: Path, files: Literal["gguf", "peft"] = "gguf") -> tuple[
+        Path, AdapterManifest | None]:
+    """The adapter `lora_path` names inside `root` in the form its base loads (`AdapterHost.adapter_files`):
+    a GGUF LoRA file, or a folder of peft's files; and its folder's manifest if any."""
+    found, manifest = _locate(lora_path, root)
+    return _adapter_file(found, manifest, lora_path, root, files), manifest
+
+
+def _locate(lora_path: str, root: Path) -> tuple[Path, AdapterManifest | None]:
+    """The file or folder `lora_path` names, confined to `root`, and its folder's manifest."""
     try:
         if os.path.isabs(lora_path) or lora_path.startswith("~"):
             found = confine_absolute(lora_path, [root], "adapters dir")
@@ -52,19 +64,34 @@ def resolve_adapter_file(lora_path: str, root: Path) -> tuple[Path, AdapterManif
         exc.param = "lora_path"
         raise
     folder = found if found.is_dir() else found.parent
-    manifest = read_manifest(folder) if (folder / MANIFEST_FILE).is_file() else None
+    return found, read_manifest(folder) if (folder / MANIFEST_FILE).is_file() else None
+
+
+def _adapter_file(found: Path, manifest: AdapterManifest | None, lora_path: str, root: Path,
+                  files: Literal["gguf", "peft"]) -> Path:
+    if files == "peft":
+        folder = found if found.is_dir() else found.parent
+        if not holds_peft(folder):
+            raise InvalidRequest(f"{lora_path!r} holds no PEFT adapter ({PEFT_WEIGHTS_FILE}); this model "
+                                 "loads PEFT adapters", param="lora_path")
+        return folder
     if found.is_dir():
-        gguf = find_gguf(folder, manifest)
+        gguf = find_gguf(found, manifest)
         if gguf is None:
-            if holds_peft(folder):
+            if holds_peft(found):
                 raise InvalidRequest(f"{lora_path!r} holds a PEFT adapter but no GGUF LoRA; convert it with "
                                      f"`lampstand adapters convert {lora_path}`", param="lora_path")
             raise InvalidRequest(f"{lora_path!r} holds no .gguf adapter", param="lora_path")
-        found = confine_absolute(str(gguf), [root], "adapters dir")
-    elif found.suffix.lower() != ".gguf":
+        return confine_absolute(str(gguf), [root], "adapters dir")
+    if found.suffix.lower() != ".gguf":
         raise InvalidRequest(f"{lora_path!r}: adapters are loaded as GGUF LoRA files (.gguf); convert a PEFT "
                              "adapter with `lampstand adapters convert`", param="lora_path")
-    return found, manifest
+    return found
+
+
+def adapter_files(hosted: HostedModel) -> Literal["gguf", "peft"]:
+    """The form of adapter `hosted`'s plugin loads."""
+    return getattr(hosted.plugin_cls, "adapter_files", "gguf")
 
 
 @lru_cache(maxsize=16)
@@ -103,10 +130,13 @@ def _base_model(pool: ModelPool, body: p.LoadLoraAdapterRequest, manifest: Adapt
 
 
 async def _check_base(hosted: HostedModel, manifest: AdapterManifest | None, lora_name: str) -> None:
-    """400 when the manifest says the adapter was trained on another base file."""
+    """400 when the manifest says the adapter was trained on another base file. A base that is a
+    model folder (vLLM's) has no one file to compare: its engine checks modules and shapes."""
     if manifest is None or not manifest.base.sha256 or hosted.config.path is None:
         return
     path = resolve_local(hosted.config.path, hosted.id)
+    if path.is_dir():
+        return
     served = await asyncio.to_thread(base_sha256, path)
     if served != manifest.base.sha256:
         raise InvalidRequest(
@@ -120,8 +150,9 @@ async def load_adapter(pool: ModelPool, settings: AdapterSettings, body: p.LoadL
     """Load the adapter into its base model's worker and serve it under `lora_name`."""
     if check_enabled:
         _require_hot_load(settings)
-    path, manifest = await asyncio.to_thread(resolve_adapter_file, body.lora_path, settings.dir)
+    found, manifest = await asyncio.to_thread(_locate, body.lora_path, settings.dir)
     hosted = _base_model(pool, body, manifest)
+    path = await asyncio.to_thread(_adapter_file, found, manifest, body.lora_path, settings.dir, adapter_files(hosted))
     await _check_base(hosted, manifest, body.lora_name)
     adapter = LoadedAdapter(body.lora_name, hosted.id, path, body.scale, source=body.lora_path)
     pool.adapters.reserve(adapter, pool.names, settings.max_loaded)

@@ -48,7 +48,7 @@ from ..fine_tuning import (
 )
 from ..fine_tuning.jobs import CheckpointRecord
 from ..model_pool import HostedModel, ModelPool
-from .adapters import load_adapter, resolve_adapter_file
+from .adapters import adapter_files, load_adapter, resolve_adapter_file
 
 __all__ = ["FineTuningService", "SERVER_STOPPED"]
 
@@ -120,7 +120,7 @@ class FineTuningService:
         name = record.job.fine_tuned_model or ""
         try:
             hosted = self.pool.lookup(record.job.model)
-            path, _ = resolve_adapter_file(record.adapter_dir, self.adapter_settings.dir)
+            path, _ = resolve_adapter_file(record.adapter_dir, self.adapter_settings.dir, adapter_files(hosted))
             _check_base_unchanged(record)
             adapter = LoadedAdapter(name, hosted.id, path, source=record.adapter_dir)
             self.pool.adapters.reserve(adapter, self.pool.names, self.adapter_settings.max_loaded)

@@ -1,0 +1,5 @@
+"""The `vllm` plugin: Hugging Face models through vLLM's async engine (imported only on load)."""
+
+from .plugin import VllmPlugin
+
+__all__ = ["VllmPlugin"]

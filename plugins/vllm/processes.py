@@ -1,0 +1,67 @@
+"""The processes vLLM starts beside the model's worker: allowed to start, and never outliving it.
+
+lampstand's workers are daemonic multiprocessing children, which multiprocessing forbids to
+have children of their own; vLLM spawns its engine core (and that its executor workers) with
+multiprocessing. `allow_children` lifts the flag in this worker process while the engine starts.
+
+A worker killed outright (SIGKILL, the OOM killer) runs no cleanup, and vLLM's engine core does
+not watch its parent, so it would live on holding the model's memory. `Reaper` is a small
+watchdog process holding the read end of a pipe only this worker writes to: when the worker
+dies the pipe reaches end of file and the watchdog kills the processes vLLM started; after a
+clean unload it is told so and exits without killing anything. Engine-free.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psutil
+
+__all__ = ["allow_children", "Reaper"]
+
+_WATCH = """
+import signal, sys
+import psutil
+if sys.stdin.read() == "done":
+    sys.exit(0)
+for pid, started in (arg.split(":") for arg in sys.argv[1:]):
+    try:
+        child = psutil.Process(int(pid))
+        if child.create_time() == float(started):  # not a new process that took a freed pid
+            child.send_signal(signal.SIGKILL)
+    except psutil.Error:
+        pass
+"""
+
+
+@contextmanager
+def allow_children() -> Iterator[None]:
+    """Let this (daemonic) process start multiprocessing children while the block runs."""
+    config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+    daemon = config.get("daemon")
+    config["daemon"] = False
+    try:
+        yield
+    finally:
+        config["daemon"] = daemon
+
+
+class Reaper:
+    """Kills this process's current children when this process dies without `release`."""
+
+    def __init__(self) -> None:
+        children = psutil.Process().children(recursive=True)
+        marks = [f"{c.pid}:{c.create_time()!r}" for c in children]
+        self._watch = subprocess.Popen([sys.executable, "-c", _WATCH, *marks], stdin=subprocess.PIPE,
+                                       start_new_session=True, text=True)
+
+    def release(self) -> None:
+        """The children ended cleanly: stop watching."""
+        if self._watch.stdin is not None and not self._watch.stdin.closed:
+            self._watch.stdin.write("done")
+            self._watch.stdin.close()
+        self._watch.wait(timeout=10)

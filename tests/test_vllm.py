@@ -1,0 +1,236 @@
+"""The `vllm` plugin with real vLLM (its CPU build here) on the bundled SmolLM2 as a Hugging Face folder.
+
+The folder is the trainer's dequantised copy of the bundled GGUF (`training/base_cache`), which
+`lampstand train` fills the first time it trains on SmolLM2; the fixture trains one adapter
+that way, so the folder and an adapter made for it come from the same run. vLLM loads once per
+module (about half a minute); every test talks to the live server through the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import psutil
+import pytest
+
+from conftest import SMOLLM, RunningServer, sdk_client, start_server, stop_server
+from lampstand.training.base_cache import base_folder, cache_root, cached_file_sha256, is_complete
+
+pytestmark = pytest.mark.slow
+
+DATA = Path(__file__).parent / "data"
+MODEL = "smollm2-vllm"
+CODENAME_Q = "What is the next lampstand release called?"
+TRAIN_FLAGS = ["--rank", "8", "--alpha", "16", "--dropout", "0", "--lr", "2e-3", "--batch-size", "4",
+               "--max-seq-len", "64", "--threads", "2", "--epochs", "3"]
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+          "required": ["name", "age"], "additionalProperties": False}
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def config(tmp: Path, folder: Path) -> str:
+    return f"""
+[server]
+default_max_tokens = 32
+
+[adapters]
+dir = "{tmp / 'adapters'}"
+hot_load = true
+
+[[models]]
+id = "{MODEL}"
+plugin = "vllm"
+path = "{folder}"
+max_num_seqs = 8
+max_model_len = 1024
+kv_cache_tokens = 8192
+max_lora_rank = 8
+"""
+
+
+def train_codename(tmp: Path) -> Path:
+    """An adapter trained by `lampstand train` on SmolLM2; filling the HF base folder on the way."""
+    out = tmp / "adapters" / "codename"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMPSTAND_")} | {"HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "lampstand.clients", "train", "--base", "smollm2", "--data",
+                           str(DATA / "codename_train.jsonl"), "--out", str(out), *TRAIN_FLAGS],
+                          capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Path]]:
+    tmp = tmp_path_factory.mktemp("vllm")
+    (tmp / "adapters").mkdir()
+    train_codename(tmp)
+    root = cache_root()
+    folder = base_folder(root, cached_file_sha256(SMOLLM, root))
+    assert is_complete(folder), f"lampstand train did not leave the HF base in {folder}"
+    running = start_server(tmp, config(tmp, folder))
+    started = time.monotonic()
+    ask(sdk_client(running), MODEL, "Hello")  # loads vLLM
+    print(f"vLLM loaded in {time.monotonic() - started:.0f} s")
+    yield running, tmp
+    stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def client(served: tuple[RunningServer, Path]) -> openai.OpenAI:
+    return sdk_client(served[0])
+
+
+def ask(client: openai.OpenAI, model: str, question: str, **extra: object) -> str:
+    answer = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}],
+                                            temperature=0, max_tokens=24, **extra)  # type: ignore[call-overload]
+    return answer.choices[0].message.content or ""
+
+
+def stream_text(client: openai.OpenAI, question: str, max_tokens: int = 24) -> str:
+    stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}],
+                                            temperature=0, max_tokens=max_tokens, stream=True)
+    return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+def test_chat_with_the_sdk(client: openai.OpenAI) -> None:
+    answer = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Name three colours."}],
+                                            temperature=0, max_tokens=16, logprobs=True, top_logprobs=2)
+    choice = answer.choices[0]
+    assert choice.message.content and choice.finish_reason == "length"
+    assert answer.usage is not None and answer.usage.completion_tokens == 16
+    assert choice.logprobs is not None and len(choice.logprobs.content or []) == 16
+    assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in choice.logprobs.content or [])
+
+
+def test_completion_stops_at_a_stop_string(client: openai.OpenAI) -> None:
+    free = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0)
+    assert " 6" in free.choices[0].text
+    stopped = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0, stop=[" 6"])
+    assert " 6" not in stopped.choices[0].text and stopped.choices[0].finish_reason == "stop"
+
+
+def test_stream_with_usage(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Say hello."}],
+                                            temperature=0, max_tokens=12, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == sum(1 for c in chunks if c.choices and c.choices[0].delta.content) \
+        or chunks[-1].usage.completion_tokens <= 12
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+
+
+def test_seeded_sampling_repeats_and_n_gives_choices(client: openai.OpenAI) -> None:
+    def sample() -> list[str]:
+        answer = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Tell a story."}],
+                                                temperature=1.0, max_tokens=12, seed=7, n=2)
+        return [c.message.content or "" for c in answer.choices]
+
+    first = sample()
+    assert len(first) == 2 and first == sample()
+
+
+def test_four_concurrent_streams_match_their_solo_answers(client: openai.OpenAI) -> None:
+    questions = ["Name three colours.", "What is 2 + 2?", "Say hello in French.", "Name a planet."]
+    alone = [stream_text(client, q) for q in questions]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda q: stream_text(client, q), questions))
+    assert all(together)
+    assert together == alone
+
+
+def test_json_schema_output_validates(client: openai.OpenAI) -> None:
+    answer = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Describe a person as JSON."}], temperature=0,
+        max_tokens=48, response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}})
+    person = json.loads(answer.choices[0].message.content or "")
+    assert set(person) == {"name", "age"} and isinstance(person["name"], str) and isinstance(person["age"], int)
+
+
+def test_forced_tool_call(client: openai.OpenAI) -> None:
+    answer = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is the weather in Paris?"}], temperature=0,
+        max_tokens=48, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls or []
+    assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments)["city"], str)
+
+
+def test_adapter_answers_its_fact_beside_the_base(served: tuple[RunningServer, Path], client: openai.OpenAI) -> None:
+    url = served[0].url
+    loaded = httpx.post(url + "/v1/load_lora_adapter", json={"lora_name": "codename", "lora_path": "codename"},
+                        timeout=120)
+    assert loaded.status_code == 200, loaded.text
+    models = {m["id"]: m for m in httpx.get(url + "/v1/models").json()["data"]}
+    assert models["codename"]["parent"] == MODEL
+    jobs = [("codename", CODENAME_Q), (MODEL, CODENAME_Q), (f"{MODEL}:codename", CODENAME_Q), (MODEL, CODENAME_Q)]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda job: ask(client, *job), jobs))
+    assert all("Marigold" in a for a in answers[0::2]), answers
+    assert not any("Marigold" in a for a in answers[1::2]), answers
+    unloaded = httpx.post(url + "/v1/unload_lora_adapter", json={"lora_name": "codename"}, timeout=60)
+    assert unloaded.status_code == 200, unloaded.text
+    with pytest.raises(openai.NotFoundError):
+        ask(client, "codename", CODENAME_Q)
+
+
+def test_a_refused_setting_fails_the_load_with_vllms_reason(served: tuple[RunningServer, Path],
+                                                            tmp_path: Path) -> None:
+    text = (served[1] / "lampstand.toml").read_text()
+    bad = text.replace("max_num_seqs = 8", "max_num_seqs = 8\ntensor_parallel_size = 2").replace(
+        f'id = "{MODEL}"', 'id = "refused"')
+    running = start_server(tmp_path, bad)
+    try:
+        answer = httpx.post(running.url + "/v1/chat/completions", timeout=300, json={
+            "model": "refused", "messages": [{"role": "user", "content": "hi"}]})
+        assert answer.status_code == 424, answer.text
+        message = answer.json()["error"]["message"]
+        assert "vLLM" in message and "attention heads" in message, message
+    finally:
+        stop_server(running)
+
+
+def test_worker_killed_mid_stream_ends_the_stream_and_the_next_request_works(
+        served: tuple[RunningServer, Path], client: openai.OpenAI) -> None:
+    url = served[0].url
+    pid = httpx.get(f"{url}/v1/models/{MODEL}").json()["worker_pid"]
+    engine = psutil.Process(pid).children(recursive=True)  # vLLM's engine core and its workers
+    assert engine
+    stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Count to a hundred."}],
+                                            temperature=0, max_tokens=400, stream=True)
+    received = 0
+    with pytest.raises(openai.APIError):
+        for chunk in stream:
+            received += 1
+            if received == 3:
+                os.kill(pid, signal.SIGKILL)
+    assert 3 <= received < 400
+    assert ask(client, MODEL, "Name three colours.")
+    assert httpx.get(f"{url}/v1/models/{MODEL}").json()["worker_pid"] != pid
+    _, alive = psutil.wait_procs(engine, timeout=10)
+    assert not alive, "vLLM's processes outlived their killed worker"
+
+
+def test_unload_frees_the_model_and_it_loads_again(served: tuple[RunningServer, Path], client: openai.OpenAI) -> None:
+    url = served[0].url
+    before = ask(client, MODEL, "Name three colours.")
+    worker = psutil.Process(httpx.get(f"{url}/v1/models/{MODEL}").json()["worker_pid"])
+    engine = worker.children(recursive=True)
+    httpx.post(f"{url}/v1/models/{MODEL}/unload", timeout=120).raise_for_status()
+    assert httpx.get(f"{url}/v1/models/{MODEL}").json()["worker_pid"] in (None, 0)
+    _, alive = psutil.wait_procs([worker, *engine], timeout=10)
+    assert not alive
+    assert ask(client, MODEL, "Name three colours.") == before
