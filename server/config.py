@@ -294,8 +294,7 @@ def default_models() -> list[ModelConfig]:
         path = bundled_path(bundled)
         if path is not None:
             models.append(
-                ModelConfig(id=bundled.id, plugin=bundled.plugin, path=path, aliases=list(bundled.aliases),
-                            **dict(bundled.options))
+                ModelConfig(id=bundled.id, plugin=bundled.plugin, path=path, aliases=list(bundled.aliases))
             )
     return models
 

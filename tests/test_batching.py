@@ -10,6 +10,9 @@ their turn and get their answers.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,9 +29,21 @@ NO_EOS = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end tokens, banned: gene
 TOPICS = ["cats", "ships", "bread", "rain"]
 
 
+MAX_QUEUE = 4
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def adapters_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("batched-adapters")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, adapters_dir: Path) -> Iterator[RunningServer]:
     config = f"""
+[adapters]
+dir = "{adapters_dir}"
+hot_load = true
+
 [[models]]
 id = "batched"
 plugin = "llama_cpp"
@@ -36,6 +51,7 @@ path = "{SMOLLM}"
 n_ctx = 1024
 n_threads = 2
 parallel = {PARALLEL}
+max_queue = {MAX_QUEUE}
 preload = true
 """
     running = start_server(tmp_path_factory.mktemp("batching"), config)
@@ -175,6 +191,98 @@ def test_a_client_that_leaves_frees_its_sequence(server: RunningServer, http: ht
 def test_more_requests_than_slots_all_get_answers(server: RunningServer) -> None:
     answers = together(server, [{"topic": f"{t} and more", "max_tokens": 16} for t in TOPICS * 2])
     assert all(text(a) and a["usage"]["completion_tokens"] <= 16 for a in answers)
+
+
+def test_beyond_the_slots_and_the_queue_requests_are_refused(server: RunningServer) -> None:
+    """Slots + max_queue requests are served; the rest of a burst gets 429 at once."""
+    burst = PARALLEL + MAX_QUEUE + 2
+
+    def send(i: int) -> httpx.Response:
+        body = {"model": "batched", "messages": [{"role": "user", "content": f"Story {i}."}], "max_tokens": 48,
+                "logit_bias": NO_EOS}
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            return client.post("/v1/chat/completions", json=body)
+
+    statuses = [r.status_code for r in at_once(send, burst)]
+    assert statuses.count(200) == PARALLEL + MAX_QUEUE and statuses.count(429) == 2, statuses
+
+
+def test_a_long_prompt_is_read_beside_running_streams(server: RunningServer, http: httpx.Client) -> None:
+    """A prompt longer than one batch (n_batch 512) joins two running streams: it is read in
+    chunks between their steps, and all three answer as they do alone."""
+    long_topic = "the history of lighthouses, " + ", ".join(f"lamp number {i}" for i in range(120))
+    calls = [{"topic": "cats", "max_tokens": 64, "logit_bias": NO_EOS},
+             {"topic": "ships", "max_tokens": 64, "logit_bias": NO_EOS},
+             {"topic": long_topic, "max_tokens": 12}]
+    alone = [ask(http, **call) for call in calls]
+    assert alone[2]["usage"]["prompt_tokens"] > 512
+    assert [text(a) for a in together(server, calls)] == [text(a) for a in alone]
+
+
+def test_tools_and_schemas_beside_plain_requests(server: RunningServer) -> None:
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    calls = [{"topic": "the weather in Paris", "tools": [weather], "max_tokens": 60,
+              "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+             {"topic": "cats", "max_tokens": 40},
+             {"topic": "a list of two colours as JSON", "max_tokens": 60,
+              "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": {
+                  "type": "object", "properties": {"colours": {"type": "array", "items": {"type": "string"}}},
+                  "required": ["colours"]}}}},
+             {"topic": "ships", "max_tokens": 40}]
+    forced, plain, structured, other = together(server, calls)
+    (call,) = forced["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    assert isinstance(json.loads(call["function"]["arguments"])["city"], str)
+    assert isinstance(json.loads(text(structured))["colours"], list)
+    assert text(plain) and text(other)
+
+
+def test_adapter_and_base_requests_interleave_without_bleed(server: RunningServer, http: httpx.Client,
+                                                            adapters_dir: Path, random_lora: Path) -> None:
+    shutil.copytree(random_lora.parent, adapters_dir / "style")
+    loaded = http.post("/v1/load_lora_adapter", json={"lora_name": "style", "lora_path": "style"})
+    assert loaded.status_code == 200, loaded.text
+    try:
+        calls = [{"topic": "cats"}, {"topic": "cats", "model": "batched:style"}, {"topic": "ships"}]
+        alone = [text(ask(http, **call)) for call in calls]
+        assert alone[0] != alone[1]  # the adapter changes the answer
+        assert [text(a) for a in together(server, calls)] == alone
+    finally:
+        http.post("/v1/unload_lora_adapter", json={"lora_name": "style"})
+
+
+def test_a_worker_crash_ends_every_stream_and_the_next_request_works(server: RunningServer,
+                                                                     http: httpx.Client) -> None:
+    """Four streams in flight when the worker dies: each ends with an error event; the model
+    loads again for the next request."""
+    pid = http.get("/v1/models/batched").json()["worker_pid"]
+    started = threading.Barrier(PARALLEL + 1, timeout=60)
+
+    def stream(i: int) -> list[str]:
+        body = {"model": "batched", "messages": [{"role": "user", "content": f"Story {i}."}], "max_tokens": 900,
+                "logit_bias": NO_EOS, "stream": True}
+        events = []
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        events.append(line[6:])
+                        if len(events) == 2:
+                            started.wait()
+        return events
+
+    def crash(i: int) -> list[str]:
+        if i < PARALLEL:
+            return stream(i)
+        started.wait()
+        os.kill(pid, signal.SIGKILL)
+        return []
+
+    for events in at_once(crash, PARALLEL + 1)[:PARALLEL]:
+        assert events[-1] == "[DONE]" and "error" in json.loads(events[-2]), events[-3:]
+    assert text(ask(http, "rain", max_tokens=4))
+    assert http.get("/v1/models/batched").json()["worker_pid"] != pid
 
 
 def test_a_repeated_prompt_beginning_is_not_read_again(http: httpx.Client) -> None:

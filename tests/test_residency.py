@@ -24,7 +24,7 @@ NO_EOS = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end tokens, banned: gene
 
 
 def config() -> str:
-    common = f'plugin = "llama_cpp"\npath = "{SMOLLM}"\nn_threads = 1\n'
+    common = f'plugin = "llama_cpp"\npath = "{SMOLLM}"\nn_threads = 1\nparallel = 1\n'
     return f"""
 [server]
 default_max_tokens = 16

@@ -19,7 +19,7 @@ MAX_QUEUE = 2
 
 
 def model(model_id: str, extra: str = "") -> str:
-    return f'[[models]]\nid = "{model_id}"\nplugin = "llama_cpp"\npath = "{SMOLLM}"\nn_ctx = 1024\nn_threads = 1\n{extra}\n'
+    return f'[[models]]\nid = "{model_id}"\nplugin = "llama_cpp"\npath = "{SMOLLM}"\nn_ctx = 1024\nn_threads = 1\nparallel = 1\n{extra}\n'
 
 
 def long_body(model_id: str, max_tokens: int = 900, **fields: object) -> dict:  # type: ignore[type-arg]

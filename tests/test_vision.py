@@ -36,7 +36,8 @@ from tiny_vision import write_tiny_mmproj
 MAX_PIXELS = 1_000_000
 MAX_BYTES = 256 * 1024
 ALLOWED_HOST = "127.0.0.2"  # loopback, but listed in allowed_networks: stands for a LAN server
-VISION_MODELS = {"smol-vision": MTMD_IMAGE_TOKENS, "tiny-llava": LLAVA_IMAGE_TOKENS}
+VISION_MODELS = {"smol-vision": MTMD_IMAGE_TOKENS, "smol-vision-batched": MTMD_IMAGE_TOKENS,
+                 "tiny-llava": LLAVA_IMAGE_TOKENS}
 
 
 def png(color: tuple[int, int, int], size: tuple[int, int] = (48, 48), pattern: bool = False) -> bytes:
@@ -130,6 +131,15 @@ path = "{SMOLLM}"
 mmproj = "{roots['mmproj']}"
 n_ctx = 1024
 n_threads = 2
+
+[[models]]
+id = "smol-vision-batched"
+plugin = "llama_cpp"
+path = "{SMOLLM}"
+mmproj = "{roots['mmproj']}"
+n_ctx = 1024
+n_threads = 2
+parallel = 4
 
 [[models]]
 id = "smol-vision-tight"
@@ -339,6 +349,29 @@ def test_a_full_queue_refuses_before_the_images_are_read(server: RunningServer, 
         time.sleep(0.05)
     assert chat(http, image_message(f"{files_server}/red.png?taken"), model="smol-vision-tight").status_code == 200
     assert "/red.png?taken" in _Files.asked
+
+
+def test_images_join_the_batch_beside_text_streams(server: RunningServer, http: httpx.Client) -> None:
+    """With `parallel`, a request with an image is one more sequence of the batch: it and the
+    text requests beside it answer as they do alone."""
+    calls = [image_message(data_url(RED)), [{"role": "user", "content": "Tell me about cats."}],
+             image_message(data_url(BLUE)), [{"role": "user", "content": "Tell me about ships."}]]
+
+    def answer(i: int) -> str:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            response = chat(client, calls[i], model="smol-vision-batched", max_tokens=12)
+        assert response.status_code == 200, response.text
+        return response.json()["choices"][0]["message"]["content"]
+
+    alone = [answer(i) for i in range(len(calls))]
+    results: dict[int, str] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, answer(i))) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [results.get(i) for i in range(len(calls))] == alone
+    assert alone[0] != alone[2]  # each image reached its own sequence
 
 
 def test_remote_urls_are_refused_when_not_enabled() -> None:

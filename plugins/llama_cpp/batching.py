@@ -15,6 +15,10 @@ that arrive together (the `n` choices of one request) read it once: the first re
 others wait and then copy its KV (llama.cpp copies only whole sequences between the slots of
 a split cache, so the copy is taken right after the prompt, before any generated token).
 
+A prompt with images (vision chat) is read by llama.cpp's multimodal helper into its slot in a
+step of its own (the other streams wait for that prefill only), then generates like the rest;
+its KV is never reused, since image embeddings match no token prefix.
+
 LoRA adapters apply to a whole context, not to one sequence, so the sequences of one step
 all run with the same adapter set: the scheduler serves one group (sequences with the same
 adapter and scale, or none) for up to `GROUP_STEPS` steps while others wait, then the next
@@ -38,11 +42,14 @@ from typing import Any
 from lampstand.plugins.errors import LampstandError
 from lampstand.plugins.types import SamplingParams, TokenLogprob
 
-__all__ = ["BatchEngine", "SamplerSettings", "TokenStream", "Adapter"]
+__all__ = ["BatchEngine", "SamplerSettings", "TokenStream", "Adapter", "MediaPrompt"]
 
 PENALTY_LAST_N = 64  # tokens the repeat/frequency/presence penalties look back over
 GROUP_STEPS = 16  # decode steps one adapter group runs while another waits
 AdapterKey = tuple[str, float] | None  # (name, scale), None for the base model alone
+# Reads a prompt with images into (context, sequence id) from position 0, leaving the last
+# position's logits; returns the positions it took.
+MediaPrompt = Callable[[Any, int], int]
 _END = object()
 
 
@@ -86,6 +93,7 @@ class _Sequence:
     logits_at: int = -1  # its row in this step's batch, when it has one
     cancelled: bool = False
     answers: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+    media: MediaPrompt | None = None  # a prompt with images, read by its own evaluator (empty `prompt`)
 
     @property
     def key(self) -> AdapterKey:
@@ -134,9 +142,13 @@ class BatchEngine:
     # -- the caller's side --
 
     def submit(self, prompt: list[int], settings: SamplerSettings, max_tokens: int,
-               adapter: Adapter | None = None) -> TokenStream:
-        """The sequence's sampled tokens with their logprobs; closing the stream cancels it."""
-        sequence = _Sequence(list(prompt), settings, max_tokens, adapter)
+               adapter: Adapter | None = None, media: MediaPrompt | None = None) -> TokenStream:
+        """The sequence's sampled tokens with their logprobs; closing the stream cancels it.
+
+        With `media` (a prompt with images), `prompt` is empty: the scheduler runs `media` on the
+        sequence's slot in a step of its own, then the sequence generates beside the others.
+        """
+        sequence = _Sequence(list(prompt), settings, max_tokens, adapter, media=media)
         sequence.sampler = self._sampler(settings)  # a grammar error is raised here, in the caller
         with self._wake:
             if self._closed:
@@ -220,7 +232,7 @@ class BatchEngine:
                 continue
             slot = max(self._free, key=lambda s: self._reusable(s, sequence))
             self._free.remove(slot)
-            keep = min(self._reusable(slot, sequence), len(sequence.prompt) - 1)
+            keep = max(min(self._reusable(slot, sequence), len(sequence.prompt) - 1), 0)
             if not self._lib.llama_memory_seq_rm(self._memory, slot, keep, -1):
                 keep = 0  # this cache cannot cut a sequence short: read the prompt from the start
                 self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
@@ -231,7 +243,7 @@ class BatchEngine:
     def _reusable(self, slot: int, sequence: _Sequence) -> int:
         """Prompt tokens of `sequence` already in the free `slot`'s KV (read under the same adapter)."""
         key, tokens = self._held[slot]
-        return _common_prefix(tokens, sequence.prompt) if key == sequence.key else 0
+        return _common_prefix(tokens, sequence.prompt) if key == sequence.key and sequence.media is None else 0
 
     def _drop_cancelled(self) -> None:
         for sequence in [s for s in self._active if s.cancelled]:
@@ -267,6 +279,9 @@ class BatchEngine:
         batch, room = self._batch, self.n_batch
         batch.n_tokens = 0
         members = self._pick_group()
+        for sequence in [s for s in members if s.media is not None and s.last is None]:
+            self._read_media(sequence)
+        members = [s for s in members if s in self._active]
         decoded = 0  # sequences with tokens in this batch
         for sequence in (s for s in members if s.last is not None):  # one token each, first: streams keep pace
             sequence.logits_at = self._add(sequence.last, sequence.position, sequence.seq_id, True)
@@ -306,6 +321,18 @@ class BatchEngine:
             if donor is not None:
                 self._copy_prompt(donor, sequence)
 
+    def _read_media(self, sequence: _Sequence) -> None:
+        """A prompt with images: read on its own (llama.cpp's multimodal helper decodes it), then
+        its first token sampled at once, before another decode replaces the logits."""
+        assert sequence.media is not None
+        try:
+            sequence.fed = sequence.media(self._ctx, sequence.seq_id)
+        except BaseException as exc:
+            self._finish(sequence, exc if isinstance(exc, LampstandError) else LampstandError(str(exc)))
+            return
+        self._steps.append(1)
+        self._sample(sequence, row=-1)  # the last row of that decode
+
     def _donor_of(self, sequence: _Sequence, *, reading: bool) -> _Sequence | None:
         """An earlier sequence with the same prompt that is still reading it (`reading`), or whose
         KV cache holds exactly that prompt now (it has just sampled its first token)."""
@@ -334,8 +361,8 @@ class BatchEngine:
         batch.n_tokens = i + 1
         return i
 
-    def _sample(self, sequence: _Sequence) -> None:
-        lib, row = self._lib, sequence.logits_at
+    def _sample(self, sequence: _Sequence, row: int | None = None) -> None:
+        lib, row = self._lib, sequence.logits_at if row is None else row
         sampling = sequence.settings.sampling
         token = lib.llama_sampler_sample(sequence.sampler, self._ctx, row)
         if sampling.logprobs:
@@ -357,8 +384,10 @@ class BatchEngine:
         sequence.answers.put(error if error is not None else _END)
         if sequence in self._active:
             self._active.remove(sequence)
-            if error is None:
+            if error is None and sequence.media is None:  # KV holding images matches no token prefix
                 self._held[sequence.seq_id] = (sequence.key, sequence.prompt[:sequence.fed] + sequence.written)
+            elif error is None:
+                self._held[sequence.seq_id] = (sequence.key, [])
             else:
                 self._lib.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
             self._free.append(sequence.seq_id)

@@ -39,8 +39,11 @@ class GgufInfo:
 
     def footprint(self, n_ctx: int, n_batch: int) -> Footprint:
         """Weights, KV cache and a compute buffer sized for one batch of logits."""
-        compute = n_batch * (self.n_vocab + 4 * self.n_embd) * 4
-        return Footprint(ram_bytes=self.file_bytes + self.kv_cache_bytes(n_ctx) + compute)
+        return Footprint(ram_bytes=self.file_bytes + self.kv_cache_bytes(n_ctx) + self.compute_bytes(n_batch))
+
+    def compute_bytes(self, n_batch: int) -> int:
+        """A context's compute buffer, sized for one batch of logits."""
+        return n_batch * (self.n_vocab + 4 * self.n_embd) * 4
 
 
 class _Keys:

@@ -34,9 +34,9 @@ class LlamaCppOptions(PluginOptions):
     top_k: int = Field(40, ge=0, description="default when a request names none")
     min_p: float = Field(0.05, ge=0.0, le=1.0, description="default when a request names none")
     repeat_penalty: float = Field(1.0, gt=0.0)
-    parallel: int = Field(1, ge=1, le=64, description=(
-        "sequences decoded together (continuous batching), each with n_ctx tokens of KV; a request "
-        "with images or a LoRA adapter runs beside them on the model's own context"))
+    parallel: int = Field(4, ge=1, le=64, description=(
+        "requests decoded together (continuous batching), each with n_ctx tokens of KV (the memory "
+        "estimate counts all of them); 1: one request at a time on the model's own context"))
     mmproj: Path | None = Field(None, description="LLaVA-style projector GGUF; the model then reads images")
     chat_handler: VisionChatFormat = Field(
         "llava-1-5", description="prompt format of chats with images (llama-cpp-python's handler name)")

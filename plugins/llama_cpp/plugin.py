@@ -46,7 +46,7 @@ from lampstand.plugins.types import (
 )
 
 from .adapters import LoraAdapters
-from .batching import Adapter, BatchEngine, SamplerSettings
+from .batching import Adapter, BatchEngine, MediaPrompt, SamplerSettings
 from .decode import decode_stream, logprob_from_logits, text_chunks
 from .gguf_info import GgufInfo, read_gguf_info
 from .grammar import grammar_for_chat, is_forced_tool_call
@@ -57,6 +57,7 @@ from .vocab import Vocab
 
 __all__ = ["LlamaCppPlugin"]
 
+BATCHED_OWN_CTX = 64  # positions of the model's own context when the batching engine generates
 POOLING = {"mean": 1, "cls": 2, "last": 3}  # llama_cpp.LLAMA_POOLING_TYPE_*
 
 
@@ -76,7 +77,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         self._projector: VisionProjector | None = None
         self._cache = PromptCache(self.options.cache_chunk)
         self._adapters = LoraAdapters(self.path)
-        self._engine: BatchEngine | None = None  # with parallel > 1: text requests without adapters
+        self._engine: BatchEngine | None = None  # with parallel > 1: every generation
         self._exclusive = threading.Lock()  # everything else runs on the Llama context, one at a time
 
     # -- lifecycle -------------------------------------------------------------------
@@ -104,13 +105,22 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
     def slots(self) -> int:
         return 1 if self.options.embedding else self.options.parallel
 
-    def _batch_kv_bytes(self) -> int:
-        """The batched context's KV cache: `parallel` sequences of n_ctx tokens each."""
-        return self._gguf().kv_cache_bytes(self._n_ctx()) * self.slots() if self.slots() > 1 else 0
+    def _own_n_ctx(self) -> int:
+        """The `Llama` object's own context: all of n_ctx, unless the batching engine runs every
+        generation (then it only tokenizes, and a few positions of KV are enough)."""
+        return min(BATCHED_OWN_CTX, self._n_ctx()) if self.slots() > 1 else self._n_ctx()
+
+    def _batch_bytes(self) -> int:
+        """The batched context: `parallel` sequences of n_ctx tokens of KV each, and its compute buffer."""
+        if self.slots() == 1:
+            return 0
+        info = self._gguf()
+        return info.kv_cache_bytes(self._n_ctx()) * self.slots() + info.compute_bytes(self.options.n_batch)
 
     def estimate_footprint(self) -> Footprint:
-        text = self._gguf().footprint(self._n_ctx(), self.options.n_batch)
-        extra = self._projector_bytes() + self._batch_kv_bytes()
+        own = self._own_n_ctx()
+        text = self._gguf().footprint(own, min(self.options.n_batch, own))
+        extra = self._projector_bytes() + self._batch_bytes()
         return Footprint(ram_bytes=text.ram_bytes + extra, vram_bytes=text.vram_bytes)
 
     def measured_footprint(self) -> Footprint | None:
@@ -120,7 +130,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
 
         weights = int(llama_cpp.llama_model_size(self._llm.model))
         weights += self._projector.file_bytes if self._projector is not None else 0
-        kv = self._gguf().kv_cache_bytes(self._llm.n_ctx()) + self._batch_kv_bytes()
+        kv = self._gguf().kv_cache_bytes(self._llm.n_ctx()) + self._batch_bytes()
         on_gpu = self.options.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload()
         return Footprint(ram_bytes=0 if on_gpu else weights + kv, vram_bytes=weights + kv if on_gpu else 0)
 
@@ -137,8 +147,8 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         try:
             self._llm = Llama(
                 model_path=str(self.path),
-                n_ctx=self._n_ctx(),
-                n_batch=self.options.n_batch,
+                n_ctx=self._own_n_ctx(),
+                n_batch=min(self.options.n_batch, self._own_n_ctx()),
                 n_threads=self.options.n_threads or os.cpu_count(),
                 # llama-cpp-python would read prompts on every core whatever n_threads says, and
                 # two workers spinning on more threads than cores slow each other 10x.
@@ -207,7 +217,9 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         self._cache.forget()
 
     def context_length(self) -> int | None:
-        return self._llm.n_ctx() if self._llm is not None else self._n_ctx()
+        if self._llm is None or self._engine is not None:
+            return self._n_ctx()  # with the engine: each sequence's n_ctx
+        return self._llm.n_ctx()
 
     # -- tokens ----------------------------------------------------------------------
 
@@ -255,9 +267,13 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         if request.tools and request.tool_choice.mode != "none":
             raise UnsupportedParameter("tools cannot be combined with images on this model", param="tools")
         prompt = self._projector.tokenize(request)
+        projector, n_batch = self._projector, self.options.n_batch
         try:
-            sampling = fit_to_context(self._llm.n_ctx(), prompt.n_tokens, request.sampling, images=True)
+            sampling = fit_to_context(self._n_ctx(), prompt.n_tokens, request.sampling, images=True)
             grammar = grammar_for_chat(request)
+            if self._engine is not None:
+                return self._batched([], sampling, grammar, request.adapter, prompt.n_tokens,
+                                     media=lambda ctx, seq_id: projector.evaluate_into(ctx, seq_id, prompt, n_batch))
             self._adapters.apply(self._llm, request.adapter)  # the whole prompt runs again, so no cache key
         except BaseException:
             prompt.close()
@@ -284,19 +300,25 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         """Batched with the other sequences when the engine runs (grouped by adapter); otherwise
         alone on the model's own context, with its prompt cache and its adapters."""
         if self._engine is not None:
-            settings = SamplerSettings(
-                sampling, top_k=self.options.top_k if sampling.top_k is None else sampling.top_k,
-                min_p=self.options.min_p if sampling.min_p is None else sampling.min_p,
-                repeat_penalty=self.options.repeat_penalty if sampling.repeat_penalty is None
-                else sampling.repeat_penalty,
-                grammar=grammar._grammar if grammar is not None else None)
-            with self._adapters.lock:  # not unloaded between finding the adapter and joining the batch
-                lora = None if adapter is None else Adapter(adapter.name, self._adapters.pointer(adapter.name),
-                                                            float(adapter.scale))
-                stream = self._engine.submit(prompt, settings, sampling.max_tokens, lora)
-            return _closing(stream, lambda tokens: text_chunks(tokens, self._vocab, sampling, len(prompt),
-                                                               lambda: stream.cached_tokens))
+            return self._batched(prompt, sampling, grammar, adapter, len(prompt))
         return self._alone(prompt, sampling, grammar, adapter)
+
+    def _batched(self, prompt: list[int], sampling: SamplingParams, grammar: Any, adapter: AdapterRef | None,
+                 n_prompt: int, media: MediaPrompt | None = None) -> Iterator[GenerationChunk]:
+        """A sequence of the batching engine (`media`: a prompt with images, read by the projector)."""
+        assert self._engine is not None
+        settings = SamplerSettings(
+            sampling, top_k=self.options.top_k if sampling.top_k is None else sampling.top_k,
+            min_p=self.options.min_p if sampling.min_p is None else sampling.min_p,
+            repeat_penalty=self.options.repeat_penalty if sampling.repeat_penalty is None
+            else sampling.repeat_penalty,
+            grammar=grammar._grammar if grammar is not None else None)
+        with self._adapters.lock:  # not unloaded between finding the adapter and joining the batch
+            lora = None if adapter is None else Adapter(adapter.name, self._adapters.pointer(adapter.name),
+                                                        float(adapter.scale))
+            stream = self._engine.submit(prompt, settings, sampling.max_tokens, lora, media)
+        return _closing(stream, lambda tokens: text_chunks(tokens, self._vocab, sampling, n_prompt,
+                                                           lambda: stream.cached_tokens))
 
     def _alone(self, prompt: list[int], sampling: SamplingParams, grammar: Any,
                adapter: AdapterRef | None) -> Iterator[GenerationChunk]:

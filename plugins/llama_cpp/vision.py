@@ -221,6 +221,21 @@ class VisionProjector:
             llm.n_tokens = n_past.value
         return llm.input_ids[: llm.n_tokens].tolist()
 
+    def evaluate_into(self, ctx: Any, seq_id: int, prompt: ImagePrompt, n_batch: int) -> int:
+        """Run the prompt into sequence `seq_id` of a llama.cpp context (the batching engine's),
+        from position 0, the last position's logits kept; returns the positions it took."""
+        import llama_cpp
+
+        n_past = llama_cpp.llama_pos(0)
+        try:
+            status = self._mtmd.mtmd_helper_eval_chunks(self._ctx, ctx, prompt.chunks, 0, seq_id, n_batch, True,
+                                                        ctypes.byref(n_past))
+        finally:
+            prompt.close()
+        if status != 0:
+            raise LampstandError(f"llama.cpp could not read the images (mtmd error {status})")
+        return int(n_past.value)
+
     def stream(self, llm: Any, vocab: Vocab, prompt: ImagePrompt, sampling: SamplingParams,
                options: LlamaCppOptions, grammar: Any = None) -> Iterator[GenerationChunk]:
         """Evaluate the prompt, then generate as text chat does; the last chunk has usage."""
