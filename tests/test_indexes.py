@@ -385,6 +385,18 @@ def test_rag_chat_model_with_openai_sdk(server: RunningServer, notes: Path) -> N
     assert "Sources:\n[" in streamed
 
 
+def test_rag_model_through_the_responses_api(server: RunningServer, notes: Path) -> None:
+    client = openai.OpenAI(base_url=server.base_url, api_key="none")
+    reply = client.responses.create(model="rag:notes", input="What does sourdough need?", temperature=0,
+                                    max_output_tokens=24)
+    assert reply.model == "rag:notes" and reply.output[0].type == "message"
+    assert "\n\nSources:\n[" in reply.output_text and "recipes/bread.md:" in reply.output_text
+    with client.responses.stream(model="rag:notes@smollm2", input="What does sourdough need?", temperature=0,
+                                 max_output_tokens=16) as stream:
+        streamed = "".join(event.delta for event in stream if event.type == "response.output_text.delta")
+    assert "Sources:\n[" in streamed
+
+
 def test_injected_instructions_stay_quoted_data(http: httpx.Client, roots: Path) -> None:
     """A document that tries to end its quote, open a system turn and claim a source is only data."""
     from llama_cpp import Llama
