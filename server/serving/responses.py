@@ -10,6 +10,7 @@ format into chat's, and the chunks into `message` / `function_call` items, strea
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
@@ -31,9 +32,10 @@ from .splice import StringSplice
 
 __all__ = ["create_response", "get_response", "delete_response", "list_input_items"]
 
+log = logging.getLogger(__name__)
+
 StoredItem = r.InputMessageItem | r.OutputMessage | r.FunctionCallItem | r.FunctionCallOutputItem
 STORED_ITEMS: TypeAdapter[list[Any]] = TypeAdapter(list[r.StoredInputItem])
-OUTPUT_ITEMS: TypeAdapter[list[Any]] = TypeAdapter(list[r.OutputItem])
 
 
 def _id(prefix: str) -> str:
@@ -375,6 +377,7 @@ async def _stream(writer: ResponseWriter, chunks: AsyncIterator[tuple[int, Gener
     except LampstandError as exc:
         writer.fail(exc)
     except Exception:  # report, never drop the connection without a word
+        log.exception("response failed mid-stream")
         writer.fail(LampstandError("the model failed while generating"))
     final = writer.take()
     for frame in final[:-1]:
