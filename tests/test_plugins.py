@@ -71,9 +71,9 @@ def test_plugin_options_are_validated_by_the_plugin(installed_plugin: Path, tmp_
 def test_discovery_imports_no_engine() -> None:
     code = ("import sys, json; from lampstand.plugins import discover_plugins; r = discover_plugins(); "
             "print(json.dumps({'plugins': sorted(r.plugins), 'heavy': [m for m in ('torch', 'llama_cpp', "
-            "'sentence_transformers', 'transformers') if m in sys.modules]}))")
+            "'sentence_transformers', 'transformers', 'vllm') if m in sys.modules]}))")
     result = json.loads(subprocess.check_output([sys.executable, "-c", code], text=True))
-    assert {"llama_cpp", "sentence_transformers"} <= set(result["plugins"])
+    assert {"llama_cpp", "sentence_transformers", "vllm"} <= set(result["plugins"])
     assert result["heavy"] == []
 
 

@@ -59,7 +59,7 @@ from lampstand.training.manifest import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, hol
 from .engine import EngineLoop
 from .options import VllmOptions
 from .processes import Reaper, allow_children
-from .requests import chunks_from_outputs, is_forced_tool_call, structured_output, vllm_sampling
+from .translate import chunks_from_outputs, is_forced_tool_call, structured_output, vllm_sampling
 from .sizing import ACTIVATION_BYTES, RUNTIME_BYTES, ModelShape, read_shape
 
 __all__ = ["VllmPlugin"]
