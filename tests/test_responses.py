@@ -223,10 +223,11 @@ def test_truncation_auto_drops_the_oldest_turns(client: openai.OpenAI) -> None:
     assert reply.truncation == "auto" and reply.output_text and reply.usage.input_tokens < 100
 
 
-def test_async_client_and_concurrent_responses(async_client: openai.AsyncOpenAI) -> None:
-    async def run() -> list[Any]:
-        return await asyncio.gather(*(async_client.responses.create(
-            model=CHAT_MODEL, input=f"Count to {n}.", max_output_tokens=12, temperature=0) for n in (3, 4, 5)))
+def test_async_client_and_concurrent_responses(server: RunningServer) -> None:
+    async def run() -> list[Any]:  # a client of its own: the shared one is bound to another test's event loop
+        async with openai.AsyncOpenAI(base_url=server.base_url, api_key="none", max_retries=0) as client:
+            return await asyncio.gather(*(client.responses.create(
+                model=CHAT_MODEL, input=f"Count to {n}.", max_output_tokens=12, temperature=0) for n in (3, 4, 5)))
 
     replies = asyncio.run(run())
     assert len({reply.id for reply in replies}) == 3 and all(reply.output_text for reply in replies)
