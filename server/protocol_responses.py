@@ -182,6 +182,7 @@ class ResponsesRequest(Request):
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repeat_penalty: float | None = Field(None, gt=0.0)
+    logit_bias: dict[str, float] | None = None
     keep_alive: str | float | None = Field(None, description="how long the model stays loaded after this request")
     lora_scale: float | None = Field(None, ge=-16.0, le=16.0,
                                      description="scale of the LoRA adapter `model` names (default: its load scale)")

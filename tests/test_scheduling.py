@@ -79,19 +79,28 @@ def test_burst_over_the_queue_gets_exactly_the_overflow_as_429(server: RunningSe
     assert psutil.Process(server.process.pid).memory_info().rss - rss_before < 30 * 1024**2
 
 
+def responses_body(model_id: str, max_tokens: int = 900, **fields: object) -> dict:  # type: ignore[type-arg]
+    """`long_body` for /v1/responses."""
+    return {"model": model_id, "input": "Count.", "max_output_tokens": max_tokens, "logit_bias": NO_EOS} | fields
+
+
+ROUTES = {"/v1/chat/completions": long_body, "/v1/responses": responses_body}
+
+
+@pytest.mark.parametrize("path", list(ROUTES))
 @pytest.mark.parametrize("stream", [False, True])
-def test_disconnect_cancels_the_generation(server: RunningServer, stream: bool) -> None:
-    body = long_body("busy", stream=stream)
+def test_disconnect_cancels_the_generation(server: RunningServer, stream: bool, path: str) -> None:
+    body = ROUTES[path]("busy", stream=stream)
     with httpx.Client(base_url=server.url, timeout=httpx.Timeout(10, read=1.5)) as client:
         if stream:
-            with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            with client.stream("POST", path, json=body) as response:
                 lines = response.iter_lines()
                 for _ in range(3):
                     next(lines)
             # leaving the block closes the connection mid-stream
         else:
             with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
-                client.post("/v1/chat/completions", json=body)
+                client.post(path, json=body)
     assert wait_for(lambda: card(server)["running"] == 0, 10)
     pid = card(server)["worker_pid"]
     assert wait_for(lambda: worker_cpu(pid, 0.5) < 0.05, 15)  # the decode loop has stopped

@@ -156,7 +156,8 @@ def chat_body(body: r.ResponsesRequest, messages: list[p.ChatMessageIn]) -> p.Ch
         raise InvalidRequest("input is empty: send a message (or previous_response_id)", param="input")
     sampling = {name: value for name, value in (
         ("temperature", body.temperature), ("top_p", body.top_p), ("seed", body.seed), ("top_k", body.top_k),
-        ("min_p", body.min_p), ("repeat_penalty", body.repeat_penalty), ("keep_alive", body.keep_alive),
+        ("min_p", body.min_p), ("repeat_penalty", body.repeat_penalty), ("logit_bias", body.logit_bias),
+        ("keep_alive", body.keep_alive),
         ("lora_scale", body.lora_scale), ("user", body.user)) if value is not None}
     if body.instructions:
         messages = [p.ChatMessageIn(role="system", content=body.instructions), *messages]
