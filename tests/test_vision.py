@@ -194,6 +194,17 @@ def test_sdk_vision_chat_reads_the_image(client: openai.OpenAI, model: str) -> N
     assert VISION_MODELS[model] <= grown <= VISION_MODELS[model] + 8  # the image's tokens, plus its markers
 
 
+def test_responses_input_image_is_the_chat_image(client: openai.OpenAI) -> None:
+    """An `input_image` part through /v1/responses reaches the model as chat's `image_url` does."""
+    reply = client.responses.create(model="smol-vision", max_output_tokens=6, temperature=0, input=[
+        {"role": "user", "content": [{"type": "input_image", "image_url": data_url(RED)},
+                                     {"type": "input_text", "text": "What is in this picture?"}]}])
+    chat = client.chat.completions.create(model="smol-vision", messages=image_message(data_url(RED)),
+                                          max_tokens=6, temperature=0)
+    assert reply.usage.input_tokens == chat.usage.prompt_tokens
+    assert reply.output_text == chat.choices[0].message.content
+
+
 @pytest.mark.parametrize("model", sorted(VISION_MODELS))
 def test_other_image_other_answer(http: httpx.Client, model: str) -> None:
     def answer(image: bytes) -> str:
