@@ -253,6 +253,7 @@ StoredInputItem = Annotated[InputMessageItem | FunctionCallItem | FunctionCallOu
 
 class InputTokensDetails(Response):
     cached_tokens: int = 0
+    cache_write_tokens: int = 0  # lampstand's caches are written as a side effect: never billed apart
 
 
 class OutputTokensDetails(Response):

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.responses import Response, ResponseItemList, ResponseStreamEvent
+from pydantic import TypeAdapter
 
 from conftest import CHAT_MODEL, SMOLLM_TEXT_ONLY, RunningServer, sdk_client, start_server, stop_server
 from lampstand.server.config import ResponseStoreSettings
@@ -24,6 +26,7 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "Current we
                           "required": ["city"]}}
 PERSON = {"type": "object", "additionalProperties": False, "required": ["name", "age"],
           "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}}}
+SDK_EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 LIFECYCLE = ("response.created", "response.in_progress")
 ENDINGS = ("response.completed", "response.incomplete")
 
@@ -45,12 +48,13 @@ def sse_events(http: httpx.Client, body: dict[str, Any]) -> list[tuple[str, dict
             name, data = frame.split("\n")
             assert name.startswith("event: ") and data.startswith("data: ")
             events.append((name[7:], json.loads(data[6:])))
+            SDK_EVENT.validate_python(events[-1][1])  # every field the SDK's type requires, of its type
     return events
 
 
 def test_text_answer_has_openai_shape(client: openai.OpenAI) -> None:
     reply = create(client, instructions="Answer briefly.", metadata={"topic": "colours"})
-    assert reply.object == "response" and reply.id.startswith("resp_") and reply.created_at.is_integer()
+    assert reply.object == "response" and reply.id.startswith("resp_")
     assert reply.status in ("completed", "incomplete") and reply.error is None
     assert reply.instructions == "Answer briefly." and reply.metadata == {"topic": "colours"}
     assert reply.model == CHAT_MODEL and reply.store is True and reply.max_output_tokens == 24
@@ -62,6 +66,19 @@ def test_text_answer_has_openai_shape(client: openai.OpenAI) -> None:
     assert usage.input_tokens > 0 and 0 < usage.output_tokens <= 24
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
     assert usage.input_tokens_details.cached_tokens >= 0 and usage.output_tokens_details.reasoning_tokens == 0
+
+
+def test_wire_objects_validate_against_the_sdk_types(http: httpx.Client) -> None:
+    created = http.post("/v1/responses", json={"model": CHAT_MODEL, "input": QUESTION, "max_output_tokens": 8,
+                                               "tools": [WEATHER], "text": {"format": {"type": "json_object"}}})
+    assert created.status_code == 200, created.text
+    ident = created.json()["id"]
+    assert isinstance(created.json()["created_at"], int)
+    Response.model_validate(created.json())
+    Response.model_validate(http.get(f"/v1/responses/{ident}").json())
+    items = http.get(f"/v1/responses/{ident}/input_items").json()
+    ResponseItemList.model_validate(items)
+    assert items["data"][0]["content"] == [{"type": "input_text", "text": QUESTION}]
 
 
 def test_same_answer_as_chat_completions(client: openai.OpenAI) -> None:
