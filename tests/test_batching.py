@@ -225,9 +225,10 @@ def test_tools_and_schemas_beside_plain_requests(server: RunningServer) -> None:
     calls = [{"topic": "the weather in Paris", "tools": [weather], "max_tokens": 60,
               "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
              {"topic": "cats", "max_tokens": 40},
-             {"topic": "a list of two colours as JSON", "max_tokens": 60,
+             {"topic": "a list of two colours as JSON", "max_tokens": 120,
               "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": {
-                  "type": "object", "properties": {"colours": {"type": "array", "items": {"type": "string"}}},
+                  "type": "object", "properties": {"colours": {
+                      "type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 2}},
                   "required": ["colours"]}}}},
              {"topic": "ships", "max_tokens": 40}]
     forced, plain, structured, other = together(server, calls)
