@@ -164,6 +164,14 @@ def test_streamed_and_completions_use_the_adapter(client: openai.OpenAI, codenam
     assert base != adapted
 
 
+def test_responses_use_the_adapter(client: openai.OpenAI, codename: str) -> None:
+    reply = client.responses.create(model=f"smollm2:{codename}", input=CODENAME_Q, temperature=0,
+                                    max_output_tokens=24)
+    assert reply.model == f"smollm2:{codename}" and "Marigold" in reply.output_text
+    with client.responses.stream(model=codename, input=CODENAME_Q, temperature=0, max_output_tokens=24) as stream:
+        assert "Marigold" in "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+
+
 def test_adapters_survive_a_worker_restart(served: tuple[RunningServer, Path], client: openai.OpenAI,
                                            codename: str) -> None:
     url = served[0].url
