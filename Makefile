@@ -99,6 +99,7 @@ bench: install
 	$(BIN)/python bench/rag.py
 	$(BIN)/python bench/adapters.py
 	$(BIN)/python bench/images.py
+	$(BIN)/python bench/vllm.py
 
 install: $(VENV)/.installed
 

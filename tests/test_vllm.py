@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).parent / "data"
 MODEL = "smollm2-vllm"
+EMBED_MODEL = "smollm2-vllm-embed"
 CODENAME_Q = "What is the next lampstand release called?"
 TRAIN_FLAGS = ["--rank", "8", "--alpha", "16", "--dropout", "0", "--lr", "2e-3", "--batch-size", "4",
                "--max-seq-len", "64", "--threads", "2", "--epochs", "3"]
@@ -57,6 +58,16 @@ max_num_seqs = 8
 max_model_len = 1024
 kv_cache_tokens = 8192
 max_lora_rank = 8
+
+[[models]]
+id = "{EMBED_MODEL}"
+plugin = "vllm"
+path = "{folder}"
+embedding = true
+pooling = "mean"
+max_num_seqs = 4
+max_model_len = 512
+kv_cache_tokens = 2048
 """
 
 
@@ -126,10 +137,13 @@ def test_stream_with_usage(client: openai.OpenAI) -> None:
                                             temperature=0, max_tokens=12, stream=True,
                                             stream_options={"include_usage": True})
     chunks = list(stream)
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None
-    assert chunks[-1].usage.completion_tokens == sum(1 for c in chunks if c.choices and c.choices[0].delta.content) \
-        or chunks[-1].usage.completion_tokens <= 12
-    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage is not None and all(c.usage is None for c in chunks[:-1])
+    assert 0 < usage.completion_tokens <= 12 and usage.prompt_tokens > 0
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] in ("stop", "length") and set(finishes[:-1]) == {None}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == stream_text(
+        client, "Say hello.", max_tokens=12)
 
 
 def test_seeded_sampling_repeats_and_n_gives_choices(client: openai.OpenAI) -> None:
@@ -187,20 +201,39 @@ def test_adapter_answers_its_fact_beside_the_base(served: tuple[RunningServer, P
         ask(client, "codename", CODENAME_Q)
 
 
-def test_a_refused_setting_fails_the_load_with_vllms_reason(served: tuple[RunningServer, Path],
-                                                            tmp_path: Path) -> None:
-    text = (served[1] / "lampstand.toml").read_text()
-    bad = text.replace("max_num_seqs = 8", "max_num_seqs = 8\ntensor_parallel_size = 2").replace(
-        f'id = "{MODEL}"', 'id = "refused"')
-    running = start_server(tmp_path, bad)
-    try:
-        answer = httpx.post(running.url + "/v1/chat/completions", timeout=300, json={
-            "model": "refused", "messages": [{"role": "user", "content": "hi"}]})
-        assert answer.status_code == 424, answer.text
-        message = answer.json()["error"]["message"]
-        assert "vLLM" in message and "attention heads" in message, message
-    finally:
-        stop_server(running)
+def test_embeddings_from_the_pooling_runner(client: openai.OpenAI) -> None:
+    texts = ["a cat sat on the mat", "a kitten lay on the rug", "the quarterly tax return is due"]
+    answer = client.embeddings.create(model=EMBED_MODEL, input=texts)
+    vectors = [item.embedding for item in answer.data]
+    assert [len(v) for v in vectors] == [576] * 3 and answer.usage.prompt_tokens > 0
+    cosine = [sum(a * b for a, b in zip(vectors[0], v)) for v in vectors]
+    assert abs(cosine[0] - 1) < 1e-3 and cosine[1] > cosine[2]
+
+
+REFUSED = {  # a setting vLLM refuses here -> words of vLLM's reason
+    "tensor_parallel_size = 2": "attention heads",  # SmolLM2 has 9
+    'distributed_executor_backend = "ray"': "ray",  # not installed with the CPU build, which refuses Ray anyway
+}
+
+
+@pytest.fixture(scope="module")
+def refusing(served: tuple[RunningServer, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server whose models each carry one setting vLLM refuses."""
+    base = (served[1] / "lampstand.toml").read_text().split("[[models]]")[1]
+    models = "".join("[[models]]" + base.replace(f'id = "{MODEL}"', f'id = "refused-{i}"') + setting + "\n"
+                     for i, setting in enumerate(REFUSED))
+    running = start_server(tmp_path_factory.mktemp("vllm-refused"), models)
+    yield running
+    stop_server(running)
+
+
+@pytest.mark.parametrize("index", range(len(REFUSED)), ids=list(REFUSED))
+def test_a_refused_setting_fails_the_load_with_vllms_reason(refusing: RunningServer, index: int) -> None:
+    answer = httpx.post(refusing.url + "/v1/chat/completions", timeout=300, json={
+        "model": f"refused-{index}", "messages": [{"role": "user", "content": "hi"}]})
+    assert answer.status_code == 424, answer.text
+    message = answer.json()["error"]["message"]
+    assert "vLLM" in message and list(REFUSED.values())[index] in message.lower(), message
 
 
 def test_worker_killed_mid_stream_ends_the_stream_and_the_next_request_works(
@@ -224,13 +257,13 @@ def test_worker_killed_mid_stream_ends_the_stream_and_the_next_request_works(
     assert not alive, "vLLM's processes outlived their killed worker"
 
 
-def test_unload_frees_the_model_and_it_loads_again(served: tuple[RunningServer, Path], client: openai.OpenAI) -> None:
+def test_unload_ends_the_worker_and_vllms_processes(served: tuple[RunningServer, Path], client: openai.OpenAI) -> None:
+    """The last test: loading again after a worker went is the kill test's last step."""
     url = served[0].url
-    before = ask(client, MODEL, "Name three colours.")
+    assert ask(client, MODEL, "Name three colours.")
     worker = psutil.Process(httpx.get(f"{url}/v1/models/{MODEL}").json()["worker_pid"])
     engine = worker.children(recursive=True)
     httpx.post(f"{url}/v1/models/{MODEL}/unload", timeout=120).raise_for_status()
     assert httpx.get(f"{url}/v1/models/{MODEL}").json()["worker_pid"] in (None, 0)
     _, alive = psutil.wait_procs([worker, *engine], timeout=10)
     assert not alive
-    assert ask(client, MODEL, "Name three colours.") == before

@@ -58,7 +58,7 @@ from lampstand.training.manifest import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, hol
 
 from .engine import EngineLoop
 from .options import VllmOptions
-from .processes import Reaper, allow_children
+from .processes import Reaper, allow_children, engine_errors
 from .translate import chunks_from_outputs, is_forced_tool_call, structured_output, vllm_sampling
 from .sizing import ACTIVATION_BYTES, RUNTIME_BYTES, ModelShape, read_shape
 
@@ -174,12 +174,15 @@ class VllmPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
             os.environ["RAY_ADDRESS"] = self.options.ray_address  # what vLLM's ray.init() joins
         args = self._engine_args()
         loop = EngineLoop()
-        try:
-            with allow_children():
-                self._engine = loop.run(lambda: _start_engine(args))
-        except Exception as exc:  # vLLM raises ValueError, RuntimeError, pydantic errors, ...
-            loop.close()
-            raise ModelUnavailable(f"vLLM could not load {self.model_id!r}: {_reason(exc)}") from exc
+        with engine_errors() as errors:
+            try:
+                with allow_children():
+                    self._engine = loop.run(lambda: _start_engine(args))
+            except Exception as exc:  # vLLM raises ValueError, RuntimeError, pydantic errors, ...
+                loop.close()
+                cause = errors.last()
+                detail = _reason(exc) + (f"; the engine process said: {cause}" if cause else "")
+                raise ModelUnavailable(f"vLLM could not load {self.model_id!r}: {detail}") from exc
         self._loop = loop
         self._reaper = Reaper()
         self._tokenizer = self._engine.get_tokenizer()
