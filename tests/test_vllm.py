@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -91,11 +91,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSe
     folder = base_folder(root, cached_file_sha256(SMOLLM, root))
     assert is_complete(folder), f"lampstand train did not leave the HF base in {folder}"
     running = start_server(tmp, config(tmp, folder))
-    started = time.monotonic()
-    ask(sdk_client(running), MODEL, "Hello")  # loads vLLM
-    print(f"vLLM loaded in {time.monotonic() - started:.0f} s")
-    yield running, tmp
-    stop_server(running)
+    try:
+        ask(sdk_client(running), MODEL, "Hello")  # loads vLLM
+        yield running, tmp
+    finally:
+        stop_server(running)
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +199,17 @@ def test_adapter_answers_its_fact_beside_the_base(served: tuple[RunningServer, P
     assert unloaded.status_code == 200, unloaded.text
     with pytest.raises(openai.NotFoundError):
         ask(client, "codename", CODENAME_Q)
+
+
+def test_an_adapter_of_another_base_is_refused(served: tuple[RunningServer, Path]) -> None:
+    tmp = served[1]
+    copy = tmp / "adapters" / "other-base"
+    shutil.copytree(tmp / "adapters" / "codename", copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["base"]["sha256"] = "0" * 64
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    answer = httpx.post(served[0].url + "/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": "other-base"})
+    assert answer.status_code == 400 and "trained on a base" in answer.json()["error"]["message"], answer.text
 
 
 def test_embeddings_from_the_pooling_runner(client: openai.OpenAI) -> None:

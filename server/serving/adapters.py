@@ -21,6 +21,9 @@ from lampstand.plugins.errors import FeatureDisabled, InvalidRequest, ModelNotFo
 from lampstand.plugins.paths import confine, confine_absolute
 from lampstand.plugins.sources import resolve_local
 from lampstand.plugins.types import AdapterInfo, AdapterLoad
+from lampstand.training.base_cache import is_complete
+from lampstand.training.base_model import BaseSource
+from lampstand.training.base_model import base_sha256 as folder_sha256
 from lampstand.training.manifest import (
     MANIFEST_FILE,
     PEFT_WEIGHTS_FILE,
@@ -129,19 +132,26 @@ def _base_model(pool: ModelPool, body: p.LoadLoraAdapterRequest, manifest: Adapt
     return hosted
 
 
+def served_base_sha256s(path: Path) -> set[str]:
+    """The base sha256 an adapter's manifest may name to run on the model served from `path`:
+    a file's sha256; for a model folder, the trainer's digest of its weights and, when it is the
+    trainer's dequantised copy of a GGUF (`training/base_cache`), that GGUF's sha256, its name."""
+    if not path.is_dir():
+        return {base_sha256(path)}
+    found = {folder_sha256(BaseSource(str(path), path, None), hash_file=base_sha256)}
+    return found | {path.name} if is_complete(path) else found
+
+
 async def _check_base(hosted: HostedModel, manifest: AdapterManifest | None, lora_name: str) -> None:
-    """400 when the manifest says the adapter was trained on another base file. A base that is a
-    model folder (vLLM's) has no one file to compare: its engine checks modules and shapes."""
+    """400 when the manifest says the adapter was trained on another base."""
     if manifest is None or not manifest.base.sha256 or hosted.config.path is None:
         return
     path = resolve_local(hosted.config.path, hosted.id)
-    if path.is_dir():
-        return
-    served = await asyncio.to_thread(base_sha256, path)
-    if served != manifest.base.sha256:
+    served = await asyncio.to_thread(served_base_sha256s, path)
+    if manifest.base.sha256 not in served:
         raise InvalidRequest(
             f"adapter {lora_name!r} was trained on a base file with sha256 {manifest.base.sha256[:12]}..., "
-            f"but model {hosted.id!r} is {served[:12]}...: train it on this model or load it onto its own base",
+            f"but model {hosted.id!r} is {min(served)[:12]}...: train it on this model or load it onto its own base",
             param="base_model")
 
 
