@@ -86,6 +86,8 @@ def timed(client: httpx.Client, path: str, body: dict[str, Any],
     with client.stream("POST", path, json=body) as response:
         response.raise_for_status()
         for event in sse_data(response):
+            if "error" in event or event.get("type") in ("error", "response.failed"):
+                raise RuntimeError(f"{path} failed mid-stream: {event}")
             piece = text_of(event)
             if piece:
                 if not texts:

@@ -154,11 +154,9 @@ def chat_body(body: r.ResponsesRequest, messages: list[p.ChatMessageIn]) -> p.Ch
         raise UnsupportedParameter("background responses are not supported", param="background")
     if not messages:
         raise InvalidRequest("input is empty: send a message (or previous_response_id)", param="input")
-    sampling = {name: value for name, value in (
-        ("temperature", body.temperature), ("top_p", body.top_p), ("seed", body.seed), ("top_k", body.top_k),
-        ("min_p", body.min_p), ("repeat_penalty", body.repeat_penalty), ("logit_bias", body.logit_bias),
-        ("keep_alive", body.keep_alive),
-        ("lora_scale", body.lora_scale), ("user", body.user)) if value is not None}
+    passed = ("temperature", "top_p", "seed", "top_k", "min_p", "repeat_penalty", "logit_bias", "keep_alive",
+              "lora_scale", "user")  # chat's own fields, under the same names
+    sampling = {name: getattr(body, name) for name in passed if getattr(body, name) is not None}
     if body.instructions:
         messages = [p.ChatMessageIn(role="system", content=body.instructions), *messages]
     try:
@@ -293,6 +291,8 @@ class ResponseWriter:
     def fail(self, exc: LampstandError) -> None:
         """The model failed mid-answer: an `error` event, then `response.failed`."""
         self._emit(r.ErrorEvent, code=exc.code or exc.error_type, message=exc.message, param=exc.param)
+        if self._message is not None:  # what was said before the failure stays in the stored response
+            self._message.content = [r.OutputText(text="".join(self._text))]
         self.response.status = "failed"
         self.response.error = r.ResponseErrorOut(code="server_error", message=exc.message)
         self.lifecycle("response.failed")
