@@ -9,6 +9,9 @@ All in one run, on the bundled SmolLM2 GGUF, 2 threads:
   with another seed.
 * adapter load latency: POST /v1/load_lora_adapter (then unload) on a running server, and the
   raw `llama_adapter_lora_init` in this process.
+* mixing adapters in the batch: four streams at once (aggregate tokens/s over the burst) with
+  every stream on the base, two on the base and two on adapter A, and base, base, A, B: the
+  batch serves one adapter group at a time (16 steps each, round robin), so this is the cost.
 * decode tokens/s per request (/v1/completions, greedy, `--tokens` new tokens) on the server:
   the base alone, adapter A on every request, and A, B and the base alternating request by
   request; against llama-cpp-python in this process with no adapter, with `lora_path=A`, and
@@ -24,6 +27,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -138,6 +142,31 @@ def served_decode(client: httpx.Client, model: str, tokens: int) -> float:
     return answer.json()["usage"]["completion_tokens"] / (time.perf_counter() - started)
 
 
+def served_together(url: str, models: list[str], tokens: int) -> float:
+    """Aggregate tokens/s of one completion per model in `models`, all sent at once."""
+    counts: list[int] = []
+
+    def one(model: str) -> None:
+        with httpx.Client(base_url=url, timeout=600) as client:
+            answer = client.post("/v1/completions", json={"model": model, "prompt": PROMPT, "max_tokens": tokens,
+                                                          "temperature": 0, "logit_bias": {"0": -100, "1": -100,
+                                                                                           "2": -100}})
+            answer.raise_for_status()
+            counts.append(answer.json()["usage"]["completion_tokens"])
+
+    threads = [threading.Thread(target=one, args=(model,)) for model in models]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+MIXES = {"4 streams, all base": ["smollm2"] * 4, "4 streams, 2 base + 2 on a": ["smollm2", "a", "smollm2", "a"],
+         "4 streams, base, base, a, b": ["smollm2", "a", "smollm2", "b"]}
+
+
 def serve_figures(adapters: Path, tokens: int, repeats: int) -> dict[str, list[float]]:
     figures: dict[str, list[float]] = {"load_http_ms": [], "load_engine_ms": []}
     with running_server(server_config(adapters)) as url, httpx.Client(base_url=url, timeout=600) as client:
@@ -154,6 +183,8 @@ def serve_figures(adapters: Path, tokens: int, repeats: int) -> dict[str, list[f
         figures["server base"] = [served_decode(client, "smollm2", tokens) for _ in range(repeats)]
         figures["server adapter a"] = [served_decode(client, "a", tokens) for _ in range(repeats)]
         figures["server alternating"] = [served_decode(client, rotation[i % 3], tokens) for i in range(repeats * 3)]
+        for label, models in MIXES.items():
+            figures[f"server together: {label}"] = [served_together(url, models, tokens) for _ in range(repeats)]
     return figures
 
 
@@ -231,6 +262,10 @@ def main() -> None:
               "the reload-per-request way")
         print(f"  adapter cost on the server: {values['server adapter a'] / values['server base']:.3f} of the base's "
               f"speed (raw: {values['raw adapter a'] / values['raw base']:.3f})")
+        alone = values["server together: 4 streams, all base"]
+        for label in list(MIXES)[1:]:
+            print(f"  mixing in the batch, {label}: {values['server together: ' + label] / alone:.3f} of the "
+                  "all-base aggregate")
     print_load("end")
 
 

@@ -295,9 +295,11 @@ def main() -> None:
                   f"{mine[streams].aggregate / theirs[streams].aggregate:.2f}" + (" (goal >= 1.0)" if streams == 4 else ""))
         print(f"lone request TTFT, lampstand - llama-server: {(mine[1].ttft_p50 - theirs[1].ttft_p50) * 1000:+.0f} ms "
               "(goal <= +20)")
-    estimated = idle["estimated"]["ram"]
-    print(f"memory: estimate {mib(estimated)}, measured after load {mib(idle['measured']['ram'])}; worker RSS idle "
-          f"{mib(idle['worker_rss'])}, peak over every burst (8 streams included) {mib(watch.peak)}; "
+    estimated, loaded = idle["estimated"]["ram"], idle["measured"]["ram"]
+    before_load = idle["worker_rss"] - loaded  # the worker's own RSS before it loaded the model
+    print(f"memory: estimate {mib(estimated)}; the load added {mib(loaded)}; at the peak of every burst (8 streams "
+          f"included) the model held {mib(watch.peak - before_load)} "
+          f"({'within' if watch.peak - before_load <= estimated else 'OVER'} the estimate); "
           f"every 8-stream burst complete: {'yes' if mine[8].complete else 'NO'}")
 
 
