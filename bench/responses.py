@@ -14,7 +14,9 @@ with a new session number, so neither side reuses the other's prompt KV. TTFT is
 the first text delta; decode tokens/s counts tokens after the first over the time from the
 first to the end of the stream. Figures are the median and the best of `--repeats`, and the
 responses/chat ratio of each; the ratio per repeat (both sides back to back) is the least
-noisy figure. Timings never go into the tests.
+noisy figure. Since wall-clock figures swing with other work on the machine, the CPU time the
+API process (not the model's worker) spends per streamed token is given too: what each route's
+framing costs, whatever else runs. Timings never go into the tests.
 
 Run: python bench/responses.py [--tokens 128] [--repeats 10] [--port PORT]
 """
@@ -31,8 +33,9 @@ from statistics import median
 from typing import Any
 
 import httpx
+import psutil
 
-from server_process import SMOLLM, print_load, running_server
+from server_process import SMOLLM, free_port, print_load, running_server
 
 N_CTX, N_THREADS = 2048, 2
 Pick = Callable[[list[float]], float]
@@ -47,6 +50,11 @@ class Run:
     prompt_tokens: int
     tokens: int
     text: str
+    api_cpu_s: float = 0.0
+
+    @property
+    def api_cpu_ms_per_token(self) -> float:
+        return self.api_cpu_s * 1e3 / self.tokens
 
     @property
     def decode_tps(self) -> float:
@@ -130,6 +138,20 @@ def figures(chat: list[Run], responses: list[Run], pick_ttft: Pick, pick_tps: Pi
     return [ttft_chat, ttft_resp, ttft_resp - ttft_chat, tps_chat, tps_resp, tps_resp / tps_chat]
 
 
+def api_process(port: int) -> psutil.Process:
+    """The `lampstand serve` process listening on `port` (the API process; workers are its children)."""
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "serve" in cmdline and str(port) in cmdline:
+            return process
+    raise RuntimeError(f"no lampstand serve process on port {port}")
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 def report(chat: list[Run], responses: list[Run]) -> None:
     same = sum(a.text == b.text for a, b in zip(chat, responses))
     print(f"\nprompt tokens chat/responses: {chat[0].prompt_tokens}/{responses[0].prompt_tokens}, completion "
@@ -144,6 +166,8 @@ def report(chat: list[Run], responses: list[Run]) -> None:
     print(f"decode responses/chat per repeat: median {median(paired):.3f}, range {paired[0]:.3f}-{paired[-1]:.3f}")
     print(f"TTFT chat/responses per repeat (1.0 = the same): median {median(ttft):.3f}, "
           f"range {ttft[0]:.3f}-{ttft[-1]:.3f}")
+    cpu_chat, cpu_resp = (median(r.api_cpu_ms_per_token for r in runs) for runs in (chat, responses))
+    print(f"API process CPU per streamed token (median): chat {cpu_chat:.3f} ms, responses {cpu_resp:.3f} ms")
 
 
 def main() -> None:
@@ -154,8 +178,10 @@ def main() -> None:
     args = parser.parse_args()
 
     print_load("at the start")
+    port = args.port or free_port()
     with tempfile.TemporaryDirectory(prefix="lampstand-bench-store-") as store, \
-            running_server(config(store), args.port) as url, httpx.Client(base_url=url, timeout=120) as client:
+            running_server(config(store), port) as url, httpx.Client(base_url=url, timeout=300) as client:
+        api = api_process(port)
         run_chat(client, 0, args.tokens)  # warm-up, untimed: loads the model
         run_responses(client, 0, args.tokens)
         chat: list[Run] = []
@@ -164,7 +190,9 @@ def main() -> None:
         for i in range(1, args.repeats + 1):
             order = ("chat", "responses") if i % 2 else ("responses", "chat")
             for side in order:
+                before = cpu_seconds(api)
                 run = run_chat(client, i, args.tokens) if side == "chat" else run_responses(client, i, args.tokens)
+                run.api_cpu_s = cpu_seconds(api) - before
                 (chat if side == "chat" else responses).append(run)
                 print(f"{i:>6} {side:>9} {run.ttft_s * 1e3:8.1f} {run.tokens:>6} {run.decode_tps:12.1f}")
     report(chat, responses)

@@ -301,6 +301,13 @@ class ResponseWriter:
         frames, self.frames = self.frames, []
         return frames
 
+    def take_joined(self) -> str:
+        """The frames so far as one string (most chunks make exactly one: a token's delta)."""
+        frames = self.frames
+        joined = frames[0] if len(frames) == 1 else "".join(frames)
+        frames.clear()
+        return joined
+
 
 # -- serving -----------------------------------------------------------------------------
 
@@ -373,7 +380,7 @@ async def _stream(writer: ResponseWriter, chunks: AsyncIterator[tuple[int, Gener
             async for _, chunk in chunks:
                 writer.add(chunk)
                 if writer.frames:
-                    yield "".join(writer.take())
+                    yield writer.take_joined()
         writer.finish()
     except LampstandError as exc:
         writer.fail(exc)
