@@ -23,7 +23,7 @@ import openai
 import psutil
 import pytest
 
-from conftest import SMOLLM, RunningServer, sdk_client, start_server, stop_server
+from conftest import SMOLLM, RunningServer, start_server, stop_server
 from lampstand.training.base_cache import base_folder, cache_root, cached_file_sha256, is_complete
 
 pytestmark = pytest.mark.slow
@@ -45,6 +45,9 @@ def config(tmp: Path, folder: Path) -> str:
     return f"""
 [server]
 default_max_tokens = 32
+
+[memory]
+cpu = "3GiB"  # one of the two vLLM models below at a time (each is estimated at about 2 GiB)
 
 [adapters]
 dir = "{tmp / 'adapters'}"
@@ -92,7 +95,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSe
     assert is_complete(folder), f"lampstand train did not leave the HF base in {folder}"
     running = start_server(tmp, config(tmp, folder))
     try:
-        ask(sdk_client(running), MODEL, "Hello")  # loads vLLM
+        ask(openai.OpenAI(base_url=running.base_url, api_key="none", max_retries=0, timeout=600), MODEL,
+            "Hello")  # loads vLLM
         yield running, tmp
     finally:
         stop_server(running)
@@ -100,7 +104,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSe
 
 @pytest.fixture(scope="module")
 def client(served: tuple[RunningServer, Path]) -> openai.OpenAI:
-    return sdk_client(served[0])
+    """The SDK, waiting as long as a load of vLLM may take on a busy 2-core machine (minutes)."""
+    return openai.OpenAI(base_url=served[0].base_url, api_key="none", max_retries=0, timeout=600)
 
 
 def ask(client: openai.OpenAI, model: str, question: str, **extra: object) -> str:
@@ -212,13 +217,19 @@ def test_an_adapter_of_another_base_is_refused(served: tuple[RunningServer, Path
     assert answer.status_code == 400 and "trained on a base" in answer.json()["error"]["message"], answer.text
 
 
-def test_embeddings_from_the_pooling_runner(client: openai.OpenAI) -> None:
+def test_embeddings_from_the_pooling_runner_evict_the_chat_model_by_budget(
+        served: tuple[RunningServer, Path], client: openai.OpenAI) -> None:
+    url = served[0].url
+    assert httpx.get(f"{url}/v1/models/{MODEL}").json()["status"] == "loaded"
     texts = ["a cat sat on the mat", "a kitten lay on the rug", "the quarterly tax return is due"]
     answer = client.embeddings.create(model=EMBED_MODEL, input=texts)
     vectors = [item.embedding for item in answer.data]
     assert [len(v) for v in vectors] == [576] * 3 and answer.usage.prompt_tokens > 0
     cosine = [sum(a * b for a, b in zip(vectors[0], v)) for v in vectors]
     assert abs(cosine[0] - 1) < 1e-3 and cosine[1] > cosine[2]
+    assert httpx.get(f"{url}/v1/models/{MODEL}").json()["status"] == "unloaded"  # the budget holds one
+    assert ask(client, MODEL, "Name three colours.")
+    assert httpx.get(f"{url}/v1/models/{EMBED_MODEL}").json()["status"] == "unloaded"
 
 
 REFUSED = {  # a setting vLLM refuses here -> words of vLLM's reason

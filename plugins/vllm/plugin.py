@@ -118,7 +118,16 @@ class VllmPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         return shape.kv_cache_bytes(self.options, self._dtype() if self._dtype() != "auto" else shape.stored_dtype or "")
 
     def _device_bytes(self) -> int:
-        """Weights, KV cache and workspace: what vLLM holds on its device."""
+        """What vLLM holds on its device: weights, KV cache and workspace, or the share of the
+        device's total that `gpu_memory_utilization` gives it."""
+        share = self.options.gpu_memory_utilization
+        if share is not None:
+            import psutil
+
+            from lampstand.server.memory import gpu_total_bytes
+
+            total = gpu_total_bytes() if self._on_cuda() else psutil.virtual_memory().total
+            return int(share * (total or 0))
         shape = self._model_shape()
         return shape.loaded_weight_bytes(self._dtype()) + self._kv_bytes() + ACTIVATION_BYTES
 
