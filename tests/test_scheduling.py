@@ -87,6 +87,24 @@ def responses_body(model_id: str, max_tokens: int = 900, **fields: object) -> di
 ROUTES = {"/v1/chat/completions": long_body, "/v1/responses": responses_body}
 
 
+def test_a_full_queue_refuses_responses_too(server: RunningServer) -> None:
+    """/v1/responses is admitted by the chat path: beyond the queue, a 429 with Retry-After."""
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            blocker = asyncio.create_task(client.post("/v1/chat/completions", json=long_body("busy", 120)))
+            assert await asyncio.to_thread(wait_for, lambda: card(server)["running"] == 1, 30)
+            short = {"model": "busy", "input": "hi", "max_output_tokens": 2, "store": False}
+            answers = await asyncio.gather(*(client.post("/v1/responses", json=short) for _ in range(MAX_QUEUE + 3)))
+            await blocker
+            return list(answers)
+
+    answers = asyncio.run(run())
+    statuses = [answer.status_code for answer in answers]
+    assert statuses.count(200) == MAX_QUEUE and statuses.count(429) == 3, statuses
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert refused.json()["error"]["code"] == "queue_full" and refused.headers["retry-after"] == "1"
+
+
 @pytest.mark.parametrize("path", list(ROUTES))
 @pytest.mark.parametrize("stream", [False, True])
 def test_disconnect_cancels_the_generation(server: RunningServer, stream: bool, path: str) -> None:
