@@ -57,12 +57,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _allow(request: Request) -> dict[str, str]:
-    """`Allow` with the methods of every route on this path (one path may have several routes)."""
+    """`Allow` with the methods of every route of the path the request matched (one path may
+    have several routes). The path is that of the first route matching it, as the router
+    decides: `/v1/models/x/load` is the load route's, not the catch-all `/v1/models/{id:path}`'s."""
     from starlette.routing import Match
 
+    routes = [r for r in request.app.router.routes if r.matches(request.scope)[0] != Match.NONE]
+    path = getattr(routes[0], "path_format", None) if routes else None
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        if route.matches(request.scope)[0] != Match.NONE:
+    for route in routes:
+        if getattr(route, "path_format", None) == path:
             methods |= set(getattr(route, "methods", None) or ())
     return {"Allow": ", ".join(sorted(methods))}
 

@@ -108,7 +108,7 @@ class BatchEngine:
     """Sequences decoded together on their own context of `parallel` sequences."""
 
     def __init__(self, model: Any, parallel: int, n_ctx: int, n_batch: int, n_threads: int, n_threads_batch: int,
-                 logprob: Callable[[Any, int, int], TokenLogprob]) -> None:
+                 logprob: Callable[[Any, int, int], TokenLogprob], flash_attn: bool = False) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
@@ -119,6 +119,9 @@ class BatchEngine:
         params.n_ctx, params.n_seq_max = n_ctx * parallel, parallel  # the KV is split evenly: n_ctx each
         params.n_batch = params.n_ubatch = n_batch
         params.n_threads, params.n_threads_batch = n_threads, n_threads_batch
+        # as the model's own context has it (llama.cpp's default, "auto", would differ in its numerics)
+        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         self._ctx = llama_cpp.llama_init_from_model(model, params)
         if not self._ctx:
             raise LampstandError("llama.cpp could not create a context for batched decoding")

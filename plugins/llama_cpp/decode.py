@@ -28,7 +28,7 @@ from .options import LlamaCppOptions
 from .prompt_cache import PromptCache
 from .vocab import Vocab
 
-__all__ = ["decode_stream", "sample_stream", "text_chunks", "logprob_from_logits"]
+__all__ = ["decode_stream", "sample_stream", "text_chunks", "logprob_from_logits", "check_logit_bias"]
 
 
 def _logprob_of(llm: Any, vocab: Vocab, token: int, top_n: int) -> TokenLogprob:
@@ -62,14 +62,19 @@ def _top_entry(vocab: Vocab, token: int, logprob: float) -> TopLogprob:
     return TopLogprob(token=piece.decode("utf-8", errors="replace"), logprob=logprob, bytes=tuple(piece))
 
 
+def check_logit_bias(bias: tuple[tuple[int, float], ...], n_vocab: int) -> None:
+    """A 400 when `logit_bias` names a token the vocabulary does not have."""
+    highest = max((token for token, _ in bias), default=-1)
+    if highest >= n_vocab:
+        raise InvalidRequest(f"logit_bias names token {highest}, but the vocabulary has {n_vocab}", param="logit_bias")
+
+
 def _biased(bias: tuple[tuple[int, float], ...], n_vocab: int) -> Any:
     """A logits processor adding OpenAI's `logit_bias` (-100 bans a token, 100 forces it)."""
     import llama_cpp
 
+    check_logit_bias(bias, n_vocab)
     ids = np.array([token for token, _ in bias], dtype=np.int64)
-    if ids.size and int(ids.max()) >= n_vocab:
-        raise InvalidRequest(f"logit_bias names token {int(ids.max())}, but the vocabulary has {n_vocab}",
-                             param="logit_bias")
     values = np.array([value for _, value in bias], dtype=np.float32)
 
     def add_bias(_input_ids: Any, scores: Any) -> Any:

@@ -47,7 +47,7 @@ from lampstand.plugins.types import (
 
 from .adapters import LoraAdapters
 from .batching import Adapter, BatchEngine, MediaPrompt, SamplerSettings
-from .decode import decode_stream, logprob_from_logits, text_chunks
+from .decode import check_logit_bias, decode_stream, logprob_from_logits, text_chunks
 from .gguf_info import GgufInfo, read_gguf_info
 from .grammar import grammar_for_chat, is_forced_tool_call
 from .options import LlamaCppOptions
@@ -181,7 +181,8 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
             self._engine = BatchEngine(
                 self._llm.model, self.slots(), self._n_ctx(), self.options.n_batch, threads,
                 self.options.n_threads_batch or threads,
-                lambda logits, token, top_n: logprob_from_logits(logits, n_vocab, vocab, token, top_n))
+                lambda logits, token, top_n: logprob_from_logits(logits, n_vocab, vocab, token, top_n),
+                flash_attn=self.options.flash_attn)
         except BaseException:
             self.unload()
             raise
@@ -307,6 +308,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
                  n_prompt: int, media: MediaPrompt | None = None) -> Iterator[GenerationChunk]:
         """A sequence of the batching engine (`media`: a prompt with images, read by the projector)."""
         assert self._engine is not None
+        check_logit_bias(sampling.logit_bias, self._llm.n_vocab())  # llama.cpp would read past its logits
         settings = SamplerSettings(
             sampling, top_k=self.options.top_k if sampling.top_k is None else sampling.top_k,
             min_p=self.options.min_p if sampling.min_p is None else sampling.min_p,
