@@ -50,6 +50,7 @@ STREAM_COUNTS = (1, 2, 4, 8)
 NO_EOS = {"0": -100, "1": -100, "2": -100}
 PROMPT = "Write a long story about a lighthouse keeper, session {i}."
 PROBE = "In one sentence, what does a harbour pilot do? Question {i}."
+BACKGROUND_TOKENS = N_CTX - 64  # streams that run on while the late requests arrive (stopped after them)
 
 
 def config(parallel: int) -> str:
@@ -152,14 +153,22 @@ def arrival_ttfts(url: str, streams: int, tokens: int, probes: int, round_: int)
     `streams - 1` long streams are generating."""
     stop = threading.Event()
     started = [threading.Event() for _ in range(streams - 1)]
-    background = [threading.Thread(target=stream, args=(url, PROMPT.format(i=round_ * 1000 + 500 + i),
-                                                          tokens * 8, stop, started[i]))
-                  for i in range(streams - 1)]
+    failed: list[str] = []
+
+    def generate(i: int) -> None:
+        seen = stream(url, PROMPT.format(i=round_ * 1000 + 500 + i), BACKGROUND_TOKENS, stop, started[i])
+        if seen.error:
+            failed.append(seen.error)
+            started[i].set()
+
+    background = [threading.Thread(target=generate, args=(i,)) for i in range(streams - 1)]
     for thread in background:
         thread.start()
     try:
         for event in started:
-            event.wait(120)
+            event.wait(300)
+        if failed or not all(event.is_set() for event in started):
+            raise SystemExit(f"a background stream failed: {failed or 'no first token in 300 s'}")
         time.sleep(0.2)  # arrive mid-stream, not on the heels of the last prefill
         ttfts = []
         for i in range(probes):
