@@ -8,12 +8,17 @@ runs one `llama_decode`. Each sequence samples from its own logits with its own 
 chain (penalties, logit bias, grammar, top-k, top-p, min-p, temperature, its own seeded RNG).
 A sequence that ends, or whose reader goes away, frees its KV cells at once.
 
-A new sequence takes the free slot whose KV cache holds the longest prefix of its prompt
-(what the slot's last sequence read and wrote), and reads only the rest: a shared system
-prompt, or the next turn of a conversation, is not read again. Sequences with the same prompt
-that arrive together (the `n` choices of one request) read it once: the first reads it, the
-others wait and then copy its KV (llama.cpp copies only whole sequences between the slots of
-a split cache, so the copy is taken right after the prompt, before any generated token).
+Reusing KV never changes an answer. llama.cpp's numbers for a position depend on which of
+the sequence's own tokens shared its batch (not on other sequences' tokens beside it), so a
+prompt is always read in chunks aligned to multiples of `chunk` positions, one chunk per
+sequence per step, the last (partial) chunk ending at the prompt's end. A new sequence takes
+the free slot whose KV holds the longest run of whole aligned chunks of its prompt (a shared
+system prompt, the earlier turns of a conversation) and reads only the rest, from a chunk
+boundary, exactly as a fresh read would: greedy and seeded answers are the same whether the
+cache was warm or cold. Sequences with the same prompt that arrive together (the `n` choices
+of one request) read it once: the first reads it, the others wait and then copy its KV
+(llama.cpp copies only whole sequences between the slots of a split cache, so the copy is
+taken right after the prompt, before any generated token) and read its last chunk again.
 
 A prompt with images (vision chat) is read by llama.cpp's multimodal helper into its slot in a
 step of its own (the other streams wait for that prefill only), then generates like the rest;
@@ -108,16 +113,20 @@ class BatchEngine:
     """Sequences decoded together on their own context of `parallel` sequences."""
 
     def __init__(self, model: Any, parallel: int, n_ctx: int, n_batch: int, n_threads: int, n_threads_batch: int,
-                 logprob: Callable[[Any, int, int], TokenLogprob], flash_attn: bool = False) -> None:
+                 logprob: Callable[[Any, int, int], TokenLogprob], flash_attn: bool = False,
+                 chunk: int = 128) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
-        self.parallel, self.n_ctx, self.n_batch = parallel, n_ctx, n_batch
+        if not 0 < chunk <= n_batch:
+            raise ValueError("chunk must be between 1 and n_batch")
+        # room for a whole chunk beside every sequence's next token, so prompts never starve
+        self.parallel, self.n_ctx, self.n_batch, self.chunk = parallel, n_ctx, n_batch + parallel, chunk
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self._logprob = logprob  # (logits pointer, token, top_n) -> TokenLogprob
         params = llama_cpp.llama_context_default_params()
         params.n_ctx, params.n_seq_max = n_ctx * parallel, parallel  # the KV is split evenly: n_ctx each
-        params.n_batch = params.n_ubatch = n_batch
+        params.n_batch = params.n_ubatch = self.n_batch
         params.n_threads, params.n_threads_batch = n_threads, n_threads_batch
         # as the model's own context has it (llama.cpp's default, "auto", would differ in its numerics)
         params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
@@ -126,10 +135,10 @@ class BatchEngine:
         if not self._ctx:
             raise LampstandError("llama.cpp could not create a context for batched decoding")
         self._memory = llama_cpp.llama_get_memory(self._ctx)
-        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._free = list(range(parallel))
-        # a free slot's KV: the adapter it was read under and its tokens
-        self._held: dict[int, tuple[AdapterKey, list[int]]] = {slot: (None, []) for slot in range(parallel)}
+        # a free slot's KV: the adapter it was read under, the prompt, and how much of it was read
+        self._held: dict[int, tuple[AdapterKey, list[int], int]] = {slot: (None, [], 0) for slot in range(parallel)}
         self._applied: AdapterKey = None  # the adapter set on the context
         self._group: AdapterKey = None  # the group this step serves
         self._group_steps = 0
@@ -177,9 +186,9 @@ class BatchEngine:
                 self._finish(sequence, gone)
             if self._applied is not None and self._applied[0] == name:
                 self._set_adapter(None)
-            for slot, (key, _) in list(self._held.items()):
+            for slot, (key, _, _) in list(self._held.items()):
                 if key is not None and key[0] == name:
-                    self._held[slot] = (None, [])
+                    self._held[slot] = (None, [], 0)
                     self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
             self._dropping.discard(name)
         self._wake.notify_all()
@@ -235,18 +244,27 @@ class BatchEngine:
                 continue
             slot = max(self._free, key=lambda s: self._reusable(s, sequence))
             self._free.remove(slot)
-            keep = max(min(self._reusable(slot, sequence), len(sequence.prompt) - 1), 0)
+            keep = self._reusable(slot, sequence)
             if not self._lib.llama_memory_seq_rm(self._memory, slot, keep, -1):
                 keep = 0  # this cache cannot cut a sequence short: read the prompt from the start
                 self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
-            self._held[slot] = (None, [])
+            self._held[slot] = (None, [], 0)
             sequence.seq_id, sequence.fed, sequence.reused = slot, keep, keep
             self._active.append(sequence)
 
     def _reusable(self, slot: int, sequence: _Sequence) -> int:
-        """Prompt tokens of `sequence` already in the free `slot`'s KV (read under the same adapter)."""
-        key, tokens = self._held[slot]
-        return _common_prefix(tokens, sequence.prompt) if key == sequence.key and sequence.media is None else 0
+        """Prompt tokens of `sequence` in the free `slot`'s KV exactly as a fresh read would leave
+        them: whole aligned chunks of the slot's last prompt (read under the same adapter) that
+        `sequence`'s prompt begins with, short of its own last chunk (read again for its logits)."""
+        key, prompt, fed = self._held[slot]
+        if key != sequence.key or sequence.media is not None:
+            return 0
+        same = min(_common_prefix(prompt, sequence.prompt), fed)
+        return min(self._chunk_start(same + 1), self._chunk_start(len(sequence.prompt)))
+
+    def _chunk_start(self, length: int) -> int:
+        """Where the aligned chunk holding position `length - 1` begins (0 for an empty prompt)."""
+        return max(length - 1, 0) // self.chunk * self.chunk
 
     def _drop_cancelled(self) -> None:
         for sequence in [s for s in self._active if s.cancelled]:
@@ -297,8 +315,8 @@ class BatchEngine:
             elif self._donor_of(sequence, reading=True) is not None:
                 sequence.logits_at = -1  # a sibling is reading the same prompt: copy it afterwards
                 continue
-            take = min(room, len(sequence.prompt) - sequence.fed)
-            if take <= 0:
+            take = min(sequence.fed // self.chunk * self.chunk + self.chunk, len(sequence.prompt)) - sequence.fed
+            if not 0 < take <= room:  # an aligned chunk is read whole or waits for the next step
                 sequence.logits_at = -1
                 continue
             for offset in range(take):
@@ -339,7 +357,7 @@ class BatchEngine:
     def _donor_of(self, sequence: _Sequence, *, reading: bool) -> _Sequence | None:
         """An earlier sequence with the same prompt that is still reading it (`reading`), or whose
         KV cache holds exactly that prompt now (it has just sampled its first token)."""
-        if sequence.fed >= len(sequence.prompt) - 1:
+        if sequence.fed >= self._chunk_start(len(sequence.prompt)):
             return None
         for other in self._active:
             if other is sequence:
@@ -350,7 +368,7 @@ class BatchEngine:
         return None
 
     def _copy_prompt(self, donor: _Sequence, sequence: _Sequence) -> None:
-        lib, last = self._lib, len(sequence.prompt) - 1
+        lib, last = self._lib, self._chunk_start(len(sequence.prompt))
         lib.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
         lib.llama_memory_seq_cp(self._memory, donor.seq_id, sequence.seq_id, -1, -1)
         lib.llama_memory_seq_rm(self._memory, sequence.seq_id, last, -1)  # read again for its own logits
@@ -388,9 +406,9 @@ class BatchEngine:
         if sequence in self._active:
             self._active.remove(sequence)
             if error is None and sequence.media is None:  # KV holding images matches no token prefix
-                self._held[sequence.seq_id] = (sequence.key, sequence.prompt[:sequence.fed] + sequence.written)
+                self._held[sequence.seq_id] = (sequence.key, sequence.prompt, sequence.fed)
             elif error is None:
-                self._held[sequence.seq_id] = (sequence.key, [])
+                self._held[sequence.seq_id] = (sequence.key, [], 0)
             else:
                 self._lib.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
             self._free.append(sequence.seq_id)

@@ -26,7 +26,9 @@ class LlamaCppOptions(PluginOptions):
     n_threads: int | None = Field(None, ge=1, description="default: all cores")
     n_threads_batch: int | None = Field(None, ge=1, description="threads for reading prompts; default: n_threads")
     n_gpu_layers: int = Field(0, ge=-1, description="-1 offloads every layer")
-    flash_attn: bool = False
+    flash_attn: bool = Field(True, description=(
+        "flash attention; with it an answer does not depend on what else shares the batch, or on "
+        "where the KV cache put its cells (without it, batched greedy answers can differ by request order)"))
     use_mmap: bool = True
     embedding: bool = Field(False, description="serve embeddings instead of text generation")
     pooling: Literal["model", "mean", "cls", "last"] = "model"

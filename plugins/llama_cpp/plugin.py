@@ -115,7 +115,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         if self.slots() == 1:
             return 0
         info = self._gguf()
-        return info.kv_cache_bytes(self._n_ctx()) * self.slots() + info.compute_bytes(self.options.n_batch)
+        return info.kv_cache_bytes(self._n_ctx()) * self.slots() + info.compute_bytes(self.options.n_batch + self.slots())
 
     def estimate_footprint(self) -> Footprint:
         own = self._own_n_ctx()
@@ -182,7 +182,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
                 self._llm.model, self.slots(), self._n_ctx(), self.options.n_batch, threads,
                 self.options.n_threads_batch or threads,
                 lambda logits, token, top_n: logprob_from_logits(logits, n_vocab, vocab, token, top_n),
-                flash_attn=self.options.flash_attn)
+                flash_attn=self.options.flash_attn, chunk=self.options.cache_chunk)
         except BaseException:
             self.unload()
             raise
