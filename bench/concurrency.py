@@ -20,8 +20,9 @@ At 1, 2, 4 and 8 streams each server gets:
   streaming (at 1 stream: a lone request).
 
 Then the ratios the goals name, and the batched worker's memory during the 8-stream bursts
-beside its estimate. Medians over `--repeats` bursts; these machines move by a third between
-runs, so only the ratios within one run mean much.
+beside its estimate. Medians over `--repeats` bursts. These machines change speed by a third
+within minutes, so every server runs at once (idle but for its turn) and they take turns
+burst by burst, the in-process baseline between the 1-stream bursts.
 
 Run: python bench/concurrency.py [--parallel 4] [--tokens 128] [--repeats 3] [--probes 4]
                                  [--llama-server PATH | --no-llama-server] [--serial]
@@ -35,7 +36,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from statistics import median, quantiles
 
@@ -134,18 +135,14 @@ class Row:
     ttft_p95: float
 
 
-def burst_figures(url: str, streams: int, tokens: int, repeats: int, round_: int) -> tuple[float, bool, list[float]]:
-    """Median aggregate tok/s, whether every stream completed, and every inter-token gap."""
-    speeds, complete, gaps = [], True, []
-    for r in range(repeats):
-        start = time.monotonic()
-        results = at_once([(url, PROMPT.format(i=round_ * 1000 + r * 10 + i), tokens) for i in range(streams)])
-        wall = time.monotonic() - start
-        speeds.append(sum(s.tokens for s in results) / wall)
-        complete &= all(s.error is None and s.tokens == tokens for s in results)
-        for s in results:
-            gaps.extend(b - a for a, b in zip(s.stamps, s.stamps[1:]))
-    return median(speeds), complete, gaps
+def burst(url: str, streams: int, tokens: int, round_: int) -> tuple[float, bool, list[float]]:
+    """One burst of `streams` requests started together: aggregate tok/s, whether every stream
+    completed, and every inter-token gap."""
+    start = time.monotonic()
+    results = at_once([(url, PROMPT.format(i=round_ * 10 + i), tokens) for i in range(streams)])
+    wall = time.monotonic() - start
+    complete = all(s.error is None and s.tokens == tokens for s in results)
+    return sum(s.tokens for s in results) / wall, complete, [b - a for s in results for a, b in zip(s.stamps, s.stamps[1:])]
 
 
 def arrival_ttfts(url: str, streams: int, tokens: int, probes: int, round_: int) -> list[float]:
@@ -182,37 +179,57 @@ def arrival_ttfts(url: str, streams: int, tokens: int, probes: int, round_: int)
             thread.join()
 
 
-def measure(name: str, url: str, tokens: int, repeats: int, probes: int) -> dict[int, Row]:
-    """Every figure at 1, 2, 4 and 8 streams; prints a line for each."""
-    stream(url, PROBE.format(i=-1), 8)  # warm-up
-    rows = {}
+def measure(servers: dict[str, str], llm: Llama, tokens: int, repeats: int, probes: int) -> tuple[
+        dict[str, dict[int, Row]], float, float]:
+    """Every figure at 1, 2, 4 and 8 streams for every server, and the in-process baseline
+    (decode tok/s, lone time to first token). The servers take turns burst by burst, in an
+    order that rotates, and the baseline runs between the 1-stream bursts: these machines
+    change speed by a third within minutes, and interleaving keeps that out of the ratios."""
+    for url in servers.values():
+        stream(url, PROBE.format(i=-1), 8)  # warm-up
+    rows: dict[str, dict[int, Row]] = {name: {} for name in servers}
+    raw_speeds, raw_ttfts = [], []
+    names = list(servers)
     for n, streams in enumerate(STREAM_COUNTS):
-        aggregate, complete, gaps = burst_figures(url, streams, tokens, repeats, n)
-        ttfts = [t for r in range(repeats) for t in arrival_ttfts(url, streams, tokens, probes, n * 10 + r)]
-        rows[streams] = Row(aggregate, complete, p(gaps, 95), p(ttfts, 50), p(ttfts, 95))
-        row = rows[streams]
-        print(f"{name:<22} {streams:>7} {row.aggregate:>10.1f} {'yes' if row.complete else 'NO':>8} "
-              f"{row.itl_p95 * 1000:>10.1f} {row.ttft_p50:>10.3f} {row.ttft_p95:>10.3f}", flush=True)
-    return rows
+        speeds: dict[str, list[float]] = {name: [] for name in names}
+        complete = dict.fromkeys(names, True)
+        gaps: dict[str, list[float]] = {name: [] for name in names}
+        ttfts: dict[str, list[float]] = {name: [] for name in names}
+        for r in range(repeats):
+            turn = (n + r) % len(names)
+            for name in names[turn:] + names[:turn]:
+                speed, ok, seen = burst(servers[name], streams, tokens, n * 1000 + r * 100)
+                speeds[name].append(speed)
+                complete[name] &= ok
+                gaps[name].extend(seen)
+                ttfts[name].extend(arrival_ttfts(servers[name], streams, tokens, probes, n * 10 + r))
+            if streams == 1:
+                speed, ttft = raw_once(llm, tokens, r)
+                raw_speeds.append(speed)
+                raw_ttfts.append(ttft)
+        for name in names:
+            row = rows[name][streams] = Row(median(speeds[name]), complete[name], p(gaps[name], 95),
+                                            p(ttfts[name], 50), p(ttfts[name], 95))
+            print(f"{name:<22} {streams:>7} {row.aggregate:>10.1f} {'yes' if row.complete else 'NO':>8} "
+                  f"{row.itl_p95 * 1000:>10.1f} {row.ttft_p50:>10.3f} {row.ttft_p95:>10.3f}", flush=True)
+        if streams == 1:
+            print(f"{'raw llama-cpp-python':<22} {1:>7} {median(raw_speeds):>10.1f} {'yes':>8} {'':>10} "
+                  f"{median(raw_ttfts):>10.3f}", flush=True)
+    return rows, median(raw_speeds), median(raw_ttfts)
 
 
-def raw(tokens: int, repeats: int) -> tuple[float, float]:
-    """In-process llama-cpp-python, one sequence: (decode tok/s, median time to first token)."""
-    llm = Llama(model_path=str(SMOLLM), n_ctx=N_CTX, n_threads=N_THREADS, n_threads_batch=N_THREADS, verbose=False)
+def raw_once(llm: Llama, tokens: int, i: int) -> tuple[float, float]:
+    """In-process llama-cpp-python, one sequence: (decode tok/s, time to first token of a lone prompt)."""
     bias = {int(k): v for k, v in NO_EOS.items()}
-    speeds, ttfts = [], []
-    for i in range(repeats):
-        llm.reset()
-        start = time.monotonic()
-        out = llm.create_completion(PROMPT.format(i=i), max_tokens=tokens, temperature=0, logit_bias=bias)
-        speeds.append(out["usage"]["completion_tokens"] / (time.monotonic() - start))
-        llm.reset()
-        start = time.monotonic()
-        for _ in llm.create_completion(PROBE.format(i=i), max_tokens=1, temperature=0, stream=True):
-            ttfts.append(time.monotonic() - start)
-            break
-    llm.close()
-    return median(speeds), median(ttfts)
+    llm.reset()
+    start = time.monotonic()
+    out = llm.create_completion(PROMPT.format(i=i), max_tokens=tokens, temperature=0, logit_bias=bias)
+    speed = out["usage"]["completion_tokens"] / (time.monotonic() - start)
+    llm.reset()
+    start = time.monotonic()
+    for _ in llm.create_completion(PROBE.format(i=i), max_tokens=1, temperature=0, stream=True):
+        break
+    return speed, time.monotonic() - start
 
 
 @contextmanager
@@ -275,22 +292,20 @@ def main() -> None:
 
         binary = args.llama_server or str(llama_server_binary())
     print_load("before")
-    raw_speed, raw_ttft = raw(args.tokens, args.repeats)
-    print(f"raw llama-cpp-python, one sequence: {raw_speed:.1f} tok/s, lone time to first token {raw_ttft:.3f} s")
     print(f"{'server':<22} {'streams':>7} {'agg tok/s':>10} {'complete':>8} {'ITL p95 ms':>10} "
           f"{'TTFT p50 s':>10} {'TTFT p95 s':>10}")
     ours, anchor = f"lampstand parallel={args.parallel}", f"llama-server -np {args.parallel}"
-    results: dict[str, dict[int, Row]] = {}
-    if args.serial:
-        with running_server(config(1)) as url:
-            results["lampstand parallel=1"] = measure("lampstand parallel=1", url, args.tokens, args.repeats, args.probes)
-    with running_server(config(args.parallel)) as url:
-        idle = MemoryWatch(url).card()["footprint"]
-        with MemoryWatch(url) as watch:
-            results[ours] = measure(ours, url, args.tokens, args.repeats, args.probes)
-    if binary:
-        with llama_server(binary, args.parallel) as url:
-            results[anchor] = measure(anchor, url, args.tokens, args.repeats, args.probes)
+    llm = Llama(model_path=str(SMOLLM), n_ctx=N_CTX, n_threads=N_THREADS, n_threads_batch=N_THREADS, verbose=False)
+    with ExitStack() as stack:
+        servers = {ours: stack.enter_context(running_server(config(args.parallel)))}
+        if args.serial:
+            servers["lampstand parallel=1"] = stack.enter_context(running_server(config(1)))
+        if binary:
+            servers[anchor] = stack.enter_context(llama_server(binary, args.parallel))
+        idle = MemoryWatch(servers[ours]).card()["footprint"]
+        with MemoryWatch(servers[ours]) as watch:
+            results, raw_speed, raw_ttft = measure(servers, llm, args.tokens, args.repeats, args.probes)
+    llm.close()
     print_load("after")
 
     mine = results[ours]

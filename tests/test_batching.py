@@ -29,7 +29,7 @@ NO_EOS = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end tokens, banned: gene
 TOPICS = ["cats", "ships", "bread", "rain"]
 
 
-CHUNK = 32  # cache_chunk of the batched model: prompts are read and reused in these
+CHUNK = 32  # cache_chunk of the model without flash attention: its prompts are read and reused in these
 MAX_QUEUE = 4
 
 
@@ -53,8 +53,17 @@ n_ctx = 1024
 n_threads = 2
 parallel = {PARALLEL}
 max_queue = {MAX_QUEUE}
-cache_chunk = {CHUNK}
 preload = true
+
+[[models]]
+id = "batched-aligned"
+plugin = "llama_cpp"
+path = "{SMOLLM}"
+n_ctx = 512
+n_threads = 2
+parallel = 2
+flash_attn = false
+cache_chunk = {CHUNK}
 """
     running = start_server(tmp_path_factory.mktemp("batching"), config)
     yield running
@@ -244,7 +253,8 @@ def test_tools_and_schemas_beside_plain_requests(server: RunningServer) -> None:
 def test_adapter_and_base_requests_interleave_without_bleed(server: RunningServer, http: httpx.Client,
                                                             adapters_dir: Path, random_lora: Path) -> None:
     shutil.copytree(random_lora.parent, adapters_dir / "style")
-    loaded = http.post("/v1/load_lora_adapter", json={"lora_name": "style", "lora_path": "style"})
+    loaded = http.post("/v1/load_lora_adapter", json={"lora_name": "style", "lora_path": "style",
+                                                        "base_model": "batched"})
     assert loaded.status_code == 200, loaded.text
     try:
         calls = [{"topic": "cats"}, {"topic": "cats", "model": "batched:style"}, {"topic": "ships"}]
@@ -288,13 +298,15 @@ def test_a_worker_crash_ends_every_stream_and_the_next_request_works(server: Run
     assert http.get("/v1/models/batched").json()["worker_pid"] != pid
 
 
-def test_a_repeated_prompt_beginning_is_not_read_again(http: httpx.Client) -> None:
-    """The slot that holds the longest prefix takes the request; usage says how much was cached,
-    in whole aligned chunks; a warm cache gives the same greedy answer as a cold one."""
-    system = {"role": "system", "content": "You are a terse assistant for a lighthouse museum. " * 8}
+@pytest.mark.parametrize("model", ["batched", "batched-aligned"])
+def test_a_repeated_prompt_beginning_is_not_read_again(http: httpx.Client, model: str) -> None:
+    """The slot that holds the longest prefix takes the request; usage says how much was cached
+    (without flash attention, in whole aligned chunks); a warm cache gives the same greedy
+    answer as a cold one."""
+    system = {"role": "system", "content": f"You are a terse assistant for the {model} lighthouse museum. " * 8}
 
     def asked(question: str) -> tuple[str, dict[str, Any]]:
-        body = {"model": "batched", "messages": [system, {"role": "user", "content": question}],
+        body = {"model": model, "messages": [system, {"role": "user", "content": question}],
                 "max_tokens": 24, "temperature": 0}
         response = http.post("/v1/chat/completions", json=body)
         assert response.status_code == 200, response.text
@@ -306,7 +318,7 @@ def test_a_repeated_prompt_beginning_is_not_read_again(http: httpx.Client) -> No
     assert first["prompt_tokens_details"]["cached_tokens"] < 80
     for usage in (second, third):
         cached = usage["prompt_tokens_details"]["cached_tokens"]
-        assert cached >= 80 and cached % CHUNK == 0  # the system prompt, at least
+        assert cached >= 80 and (model == "batched" or cached % CHUNK == 0)  # the system prompt, at least
         assert cached < usage["prompt_tokens"]
     assert warm == cold
 
@@ -325,11 +337,11 @@ def test_n_choices_run_side_by_side_and_repeat_with_their_seed(http: httpx.Clien
 
 
 def test_identical_prompts_arriving_together_are_read_once(server: RunningServer) -> None:
-    """The first reads the prompt; the other copies its KV and reads only the last chunk again."""
+    """The first reads the prompt; the other copies its KV and reads only the last token again."""
     call = {"topic": "the tides and the moon, in a long and careful answer " * 3, "max_tokens": 4}
     answers = together(server, [call, call])
     cached = sorted(a["usage"]["prompt_tokens_details"]["cached_tokens"] for a in answers)
-    assert cached[1] == (answers[0]["usage"]["prompt_tokens"] - 1) // CHUNK * CHUNK > 0, answers
+    assert cached[1] == answers[0]["usage"]["prompt_tokens"] - 1, answers
     assert cached[0] < answers[0]["usage"]["prompt_tokens"] - 1
     assert text(answers[0]) == text(answers[1])
 

@@ -8,17 +8,18 @@ runs one `llama_decode`. Each sequence samples from its own logits with its own 
 chain (penalties, logit bias, grammar, top-k, top-p, min-p, temperature, its own seeded RNG).
 A sequence that ends, or whose reader goes away, frees its KV cells at once.
 
-Reusing KV never changes an answer. llama.cpp's numbers for a position depend on which of
-the sequence's own tokens shared its batch (not on other sequences' tokens beside it), so a
-prompt is always read in chunks aligned to multiples of `chunk` positions, one chunk per
-sequence per step, the last (partial) chunk ending at the prompt's end. A new sequence takes
-the free slot whose KV holds the longest run of whole aligned chunks of its prompt (a shared
-system prompt, the earlier turns of a conversation) and reads only the rest, from a chunk
-boundary, exactly as a fresh read would: greedy and seeded answers are the same whether the
-cache was warm or cold. Sequences with the same prompt that arrive together (the `n` choices
-of one request) read it once: the first reads it, the others wait and then copy its KV
-(llama.cpp copies only whole sequences between the slots of a split cache, so the copy is
-taken right after the prompt, before any generated token) and read its last chunk again.
+Reusing KV never changes an answer. A new sequence takes the free slot whose KV holds the
+longest beginning of its prompt (a shared system prompt, the earlier turns of a conversation)
+and reads only the rest. With flash attention, llama.cpp's numbers for a token do not depend
+on how the tokens were split into batches, so any prefix is reused, generated tokens
+included. Without it they depend on which of the sequence's own tokens shared its batch (not
+on other sequences' tokens beside it), so there (`chunk` set) a prompt is read in chunks
+aligned to multiples of `chunk` positions, one chunk per sequence per step, and only whole
+aligned chunks of an earlier prompt are reused. Either way greedy and seeded answers are the
+same whether the cache was warm or cold. Sequences with the same prompt that arrive together
+(the `n` choices of one request) read it once: the first reads it, the others wait and then
+copy its KV (llama.cpp copies only whole sequences between the slots of a split cache, so the
+copy is taken right after the prompt, before any generated token) and read its end again.
 
 A prompt with images (vision chat) is read by llama.cpp's multimodal helper into its slot in a
 step of its own (the other streams wait for that prefill only), then generates like the rest;
@@ -114,11 +115,11 @@ class BatchEngine:
 
     def __init__(self, model: Any, parallel: int, n_ctx: int, n_batch: int, n_threads: int, n_threads_batch: int,
                  logprob: Callable[[Any, int, int], TokenLogprob], flash_attn: bool = False,
-                 chunk: int = 128) -> None:
+                 chunk: int | None = None) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
-        if not 0 < chunk <= n_batch:
+        if chunk is not None and not 0 < chunk <= n_batch:
             raise ValueError("chunk must be between 1 and n_batch")
         # room for a whole chunk beside every sequence's next token, so prompts never starve
         self.parallel, self.n_ctx, self.n_batch, self.chunk = parallel, n_ctx, n_batch + parallel, chunk
@@ -137,7 +138,7 @@ class BatchEngine:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._free = list(range(parallel))
-        # a free slot's KV: the adapter it was read under, the prompt, and how much of it was read
+        # a free slot's KV: the adapter it was read under, its tokens, and how many of them count
         self._held: dict[int, tuple[AdapterKey, list[int], int]] = {slot: (None, [], 0) for slot in range(parallel)}
         self._applied: AdapterKey = None  # the adapter set on the context
         self._group: AdapterKey = None  # the group this step serves
@@ -263,8 +264,9 @@ class BatchEngine:
         return min(self._chunk_start(same + 1), self._chunk_start(len(sequence.prompt)))
 
     def _chunk_start(self, length: int) -> int:
-        """Where the aligned chunk holding position `length - 1` begins (0 for an empty prompt)."""
-        return max(length - 1, 0) // self.chunk * self.chunk
+        """Where the chunk holding position `length - 1` begins (0 for an empty prompt)."""
+        chunk = self.chunk or 1
+        return max(length - 1, 0) // chunk * chunk
 
     def _drop_cancelled(self) -> None:
         for sequence in [s for s in self._active if s.cancelled]:
@@ -315,7 +317,10 @@ class BatchEngine:
             elif self._donor_of(sequence, reading=True) is not None:
                 sequence.logits_at = -1  # a sibling is reading the same prompt: copy it afterwards
                 continue
-            take = min(sequence.fed // self.chunk * self.chunk + self.chunk, len(sequence.prompt)) - sequence.fed
+            if self.chunk is None:
+                take = min(room, len(sequence.prompt) - sequence.fed)
+            else:
+                take = min(sequence.fed // self.chunk * self.chunk + self.chunk, len(sequence.prompt)) - sequence.fed
             if not 0 < take <= room:  # an aligned chunk is read whole or waits for the next step
                 sequence.logits_at = -1
                 continue
@@ -406,7 +411,11 @@ class BatchEngine:
         if sequence in self._active:
             self._active.remove(sequence)
             if error is None and sequence.media is None:  # KV holding images matches no token prefix
-                self._held[sequence.seq_id] = (sequence.key, sequence.prompt, sequence.fed)
+                if self.chunk is None:  # every token's KV is as a fresh read would leave it
+                    tokens = sequence.prompt[:sequence.fed] + sequence.written
+                    self._held[sequence.seq_id] = (sequence.key, tokens, len(tokens))
+                else:  # whole aligned chunks of the prompt only
+                    self._held[sequence.seq_id] = (sequence.key, sequence.prompt, sequence.fed)
             elif error is None:
                 self._held[sequence.seq_id] = (sequence.key, [], 0)
             else:
