@@ -43,7 +43,7 @@ from statistics import median, quantiles
 import httpx
 from llama_cpp import Llama
 
-from server_process import SMOLLM, free_port, print_load, running_server, wait_healthy
+from server_process import SMOLLM, free_port, print_load, running_server, stop_process, wait_healthy
 
 N_THREADS = 2
 N_CTX = 1024
@@ -244,8 +244,7 @@ def llama_server(binary: str, parallel: int) -> Iterator[str]:
         wait_healthy(url, process, None, 60)
         yield url
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_process(process, 10)
 
 
 class MemoryWatch:

@@ -16,7 +16,8 @@ import httpx
 
 from lampstand.plugins.sources import BUNDLED_MODELS, bundled_path
 
-__all__ = ["SMOLLM", "MINILM", "WHISPER", "free_port", "print_load", "running_server", "wait_healthy"]
+__all__ = ["SMOLLM", "MINILM", "WHISPER", "free_port", "print_load", "running_server", "stop_process",
+           "wait_healthy"]
 
 
 def _require(path: Path | None, package: str) -> Path:
@@ -46,6 +47,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if `process` has not exited within `timeout_s`."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path | None, timeout_s: float) -> None:
@@ -80,9 +91,4 @@ def running_server(config: str, port: int | None = None, timeout_s: float = 90) 
             wait_healthy(url, process, log, timeout_s)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, 20)

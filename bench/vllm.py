@@ -27,7 +27,7 @@ from pathlib import Path
 
 import openai
 
-from server_process import SMOLLM, free_port, print_load, running_server, wait_healthy
+from server_process import SMOLLM, free_port, print_load, running_server, stop_process, wait_healthy
 
 KV_TOKENS, MAX_LEN, MAX_SEQS = 16384, 1024, 16
 PROMPTS = ["Tell a story about a lighthouse keeper.", "Explain how rain forms.", "Describe a busy market.",
@@ -127,11 +127,7 @@ def vllm_serve(folder: Path, streams: list[int], tokens: int) -> dict[int, tuple
             wait_healthy(f"http://127.0.0.1:{port}", process, log, 600)
             return over_http(f"http://127.0.0.1:{port}", "smol", streams, tokens)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process, 30)
 
 
 def lampstand(folder: Path, streams: list[int], tokens: int) -> dict[int, tuple[float, float | None]]:
