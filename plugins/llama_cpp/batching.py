@@ -13,7 +13,7 @@ longest beginning of its prompt (a shared system prompt, the earlier turns of a 
 and reads only the rest. With flash attention, llama.cpp's numbers for a token do not depend
 on how the tokens were split into batches, so any prefix is reused, generated tokens
 included. Without it they depend on which of the sequence's own tokens shared its batch (not
-on other sequences' tokens beside it), so there (`chunk` set) a prompt is read in chunks
+on other sequences' tokens beside it), so there a prompt is read in chunks
 aligned to multiples of `chunk` positions, one chunk per sequence per step, and only whole
 aligned chunks of an earlier prompt are reused. Either way greedy and seeded answers are the
 same whether the cache was warm or cold. Sequences with the same prompt that arrive together
@@ -115,14 +115,15 @@ class BatchEngine:
 
     def __init__(self, model: Any, parallel: int, n_ctx: int, n_batch: int, n_threads: int, n_threads_batch: int,
                  logprob: Callable[[Any, int, int], TokenLogprob], flash_attn: bool = False,
-                 chunk: int | None = None) -> None:
+                 chunk: int = 128) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
-        if chunk is not None and not 0 < chunk <= n_batch:
+        if not 0 < chunk <= n_batch:
             raise ValueError("chunk must be between 1 and n_batch")
-        # room for a whole chunk beside every sequence's next token, so prompts never starve
-        self.parallel, self.n_ctx, self.n_batch, self.chunk = parallel, n_ctx, n_batch + parallel, chunk
+        self.parallel, self.n_ctx = parallel, n_ctx
+        self.n_batch = n_batch + parallel  # room for a whole chunk beside every sequence's next token
+        self.chunk: int | None = None if flash_attn else chunk  # aligned reads only where they matter
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self._logprob = logprob  # (logits pointer, token, top_n) -> TokenLogprob
         params = llama_cpp.llama_context_default_params()
@@ -138,8 +139,8 @@ class BatchEngine:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._free = list(range(parallel))
-        # a free slot's KV: the adapter it was read under, its tokens, and how many of them count
-        self._held: dict[int, tuple[AdapterKey, list[int], int]] = {slot: (None, [], 0) for slot in range(parallel)}
+        # a free slot's KV: the adapter it was read under and the tokens a later prompt may reuse
+        self._held: dict[int, tuple[AdapterKey, list[int]]] = {slot: (None, []) for slot in range(parallel)}
         self._applied: AdapterKey = None  # the adapter set on the context
         self._group: AdapterKey = None  # the group this step serves
         self._group_steps = 0
@@ -187,9 +188,9 @@ class BatchEngine:
                 self._finish(sequence, gone)
             if self._applied is not None and self._applied[0] == name:
                 self._set_adapter(None)
-            for slot, (key, _, _) in list(self._held.items()):
+            for slot, (key, _) in list(self._held.items()):
                 if key is not None and key[0] == name:
-                    self._held[slot] = (None, [], 0)
+                    self._held[slot] = (None, [])
                     self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
             self._dropping.discard(name)
         self._wake.notify_all()
@@ -249,18 +250,18 @@ class BatchEngine:
             if not self._lib.llama_memory_seq_rm(self._memory, slot, keep, -1):
                 keep = 0  # this cache cannot cut a sequence short: read the prompt from the start
                 self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
-            self._held[slot] = (None, [], 0)
+            self._held[slot] = (None, [])
             sequence.seq_id, sequence.fed, sequence.reused = slot, keep, keep
             self._active.append(sequence)
 
     def _reusable(self, slot: int, sequence: _Sequence) -> int:
         """Prompt tokens of `sequence` in the free `slot`'s KV exactly as a fresh read would leave
-        them: whole aligned chunks of the slot's last prompt (read under the same adapter) that
-        `sequence`'s prompt begins with, short of its own last chunk (read again for its logits)."""
-        key, prompt, fed = self._held[slot]
+        them (read under the same adapter; with `chunk`, whole aligned chunks), short of its own
+        last chunk (read again for its logits)."""
+        key, tokens = self._held[slot]
         if key != sequence.key or sequence.media is not None:
             return 0
-        same = min(_common_prefix(prompt, sequence.prompt), fed)
+        same = _common_prefix(tokens, sequence.prompt)
         return min(self._chunk_start(same + 1), self._chunk_start(len(sequence.prompt)))
 
     def _chunk_start(self, length: int) -> int:
@@ -411,13 +412,11 @@ class BatchEngine:
         if sequence in self._active:
             self._active.remove(sequence)
             if error is None and sequence.media is None:  # KV holding images matches no token prefix
-                if self.chunk is None:  # every token's KV is as a fresh read would leave it
-                    tokens = sequence.prompt[:sequence.fed] + sequence.written
-                    self._held[sequence.seq_id] = (sequence.key, tokens, len(tokens))
-                else:  # whole aligned chunks of the prompt only
-                    self._held[sequence.seq_id] = (sequence.key, sequence.prompt, sequence.fed)
+                # generated tokens were read one at a time: a fresh read matches them only with flash attention
+                written = sequence.written if self.chunk is None else []
+                self._held[sequence.seq_id] = (sequence.key, sequence.prompt[:sequence.fed] + written)
             elif error is None:
-                self._held[sequence.seq_id] = (sequence.key, [], 0)
+                self._held[sequence.seq_id] = (sequence.key, [])
             else:
                 self._lib.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
             self._free.append(sequence.seq_id)

@@ -182,8 +182,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
                 self._llm.model, self.slots(), self._n_ctx(), self.options.n_batch, threads,
                 self.options.n_threads_batch or threads,
                 lambda logits, token, top_n: logprob_from_logits(logits, n_vocab, vocab, token, top_n),
-                flash_attn=self.options.flash_attn,
-                chunk=None if self.options.flash_attn else self.options.cache_chunk)
+                flash_attn=self.options.flash_attn, chunk=self.options.cache_chunk)
         except BaseException:
             self.unload()
             raise
