@@ -30,7 +30,8 @@ from .library import IndexDefinition
 from .sources import SkipCounts, SkipReason, SourceFile, SourceOptions, SourceRules, iter_sources
 from .store import ChunkStore
 
-__all__ = ["Embedder", "IndexProgress", "chunk_passage", "document_paths", "index_path", "update_index", "EMBED_BATCH"]
+__all__ = ["Embedder", "IndexProgress", "chunk_passage", "document_paths", "index_path", "update_index", "EMBED_BATCH",
+           "INDEX_BUDGET"]
 
 EMBED_BATCH = 64  # chunks per embedding call: a query waits behind at most one of these
 CHUNK_BATCH = 512  # chunks grouped (whole files) and sorted by length before embedding

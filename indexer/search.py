@@ -25,7 +25,7 @@ from .chunks import Chunk
 from .spans import collapse_to_spans, span_chunk, spans_of
 from .store import ChunkStore, Filters, Hit
 
-__all__ = ["RRF_K", "SearchMode", "SearchQuery", "reciprocal_rank_fusion", "search_index"]
+__all__ = ["RRF_K", "SearchMode", "SearchQuery", "reciprocal_rank_fusion", "hybrid_relevance", "search_index"]
 
 SearchMode = Literal["dense", "lexical", "hybrid"]
 RRF_K = 10  # smaller than Cormack et al.'s 60: the first few ranks of each side decide
@@ -61,6 +61,12 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int = RRF_K,
             hits.setdefault(hit.row_id, hit)
     order = sorted(scores, key=lambda row: (-scores[row], row))
     return [replace(hits[row], score=scores[row], rank=rank) for rank, row in enumerate(order, 1)]
+
+
+def hybrid_relevance(score: float) -> float:
+    """A hybrid hit's fused score as a fraction of the best possible (first in both rankings),
+    so 1.0 is the top of both and scores compare across indexes and queries."""
+    return score * (RRF_K + 1) / (DENSE_WEIGHT + LEXICAL_WEIGHT)
 
 
 def _wanted(query: SearchQuery, reranking: bool) -> int:

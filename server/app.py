@@ -49,6 +49,7 @@ from .routes import (
     rag,
     rerank,
     responses_api,
+    vector_stores,
 )
 from .routes.deps import ServerState
 from .serving.files import FORM_OVERHEAD
@@ -71,6 +72,7 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.lampstand = state
         await state.fine_tuning.start()  # before the preloads: trained adapters load with their base
+        await state.vector_stores.start()
         starting = asyncio.create_task(state.pool.start())
         starting.add_done_callback(lambda _: setattr(state, "ready", True))
         try:
@@ -78,13 +80,14 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
         finally:
             starting.cancel()
             await state.fine_tuning.close()
+            await state.vector_stores.close()
             await state.indexes.close()
             await state.pool.close()
             state.responses.close()
 
     app = FastAPI(title="lampstand", version=version("lampstand"), lifespan=lifespan)
     for module in (models, chat, responses_api, completions, embeddings, rerank, audio, images, indexes, rag,
-                   adapters, files, fine_tuning, health, metrics):
+                   vector_stores, adapters, files, fine_tuning, health, metrics):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)
@@ -95,7 +98,8 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
                        admin_keys=[k.get_secret_value() for k in server.admin_keys])
     app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes,
                        limits_by_prefix={"/v1/audio/": server.max_audio_bytes,
-                                         "/v1/files": settings.fine_tuning.max_file_bytes + FORM_OVERHEAD})
+                                         "/v1/files": max(settings.fine_tuning.max_file_bytes,
+                                                          settings.vector_stores.max_upload_bytes) + FORM_OVERHEAD})
     app.add_middleware(BodyTimeoutMiddleware, timeout=server.body_timeout)
     app.add_middleware(DrainMiddleware, is_draining=lambda: state.pool.draining)
     if server.cors_origins:

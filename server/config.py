@@ -21,7 +21,7 @@ from .memory import parse_duration, parse_size
 
 __all__ = [
     "ServerSettings", "MemorySettings", "IndexSettings", "AdapterSettings", "FineTuningSettings", "ImageSettings",
-    "ResponseStoreSettings", "ModelConfig",
+    "ResponseStoreSettings", "VectorStoreSettings", "ModelConfig",
     "Settings", "load_settings", "default_data_dir", "CONFIG_ENV",
 ]
 
@@ -212,6 +212,25 @@ class ResponseStoreSettings(BaseModel):
         return self
 
 
+class VectorStoreSettings(BaseModel):
+    """`[vector_stores]`: OpenAI's vector stores, each an index over files uploaded to /v1/files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: Path = Field(default_factory=lambda: default_data_dir() / "vector_stores",
+                      description="the stores' records and the files attached to them")
+    max_upload_bytes: int = Field(32 * 1024 * 1024, gt=0,
+                                  description="413 for larger uploads with purpose assistants or user_data")
+    max_stores: int = Field(1000, ge=1, description="vector stores at once")
+    max_files_per_store: int = Field(10000, ge=1)
+    max_num_results: int = Field(50, ge=1, le=100, description="most results a search or file_search returns")
+
+    @model_validator(mode="after")
+    def _absolute(self) -> VectorStoreSettings:
+        self.dir = self.dir.expanduser().resolve()
+        return self
+
+
 class ModelConfig(BaseModel):
     """`[[models]]`: one served model. Keys beyond the common ones are plugin options."""
 
@@ -262,6 +281,7 @@ class Settings(BaseSettings):
     fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
     responses: ResponseStoreSettings = Field(default_factory=ResponseStoreSettings)
+    vector_stores: VectorStoreSettings = Field(default_factory=VectorStoreSettings)
     models: list[ModelConfig] = Field(default_factory=lambda: default_models())
 
     @classmethod

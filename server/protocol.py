@@ -822,7 +822,7 @@ __all__ += [
 
 
 class FileObject(Response):
-    """An uploaded file (`POST /v1/files`); only `fine-tune` files are accepted."""
+    """An uploaded file (`POST /v1/files`): `fine-tune`, `assistants` or `user_data`."""
 
     id: str
     object: Literal["file"] = "file"

@@ -9,21 +9,17 @@ the oldest go first. This module knows nothing of models, only of rows.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from lampstand.plugins.errors import NotFound
 
 from .config import ResponseStoreSettings
+from .sqlite_file import SqliteFile, transaction
 
 __all__ = ["ResponseStore", "StoredResponse"]
 
-T = TypeVar("T")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     id          TEXT PRIMARY KEY,
@@ -55,26 +51,8 @@ class ResponseStore:
 
     def __init__(self, settings: ResponseStoreSettings) -> None:
         self.settings = settings
-        self._connection: sqlite3.Connection | None = None
-        self._lock = threading.Lock()  # one connection, used from worker threads one at a time
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._connection is None:
-            self.settings.dir.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.settings.dir / self.FILE_NAME, isolation_level=None,
-                                         check_same_thread=False)
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.executescript(SCHEMA)
-            self._connection = connection
-        return self._connection
-
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def locked() -> T:
-            with self._lock:
-                return work(self._connect())
-
-        return await asyncio.to_thread(locked)
+        self._db = SqliteFile(settings.dir / self.FILE_NAME, SCHEMA)
+        self._run = self._db.run
 
     async def put(self, row: StoredResponse) -> None:
         """Store `row` (replacing one with its id), then drop expired and over-budget rows."""
@@ -82,16 +60,11 @@ class ResponseStore:
         size = len(row.body) + len(row.input_items)
 
         def write(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(db):
                 db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
                            (row.id, now, now + self.settings.ttl, row.previous_id, row.body, row.input_items, size))
                 db.execute("DELETE FROM responses WHERE expires_at <= ?", (now,))
                 self._drop_oldest_beyond_budget(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
 
         await self._run(write)
 
@@ -145,8 +118,5 @@ class ResponseStore:
         return await self._run(remove)
 
     def close(self) -> None:
-        """Close the database (its WAL is checkpointed by SQLite)."""
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+        """Close the database."""
+        self._db.close()

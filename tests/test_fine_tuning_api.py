@@ -231,11 +231,13 @@ def test_bad_input_gets_the_envelope(live: Live, uploads: dict[str, str], method
 
 
 def test_disabled_api_answers_403(client: openai.OpenAI) -> None:
-    for call in (client.files.list, client.fine_tuning.jobs.list,
+    """Off, fine-tuning refuses its jobs and fine-tune uploads; /v1/files still serves vector stores' files."""
+    for call in (client.fine_tuning.jobs.list,
                  lambda: client.files.create(file=("a.jsonl", b"{}"), purpose="fine-tune")):
         with pytest.raises(openai.PermissionDeniedError) as caught:
             call()
         assert "enabled = true under [fine_tuning]" in caught.value.message
+    assert all(f.purpose != "fine-tune" for f in client.files.list())
 
 
 # -- jobs -----------------------------------------------------------------------------------

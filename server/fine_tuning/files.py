@@ -54,20 +54,21 @@ class FileStore:
             raise NotFound(f"No such File object: {file_id}", param=param)
         return path
 
-    def save(self, source: BinaryIO, filename: str | None, purpose: str, max_bytes: int) -> p.FileObject:
-        """Copy `source` into the store (blocking); 413 beyond `max_bytes`."""
+    def save(self, source: BinaryIO, filename: str | None, purpose: str, max_bytes: int,
+             limit_name: str = "[fine_tuning] max_file_bytes") -> p.FileObject:
+        """Copy `source` into the store (blocking); 413 beyond `max_bytes` (the setting `limit_name`)."""
         file_id = new_id(FILE_PREFIX)
         target = self.root / file_id
-        size = publish_file(target, lambda temp: _copy_limited(source, temp, max_bytes),
+        size = publish_file(target, lambda temp: _copy_limited(source, temp, max_bytes, limit_name),
                             temp=reserve_temp(target, prefix=".upload-", suffix=""))
         record = p.FileObject(id=file_id, bytes=size, created_at=int(time.time()), expires_at=None,
                               filename=sanitize_filename(filename), purpose=purpose)
         write_atomic(self.root / f"{file_id}.json", record.model_dump_json())
         return record
 
-    def get(self, file_id: str) -> p.FileObject:
-        """The file's metadata; 404 for an unknown id."""
-        meta = self.path(file_id).with_suffix(".json")
+    def get(self, file_id: str, param: str = "id") -> p.FileObject:
+        """The file's metadata; 404 (naming `param`) for an unknown id."""
+        meta = self.path(file_id, param).with_suffix(".json")
         return p.FileObject.model_validate_json(meta.read_text(encoding="utf-8"))
 
     def all(self) -> list[p.FileObject]:
@@ -97,14 +98,14 @@ class FileStore:
         return target
 
 
-def _copy_limited(source: BinaryIO, target: Path, max_bytes: int) -> int:
+def _copy_limited(source: BinaryIO, target: Path, max_bytes: int, limit_name: str) -> int:
     """Copy `source` into `target` in chunks; its size, or 413 beyond `max_bytes`."""
     size = 0
     with target.open("wb") as out:
         while chunk := source.read(CHUNK):
             size += len(chunk)
             if size > max_bytes:
-                raise PayloadTooLarge(f"the file is larger than the limit of {max_bytes} bytes "
-                                      "([fine_tuning] max_file_bytes)", param="file")
+                raise PayloadTooLarge(f"the file is larger than the limit of {max_bytes} bytes ({limit_name})",
+                                      param="file")
             out.write(chunk)
     return size

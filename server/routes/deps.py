@@ -15,6 +15,7 @@ from ..serving.fine_tuning import FineTuningService
 from ..serving.image_inputs import ImageReader
 from ..serving.images import ImageService
 from ..serving.indexes import IndexService
+from ..serving.vector_stores import VectorStoreService
 
 __all__ = ["ServerState", "get_state", "enabled_fine_tuning"]
 
@@ -32,6 +33,7 @@ class ServerState:
     images: ImageReader = field(init=False)  # the images chat requests send
     image_generation: ImageService = field(init=False)
     responses: ResponseStore = field(init=False)  # stored /v1/responses
+    vector_stores: VectorStoreService = field(init=False)
     ready: bool = False
 
     def __post_init__(self) -> None:
@@ -40,6 +42,8 @@ class ServerState:
         self.images = ImageReader(self.settings.images)
         self.image_generation = ImageService(self.settings.images, self.pool)
         self.responses = ResponseStore(self.settings.responses)
+        self.vector_stores = VectorStoreService(self.settings.vector_stores, self.settings.indexes, self.indexes,
+                                                self.fine_tuning.files)
 
 
 def get_state(request: Request) -> ServerState:

@@ -1,4 +1,4 @@
-"""/v1/files: upload, list, describe, download and delete files for fine-tuning."""
+"""/v1/files: upload, list, describe, download and delete files for fine-tuning and vector stores."""
 
 from __future__ import annotations
 
@@ -8,25 +8,33 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from .. import protocol as p
-from ..serving.files import create_file, list_files
+from ..serving.files import check_purpose, create_file, list_files
 from ..serving.fine_tuning import FineTuningService
-from .deps import enabled_fine_tuning
+from .deps import get_state
 from .forms import file_part, open_form, text_part
 from .responses import ERROR_RESPONSES, json_or_stream
 
 router = APIRouter(tags=["files"])
 MAX_FIELDS = 8
 MAX_FIELD_BYTES = 16 * 1024
-Service = Annotated[FineTuningService, Depends(enabled_fine_tuning)]
+
+
+def file_service(request: Request) -> FineTuningService:
+    """FastAPI dependency: the service that owns the uploaded files (whether fine-tuning is on or not)."""
+    return get_state(request).fine_tuning
+
+
+Service = Annotated[FineTuningService, Depends(file_service)]
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    **ERROR_RESPONSES, 403: {"model": p.ErrorResponse, "description": "[fine_tuning] enabled is off"}}
+    **ERROR_RESPONSES, 403: {"model": p.ErrorResponse, "description": "fine-tune files while [fine_tuning] "
+                                                                      "enabled is off"}}
 _MULTIPART_BODY = {
     "requestBody": {
         "required": True,
         "content": {"multipart/form-data": {"schema": {
             "type": "object", "required": ["file", "purpose"],
             "properties": {"file": {"type": "string", "format": "binary"},
-                           "purpose": {"type": "string", "enum": ["fine-tune"]}},
+                           "purpose": {"type": "string", "enum": ["fine-tune", "assistants", "user_data"]}},
         }}},
     }
 }
@@ -34,12 +42,18 @@ _MULTIPART_BODY = {
 
 @router.post("/v1/files", response_model=p.FileObject, responses=RESPONSES, openapi_extra=_MULTIPART_BODY)
 async def upload_file(request: Request, service: Service) -> Response:
-    """Upload a JSONL file of training data (`purpose` = `fine-tune`)."""
+    """Upload a JSONL file of training data (`purpose` = `fine-tune`, when fine-tuning is on), or a
+    document for vector stores (`assistants` or `user_data`)."""
     form = await open_form(request, sender="uploads", parts="`file` and `purpose` parts", max_fields=MAX_FIELDS,
                            max_field_bytes=MAX_FIELD_BYTES)
     try:
-        stored = await create_file(service.files, file_part(form, "file"), text_part(form, "purpose"),
-                                   service.settings.max_file_bytes)
+        purpose = check_purpose(text_part(form, "purpose"))
+        if purpose == "fine-tune":
+            service.require_enabled()
+            limit = (service.settings.max_file_bytes, "[fine_tuning] max_file_bytes")
+        else:
+            limit = (get_state(request).settings.vector_stores.max_upload_bytes, "[vector_stores] max_upload_bytes")
+        stored = await create_file(service.files, file_part(form, "file"), purpose, *limit)
     finally:
         await form.close()  # deletes the spooled temporary file
     return json_or_stream(stored)

@@ -84,13 +84,16 @@ class FineTuningService:
     def require_enabled(self) -> FineTuningService:
         """This service, or 403 when `[fine_tuning] enabled` is off."""
         if not self.settings.enabled:
-            raise FeatureDisabled("the files and fine-tuning jobs API is off; set enabled = true under [fine_tuning]")
+            raise FeatureDisabled("fine-tuning (its jobs and fine-tune files) is off; "
+                                  "set enabled = true under [fine_tuning]")
         return self
 
     # -- start and stop --
 
     async def start(self) -> None:
-        """Recover the recorded jobs (call before the pool preloads its models)."""
+        """Recover the recorded jobs (call before the pool preloads its models). The file store
+        is prepared even when fine-tuning is off: vector stores take uploads too."""
+        await asyncio.to_thread(self.files.prepare)
         if not self.settings.enabled:
             return
         records = await asyncio.to_thread(self._prepare)
@@ -100,7 +103,6 @@ class FineTuningService:
         self._pump()
 
     def _prepare(self) -> list[JobRecord]:
-        self.files.prepare()
         self.store.prepare()
         return self.store.load_all()
 

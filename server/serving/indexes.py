@@ -17,8 +17,9 @@ from typing import Any
 
 from pathspec import GitIgnoreSpec
 
+from lampstand.indexer.chunking import TokenBudget
 from lampstand.indexer.library import IndexDefinition, IndexLibrary, check_index_name
-from lampstand.indexer.pipeline import IndexProgress, document_paths, update_index
+from lampstand.indexer.pipeline import INDEX_BUDGET, IndexProgress, document_paths, update_index
 from lampstand.indexer.search import SearchQuery, search_index
 from lampstand.indexer.sources import SourceOptions
 from lampstand.indexer.store import (
@@ -40,7 +41,7 @@ from .. import protocol as p
 from ..config import IndexSettings
 from ..model_pool import ModelPool
 from .embeddings import EmbeddingBatcher
-from .index_jobs import IndexJobs
+from .index_jobs import IndexJob, IndexJobs
 from .index_models import PoolEmbedder, PoolReranker
 
 __all__ = ["IndexService"]
@@ -88,8 +89,20 @@ class IndexService:
             _check_index_path(path)
         return await self._start(definition, rebuild=body.rebuild, wait=body.wait, only=body.paths)
 
+    async def register(self, definition: IndexDefinition) -> None:
+        """Record an index over a folder the server itself owns (a vector store's files), so
+        its roots are not confined to `source_roots`."""
+        await asyncio.to_thread(self.library.create, definition)
+
+    async def index_paths(self, name: str, paths: list[str], budget: TokenBudget) -> IndexJob:
+        """Bring the named index paths of `name` up to date, chunked within `budget`, and
+        return the finished run (after any run already going on it)."""
+        definition = await asyncio.to_thread(self.library.get, name)
+        await self._start(definition, rebuild=False, wait=True, only=paths, budget=budget)
+        return self.jobs.latest[name]
+
     async def _start(self, definition: IndexDefinition, *, rebuild: bool, wait: bool,
-                     only: list[str] | None = None) -> p.IndexCard:
+                     only: list[str] | None = None, budget: TokenBudget = INDEX_BUDGET) -> p.IndexCard:
         embedder = self.embedder()  # 404/400 now, not inside the job
         if (running := self.jobs.running(definition.name)) is not None:
             if not wait and (rebuild or only is not None):
@@ -97,13 +110,14 @@ class IndexService:
                                     "or pass wait: true")
             await running.wait()  # a run that started earlier may not cover what this caller changed
         job = self.jobs.start(definition.name,
-                              lambda observe: self._build(definition, embedder, rebuild, observe, only))
+                              lambda observe: self._build(definition, embedder, rebuild, observe, only, budget))
         if wait:
             await job.wait()
         return await self.card(definition.name)
 
     async def _build(self, definition: IndexDefinition, embedder: PoolEmbedder, rebuild: bool,
-                     observe: Callable[[IndexProgress], None], only: list[str] | None) -> IndexProgress:
+                     observe: Callable[[IndexProgress], None], only: list[str] | None,
+                     budget: TokenBudget = INDEX_BUDGET) -> IndexProgress:
         dim = int((await embedder.embed(["dimension probe"])).shape[1])
         directory = self.library.store_dir(definition.name)
         if rebuild or (definition.store == "qdrant" and not self.settings.qdrant_url):
@@ -126,7 +140,7 @@ class IndexService:
             options = SourceOptions(include=definition.include, exclude=definition.exclude,
                                     max_bytes=self.settings.max_file_bytes)
             return await update_index(definition, store, embedder, options=options, on_progress=observe,
-                                      commit_every=self.settings.commit_every, only=only)
+                                      commit_every=self.settings.commit_every, only=only, budget=budget)
         finally:
             await asyncio.to_thread(store.close)
 
