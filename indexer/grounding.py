@@ -20,6 +20,7 @@ from .chunks import Chunk
 __all__ = [
     "GROUNDING_SYSTEM_PROMPT",
     "QuotedSource",
+    "citation_marks",
     "cited_ids",
     "defuse",
     "grounded_user_message",
@@ -108,16 +109,17 @@ def grounded_user_message(question: str, sources: Sequence[QuotedSource]) -> str
     return f"Sources:\n\n{blocks}\n\nQuestion: {question}"
 
 
+def citation_marks(answer: str, count: int) -> list[tuple[int, int]]:
+    """Each citation in the answer as `(offset just after its marker, source number)`, in text
+    order (`[1, 3]` gives two); numbers with no source are ignored."""
+    return [(match.end(), value) for match in _CITATION.finditer(answer)
+            for value in map(int, match.group(1).split(",")) if 1 <= value <= count]
+
+
 def cited_ids(answer: str, count: int) -> list[int]:
     """The source numbers the answer cites (`[2]`, `[1, 3]`), in order of first citation;
     numbers with no source are ignored."""
-    seen: dict[int, None] = {}
-    for match in _CITATION.finditer(answer):
-        for number in match.group(1).split(","):
-            value = int(number)
-            if 1 <= value <= count:
-                seen.setdefault(value, None)
-    return list(seen)
+    return list(dict.fromkeys(number for _, number in citation_marks(answer, count)))
 
 
 def sources_footer(sources: Sequence[QuotedSource], cited: Sequence[int]) -> str:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 
 from .protocol import Request, Response
+from .protocol_vector_stores import AttributeFilter, RankingOptionsIn
 
 __all__ = [
     "ResponsesRequest", "InputItem", "MessageItemIn", "FunctionCallItemIn", "FunctionCallOutputItemIn",
@@ -22,6 +23,8 @@ __all__ = [
     "ResponseObject", "ResponseDeleted", "InputItemList",
     "ResponseLifecycleEvent", "OutputItemEvent", "ContentPartEvent", "OutputTextDeltaEvent", "OutputTextDoneEvent",
     "FunctionCallArgumentsDeltaEvent", "FunctionCallArgumentsDoneEvent", "ErrorEvent", "STREAM_EVENTS",
+    "FileSearchToolIn", "FileSearchCallItemIn", "FileSearchResult", "FileSearchCallItem", "FileSearchCallEvent",
+    "AnnotationAddedEvent", "INCLUDABLE",
 ]
 
 
@@ -86,6 +89,16 @@ class FunctionCallOutputItemIn(Request):
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
 
+class FileSearchCallItemIn(Request):
+    """An earlier `file_search_call` sent back with the conversation; kept, never re-run."""
+
+    type: Literal["file_search_call"]
+    id: str = Field(min_length=1, max_length=128)
+    queries: list[str] = []
+    status: Literal["in_progress", "searching", "completed", "incomplete", "failed"] = "completed"
+    results: list[dict[str, Any]] | None = None
+
+
 def _item_type(item: Any) -> str:
     kind = item.get("type", "message") if isinstance(item, dict) else getattr(item, "type", "message")
     return kind if isinstance(kind, str) else "message"
@@ -93,7 +106,8 @@ def _item_type(item: Any) -> str:
 
 InputItem = Annotated[
     Union[Annotated[MessageItemIn, Tag("message")], Annotated[FunctionCallItemIn, Tag("function_call")],
-          Annotated[FunctionCallOutputItemIn, Tag("function_call_output")]],
+          Annotated[FunctionCallOutputItemIn, Tag("function_call_output")],
+          Annotated[FileSearchCallItemIn, Tag("file_search_call")]],
     Discriminator(_item_type),
 ]
 
@@ -131,6 +145,17 @@ class HostedToolIn(Request):
         return self
 
 
+class FileSearchToolIn(Request):
+    """The `file_search` tool: search these vector stores (or folder indexes) for the answer."""
+
+    type: Literal["file_search"]
+    vector_store_ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]],
+                                Field(min_length=1, max_length=16)]
+    max_num_results: int = Field(10, ge=1, le=50)
+    filters: AttributeFilter | None = None
+    ranking_options: RankingOptionsIn | None = None
+
+
 class NamedFunctionChoice(Request):
     type: Literal["function"]
     name: str
@@ -155,6 +180,12 @@ class TextConfigIn(Request):
     format: TextFormatIn | None = None
 
 
+# OpenAI's `include` values; only the first changes anything here
+INCLUDABLE = ("file_search_call.results", "message.output_text.logprobs", "message.input_image.image_url",
+              "reasoning.encrypted_content", "web_search_call.results", "web_search_call.action.sources",
+              "computer_call_output.output.image_url", "code_interpreter_call.outputs")
+
+
 class ResponsesRequest(Request):
     """POST /v1/responses."""
 
@@ -173,7 +204,7 @@ class ResponsesRequest(Request):
     store: bool = True
     previous_response_id: str | None = Field(None, max_length=128)
     truncation: Literal["auto", "disabled"] = "disabled"
-    include: list[str] | None = None
+    include: list[Literal[INCLUDABLE]] | None = None  # type: ignore[valid-type]
     stream: bool = False
     background: bool | None = None
     user: str | None = None
@@ -247,8 +278,27 @@ class FunctionCallOutputItem(Response):
     output: str
 
 
-OutputItem = Annotated[OutputMessage | FunctionCallItem, Field(discriminator="type")]
-StoredInputItem = Annotated[InputMessageItem | FunctionCallItem | FunctionCallOutputItem, Field(discriminator="type")]
+class FileSearchResult(Response):
+    file_id: str
+    filename: str
+    score: float
+    text: str
+    attributes: dict[str, Any] = {}
+
+
+class FileSearchCallItem(Response):
+    """The server's search: its queries and, with `include: ["file_search_call.results"]`, what it found."""
+
+    id: str
+    type: Literal["file_search_call"] = "file_search_call"
+    status: Literal["in_progress", "searching", "completed", "incomplete", "failed"]
+    queries: list[str]
+    results: list[FileSearchResult] | None = None
+
+
+OutputItem = Annotated[OutputMessage | FunctionCallItem | FileSearchCallItem, Field(discriminator="type")]
+StoredInputItem = Annotated[InputMessageItem | FunctionCallItem | FunctionCallOutputItem | FileSearchCallItem,
+                            Field(discriminator="type")]
 
 
 class InputTokensDetails(Response):
@@ -392,5 +442,24 @@ class ErrorEvent(Response):
     sequence_number: int
 
 
+class FileSearchCallEvent(Response):
+    type: Literal["response.file_search_call.in_progress", "response.file_search_call.searching",
+                  "response.file_search_call.completed"]
+    item_id: str
+    output_index: int
+    sequence_number: int
+
+
+class AnnotationAddedEvent(Response):
+    type: Literal["response.output_text.annotation.added"] = "response.output_text.annotation.added"
+    item_id: str
+    output_index: int
+    content_index: int
+    annotation_index: int
+    annotation: dict[str, Any]
+    sequence_number: int
+
+
 STREAM_EVENTS = (ResponseLifecycleEvent, OutputItemEvent, ContentPartEvent, OutputTextDeltaEvent,
-                 OutputTextDoneEvent, FunctionCallArgumentsDeltaEvent, FunctionCallArgumentsDoneEvent, ErrorEvent)
+                 OutputTextDoneEvent, FunctionCallArgumentsDeltaEvent, FunctionCallArgumentsDoneEvent, ErrorEvent,
+                 FileSearchCallEvent, AnnotationAddedEvent)

@@ -4,7 +4,9 @@ the bundled MiniLM, searched, filtered on attributes, and hostile input refused.
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import time
 from typing import Any
 
@@ -12,7 +14,11 @@ import httpx
 import openai
 import pytest
 from openai.types import VectorStore, VectorStoreSearchResponse
+from openai.types.responses import Response, ResponseStreamEvent
 from openai.types.vector_stores import VectorStoreFile, VectorStoreFileBatch
+from pydantic import TypeAdapter
+
+from conftest import CHAT_MODEL
 
 NOTE = """# Sourdough starter care
 
@@ -239,3 +245,107 @@ def test_uploads_for_vector_stores_need_no_fine_tuning(client: openai.OpenAI, ht
         client.files.create(file=("a.jsonl", io.BytesIO(b"{}\n")), purpose="fine-tune")
     refused = http.post("/v1/files", files={"file": ("x.md", b"x")}, data={"purpose": "batch"})
     assert refused.status_code == 400 and "purpose" in refused.json()["error"]["message"]
+
+
+# -- file_search in /v1/responses ----------------------------------------------------------
+
+SDK_EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+
+
+def file_search(store_id: str, **fields: Any) -> dict[str, Any]:
+    return {"type": "file_search", "vector_store_ids": [store_id], **fields}
+
+
+def test_file_search_answers_from_the_right_file_and_cites_it(client: openai.OpenAI, garden: dict[str, Any]) -> None:
+    reply = client.responses.create(
+        model=CHAT_MODEL, input="How far should the roof vents open for the greenhouse temperature?",
+        tools=[file_search(garden["store"].id, max_num_results=3)], include=["file_search_call.results"],
+        max_output_tokens=48, temperature=0)
+    Response.model_validate(reply.model_dump())
+    call, message = reply.output[0], reply.output[-1]
+    assert call.type == "file_search_call" and call.status == "completed" and call.id.startswith("fs_")
+    assert call.queries == ["How far should the roof vents open for the greenhouse temperature?"]
+    assert call.results and call.results[0].file_id == garden["code"].id and len(call.results) <= 3
+    assert "vent_angle" in call.results[0].text and call.results[0].filename == "greenhouse.py"
+    assert message.type == "message" and reply.output_text.strip()
+    text, annotations = message.content[0].text, message.content[0].annotations
+    quoted = {r.file_id for r in call.results}
+    for note in annotations:  # every citation names a quoted file, right after its [n] marker
+        assert note.type == "file_citation" and note.file_id in quoted and text[note.index - 1] == "]"
+    cited = [int(n) for n in re.findall(r"\[(\d)\]", text) if 1 <= int(n) <= len(call.results)]
+    assert [a.file_id for a in annotations] == [call.results[n - 1].file_id for n in cited]
+    stored = client.responses.retrieve(reply.id)
+    assert stored.output[0].type == "file_search_call" and stored.output[0].results == call.results
+
+
+def test_file_search_cites_and_includes_results_only_when_asked(client: openai.OpenAI, garden: dict[str, Any]) -> None:
+    reply = client.responses.create(model=CHAT_MODEL, input="What flour feeds the sourdough starter?",
+                                    tools=[file_search(garden["store"].id)], max_output_tokens=16, temperature=0)
+    assert reply.output[0].type == "file_search_call" and reply.output[0].results is None
+    # SmolLM2 cites [1] here (greedy); the citation names the note it quoted, at the marker's end
+    annotations = reply.output[-1].content[0].annotations
+    assert annotations and {(a.file_id, a.filename) for a in annotations} == {(garden["note"].id, "sourdough.md")}
+    assert all(reply.output_text[a.index - 3:a.index] == "[1]" for a in annotations)
+    follow_up = client.responses.create(model=CHAT_MODEL, input="And when should the oven be preheated?",
+                                        previous_response_id=reply.id, tools=[file_search(garden["store"].id)],
+                                        include=["file_search_call.results"], max_output_tokens=8, temperature=0)
+    [search] = [item for item in follow_up.output if item.type == "file_search_call"]
+    assert search.queries == ["And when should the oven be preheated?"]
+    assert search.results and search.results[0].file_id == garden["note"].id
+
+
+def test_file_search_stream_events(http: httpx.Client, garden: dict[str, Any]) -> None:
+    body = {"model": CHAT_MODEL, "input": "Which flour does the starter get?", "max_output_tokens": 24,
+            "temperature": 0, "stream": True, "tools": [file_search(garden["store"].id)]}
+    with http.stream("POST", "/v1/responses", json=body) as response:
+        assert response.status_code == 200
+        frames = [frame for frame in response.read().decode().split("\n\n") if frame]
+    events = [json.loads(frame.split("\n")[1][6:]) for frame in frames]
+    for event in events:
+        SDK_EVENT.validate_python(event)
+    names = [e["type"] for e in events]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert names[:7] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.file_search_call.in_progress", "response.file_search_call.searching",
+                         "response.file_search_call.completed", "response.output_item.done"]
+    assert events[2]["item"]["status"] == "in_progress" and events[6]["item"]["status"] == "completed"
+    assert events[6]["item"]["queries"] == ["Which flour does the starter get?"]
+    assert names[7] == "response.output_item.added" and events[7]["output_index"] == 1
+    final = events[-1]["response"]
+    part = final["output"][1]["content"][0]
+    added = [e["annotation"] for e in events if e["type"] == "response.output_text.annotation.added"]
+    assert added == part["annotations"]
+    done_at = names.index("response.output_text.done")
+    assert all(names.index("response.output_text.annotation.added") < done_at for _ in added)
+
+
+def test_file_search_waits_for_no_file(client: openai.OpenAI, http: httpx.Client) -> None:
+    """A store still indexing is a clear 400, not a silent answer from half the files."""
+    big = "# Almanac\n\n" + "\n\n".join(f"## Day {i}\n\nThe tide table for day {i} reads {i % 7} metres." * 3
+                                         for i in range(600))
+    store = client.vector_stores.create(name="almanac", file_ids=[upload(client, "almanac.md", big)])
+    response = http.post("/v1/responses", json={"model": CHAT_MODEL, "input": "tide on day 3?",
+                                                "tools": [file_search(store.id)], "max_output_tokens": 4})
+    assert response.status_code == 400, response.text
+    assert "still processing" in response.json()["error"]["message"]
+    assert wait_for(client, store.id).file_counts.completed == 1
+    client.vector_stores.delete(store.id)
+
+
+def test_rag_models_accept_client_tools(client: openai.OpenAI, garden: dict[str, Any]) -> None:
+    """`rag:INDEX` (here a vector store's index) grounds the answer and still lets the model call
+    the client's function."""
+    model = f"rag:{garden['store'].id}"
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string", "maxLength": 12}}, "required": ["city"]}}}
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "What is the weather in Oslo?"}],
+        tools=[weather], tool_choice="required", max_tokens=32, temperature=0)  # type: ignore[list-item]
+    [call] = reply.choices[0].message.tool_calls or []
+    assert call.function.name == "get_weather" and "city" in json.loads(call.function.arguments)
+    answer = client.chat.completions.create(
+        model=model, max_tokens=16, temperature=0, tools=[weather],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "What is the weather in Oslo?"},
+                  {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},  # type: ignore[list-item]
+                  {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"}])
+    assert answer.choices[0].finish_reason in ("stop", "length") and answer.choices[0].message.content

@@ -30,7 +30,8 @@ from .chat import AnswerExtras, create_chat_completion
 from .convert import chat_request
 from .generation import generate, new_id, now, sse_frames, sum_usage
 
-__all__ = ["RAG_PREFIX", "answer_query", "ground_rag_chat", "is_rag_model", "rag_chat_completion", "rag_model_cards"]
+__all__ = ["RAG_PREFIX", "answer_query", "ground_rag_chat", "grounded_messages", "is_rag_model",
+           "rag_chat_completion", "rag_model_cards", "question_of"]
 
 RAG_PREFIX = "rag:"
 
@@ -123,7 +124,7 @@ def _parse_model(name: str) -> tuple[str, str | None]:
     return index, chat_model or None
 
 
-def _question(messages: Sequence[p.ChatMessageIn]) -> tuple[int, str]:
+def question_of(messages: Sequence[p.ChatMessageIn]) -> tuple[int, str]:
     """The last user turn: its position and its text."""
     for position in range(len(messages) - 1, -1, -1):
         message = messages[position]
@@ -133,18 +134,20 @@ def _question(messages: Sequence[p.ChatMessageIn]) -> tuple[int, str]:
                 content = " ".join(getattr(part, "text", "") for part in content).strip()
             if content:
                 return position, content
-    raise InvalidRequest("a rag: model needs a user message with text to search for", param="messages")
+    raise InvalidRequest("searching the files needs a user message with text to search for", param="messages")
 
 
-def _grounded_messages(messages: list[p.ChatMessageIn], sources: Sequence[QuotedSource]) -> list[p.ChatMessageIn]:
+def grounded_messages(messages: list[p.ChatMessageIn], sources: Sequence[QuotedSource]) -> list[p.ChatMessageIn]:
     """Our system message first (the client's own system text appended to it), then the
-    conversation, with the last user turn replaced by the quoted sources and its question."""
-    position, question = _question(messages)
+    conversation, with the last user turn replaced by the quoted sources and its question;
+    tool calls and their results stay where they were, before or after it."""
+    position, question = question_of(messages)
     client_system = [m.content for m in messages if m.role in ("system", "developer") and isinstance(m.content, str)]
     system = GROUNDING_SYSTEM_PROMPT + "".join(f"\n\n{text}" for text in client_system if text)
-    turns = [m for m in messages[:position] if m.role in ("user", "assistant")]
-    return [p.ChatMessageIn(role="system", content=system), *turns,
-            p.ChatMessageIn(role="user", content=grounded_user_message(question, sources))]
+    turns = [(at, m) for at, m in enumerate(messages) if m.role not in ("system", "developer")]
+    return [p.ChatMessageIn(role="system", content=system), *(m for at, m in turns if at < position),
+            p.ChatMessageIn(role="user", content=grounded_user_message(question, sources)),
+            *(m for at, m in turns if at > position)]
 
 
 async def rag_chat_completion(state: ServerState, body: p.ChatCompletionRequest
@@ -159,11 +162,9 @@ async def ground_rag_chat(state: ServerState, body: p.ChatCompletionRequest
     """A `rag:NAME[@chat-model]` chat request made into the grounded request its chat model
     answers, and what the answer adds (sources, their footer)."""
     index, chat_model = _parse_model(body.model)
-    if body.tools:
-        raise InvalidRequest("rag: models do not call tools", param="tools")
-    _, question = _question(body.messages)
+    _, question = question_of(body.messages)
     sources = await _sources(state, index, question, top_k=None, mode="hybrid", rerank=False, filters=None)
-    grounded = body.model_copy(update={"messages": _grounded_messages(body.messages, sources)})
+    grounded = body.model_copy(update={"messages": grounded_messages(body.messages, sources)})
     extras = AnswerExtras(chat_model=_chat_model(state, chat_model), sources=_sources_out(sources, False),
                           footer=lambda text: sources_footer(sources, cited_ids(text, len(sources))))
     return grounded, extras

@@ -26,15 +26,16 @@ from .. import protocol_responses as r
 from ..response_store import ResponseStore, StoredResponse
 from ..routes.deps import ServerState
 from .chat import start_chat
+from .file_search import FileSearchRun, file_search_tool, run_file_search
 from .generation import now
-from .rag import ground_rag_chat, is_rag_model
+from .rag import ground_rag_chat, grounded_messages, is_rag_model
 from .splice import StringSplice
 
 __all__ = ["create_response", "get_response", "delete_response", "list_input_items"]
 
 log = logging.getLogger(__name__)
 
-StoredItem = r.InputMessageItem | r.OutputMessage | r.FunctionCallItem | r.FunctionCallOutputItem
+StoredItem = r.InputMessageItem | r.OutputMessage | r.FunctionCallItem | r.FunctionCallOutputItem | r.FileSearchCallItem
 STORED_ITEMS: TypeAdapter[list[Any]] = TypeAdapter(list[r.StoredInputItem])
 
 
@@ -73,6 +74,8 @@ def stored_input(given: str | list[Any]) -> list[StoredItem]:
         elif isinstance(item, r.FunctionCallItemIn):
             items.append(r.FunctionCallItem(id=item.id or _id("fc"), status="completed", call_id=item.call_id,
                                             name=item.name, arguments=item.arguments))
+        elif isinstance(item, r.FileSearchCallItemIn):  # kept in the record; the model sees the search anew
+            items.append(r.FileSearchCallItem(id=item.id, status=item.status, queries=item.queries))
         else:
             output = item.output if isinstance(item.output, str) else _text_of(item.output)
             items.append(r.FunctionCallOutputItem(id=item.id or _id("fco"), call_id=item.call_id, output=output))
@@ -93,6 +96,8 @@ def chat_messages(items: Sequence[StoredItem]) -> list[p.ChatMessageIn]:
     for item in items:
         if isinstance(item, (r.InputMessageItem, r.OutputMessage)):
             messages.append(p.ChatMessageIn(role=item.role, content=_chat_content(item.content)))
+        elif isinstance(item, r.FileSearchCallItem):
+            continue  # each turn searches again, with its own question
         elif isinstance(item, r.FunctionCallItem):
             call = p.ToolCallIn(id=item.call_id, function=p.FunctionCall(name=item.name, arguments=item.arguments))
             if not messages or messages[-1].role != "assistant":
@@ -116,25 +121,30 @@ async def _history(store: ResponseStore, previous_id: str | None) -> list[Stored
 
 # -- tools and text format ---------------------------------------------------------------
 
-def _hosted_tool(tool: r.HostedToolIn, index: int) -> p.ToolDefinition:
-    """A server-side tool. The one place to serve one (`file_search` next); for now, 400."""
-    raise UnsupportedParameter(f"the tool type '{tool.type}' is not supported by this server; "
-                               "send function tools", param=f"tools[{index}].type")
+SERVED_HOSTED_TOOLS = ("file_search",)  # run by the server (file_search.py), never shown to the model
 
 
 def _chat_tools(tools: Sequence[r.FunctionToolIn | r.HostedToolIn]) -> list[p.ToolDefinition]:
-    return [p.ToolDefinition(type="function", function=p.FunctionDefinition(
-                name=tool.name, description=tool.description, parameters=tool.parameters, strict=tool.strict))
-            if isinstance(tool, r.FunctionToolIn) else _hosted_tool(tool, index)
-            for index, tool in enumerate(tools)]
+    """The function tools, as chat's; a server-side tool this server does not run is a 400."""
+    chat_tools = []
+    for index, tool in enumerate(tools):
+        if isinstance(tool, r.FunctionToolIn):
+            chat_tools.append(p.ToolDefinition(type="function", function=p.FunctionDefinition(
+                name=tool.name, description=tool.description, parameters=tool.parameters, strict=tool.strict)))
+        elif tool.type not in SERVED_HOSTED_TOOLS:
+            raise UnsupportedParameter(f"the tool type '{tool.type}' is not supported by this server; send "
+                                       "function tools or file_search", param=f"tools[{index}].type")
+    return chat_tools
 
 
-def _tool_choice(choice: Any) -> Any:
+def _tool_choice(choice: Any, tools: Sequence[r.FunctionToolIn | r.HostedToolIn]) -> Any:
     if isinstance(choice, r.NamedFunctionChoice):
         return p.NamedToolChoice(type="function", function=p.NamedFunction(name=choice.name))
     if isinstance(choice, r.HostedToolChoice):
-        raise UnsupportedParameter(f"tool_choice '{choice.type}' names a tool this server does not run",
-                                   param="tool_choice")
+        if choice.type in SERVED_HOSTED_TOOLS and any(getattr(t, "type", None) == choice.type for t in tools):
+            return None  # the server runs it before the model answers
+        raise UnsupportedParameter(f"tool_choice '{choice.type}' names a tool this server does not run, or one "
+                                   "the request's tools do not include", param="tool_choice")
     return choice
 
 
@@ -162,7 +172,7 @@ def chat_body(body: r.ResponsesRequest, messages: list[p.ChatMessageIn]) -> p.Ch
     try:
         return p.ChatCompletionRequest(
             model=body.model, messages=messages, max_tokens=body.max_output_tokens,
-            tools=_chat_tools(body.tools) or None, tool_choice=_tool_choice(body.tool_choice),
+            tools=_chat_tools(body.tools) or None, tool_choice=_tool_choice(body.tool_choice, body.tools),
             parallel_tool_calls=body.parallel_tool_calls, response_format=_response_format(body.text), **sampling)
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -190,9 +200,10 @@ class _NumberedSplice:
 class ResponseWriter:
     """Builds the response from chat chunks and, when streaming, the events that tell it."""
 
-    def __init__(self, response: r.ResponseObject, streaming: bool) -> None:
+    def __init__(self, response: r.ResponseObject, streaming: bool, search: FileSearchRun | None = None) -> None:
         self.response = response
         self.streaming = streaming
+        self.search = search
         self.frames: list[str] = []
         self._number = 0
         self._message: r.OutputMessage | None = None
@@ -213,12 +224,23 @@ class ResponseWriter:
     def lifecycle(self, kind: str) -> None:
         self._emit(r.ResponseLifecycleEvent, type=kind, response=self.response)
 
-    def _add_item(self, item: r.OutputMessage | r.FunctionCallItem) -> int:
+    def _add_item(self, item: r.OutputMessage | r.FunctionCallItem | r.FileSearchCallItem) -> int:
         self.response.output.append(item)
         index = len(self.response.output) - 1
         self._emit(r.OutputItemEvent, type="response.output_item.added", output_index=index,
-                   item=item)
+                   item=item.model_copy(update={"status": "in_progress"}) if self.streaming else item)
         return index
+
+    def add_file_search(self) -> None:
+        """The server's search, done before the model answers, as its item and events."""
+        if self.search is None:
+            return
+        call = self.search.call
+        index = self._add_item(call)
+        for stage in ("in_progress", "searching", "completed"):
+            self._emit(r.FileSearchCallEvent, type=f"response.file_search_call.{stage}", item_id=call.id,
+                       output_index=index)
+        self._emit(r.OutputItemEvent, type="response.output_item.done", output_index=index, item=call)
 
     def _open_message(self) -> None:
         self._message = r.OutputMessage(id=_id("msg"), status="in_progress", content=[])
@@ -260,7 +282,10 @@ class ResponseWriter:
         if message is None:
             return
         index, text = self.response.output.index(message), "".join(self._text)
-        part = r.OutputText(text=text)
+        part = r.OutputText(text=text, annotations=self.search.annotations(text) if self.search else [])
+        for number, annotation in enumerate(part.annotations):
+            self._emit(r.AnnotationAddedEvent, item_id=message.id, output_index=index, content_index=0,
+                       annotation_index=number, annotation=annotation)
         self._emit(r.OutputTextDoneEvent, item_id=message.id, output_index=index, content_index=0, text=text)
         self._emit(r.ContentPartEvent, type="response.content_part.done", item_id=message.id,
                    output_index=index, content_index=0, part=part)
@@ -272,7 +297,7 @@ class ResponseWriter:
         """Close every open item and set the response's status, usage and output."""
         incomplete = self._finish == "length"
         status = "incomplete" if incomplete else "completed"
-        if not self.response.output:
+        if not any(item.type != "file_search_call" for item in self.response.output):
             self._open_message()  # an empty answer is still one (empty) message
         self._close_message(status)
         for call in self._calls.values():
@@ -351,16 +376,30 @@ async def _start_truncating(state: ServerState, chat: p.ChatCompletionRequest, t
             chat = chat.model_copy(update={"messages": kept + turns})
 
 
+async def _file_search(state: ServerState, body: r.ResponsesRequest, chat: p.ChatCompletionRequest
+                       ) -> tuple[p.ChatCompletionRequest, FileSearchRun | None]:
+    """With a `file_search` tool (and tool_choice not "none"): the search, and the chat request
+    grounded in what it found."""
+    tool = file_search_tool(body.tools)
+    if tool is None or body.tool_choice == "none":
+        return chat, None
+    search = await run_file_search(state.vector_stores, tool, chat.messages, call_id=_id("fs"),
+                                   include_results="file_search_call.results" in (body.include or []),
+                                   max_context_tokens=state.settings.indexes.rag_max_context_tokens)
+    return chat.model_copy(update={"messages": grounded_messages(chat.messages, search.sources)}), search
+
+
 async def create_response(state: ServerState, store: ResponseStore, body: r.ResponsesRequest
                           ) -> r.ResponseObject | AsyncIterator[str]:
     """The whole response, or its SSE events when `stream` is set; stored when `store` is."""
     given = stored_input(body.input)
     history = await _history(store, body.previous_response_id)
-    chat = chat_body(body, chat_messages(history + given))
+    chat, search = await _file_search(state, body, chat_body(body, chat_messages(history + given)))
     chunks = await _start_truncating(state, chat, body.truncation == "auto")
-    writer = ResponseWriter(_echo(body, _id("resp")), streaming=body.stream)
+    writer = ResponseWriter(_echo(body, _id("resp")), streaming=body.stream, search=search)
     if body.stream:
         return _stream(writer, chunks, store, given)
+    writer.add_file_search()
     async with aclosing(chunks):
         async for _, chunk in chunks:
             writer.add(chunk)
@@ -373,6 +412,7 @@ async def _stream(writer: ResponseWriter, chunks: AsyncIterator[tuple[int, Gener
                   store: ResponseStore, given: list[StoredItem]) -> AsyncIterator[str]:
     writer.lifecycle("response.created")
     writer.lifecycle("response.in_progress")
+    writer.add_file_search()
     for frame in writer.take():
         yield frame
     try:
