@@ -165,8 +165,8 @@ JOB = {"model": "smollm2", "training_file": "{four}"}
 ZERO_FILE, ZERO_JOB = "file-" + "0" * 24, "ftjob-" + "0" * 24
 BAD_INPUT = [
     # (id, method, path, request keywords, status, text in the message)
-    ("bad-purpose", "POST", "/v1/files", {"files": {"file": ("a.jsonl", b"{}")}, "data": {"purpose": "assistants"}},
-     400, "purpose 'assistants' is not supported"),
+    ("bad-purpose", "POST", "/v1/files", {"files": {"file": ("a.jsonl", b"{}")}, "data": {"purpose": "batch"}},
+     400, "purpose 'batch' is not supported"),
     ("no-file-part", "POST", "/v1/files", {"files": {"x": ("a", b"")}, "data": {"purpose": "fine-tune"}}, 400,
      "no `file` part"),
     ("not-multipart", "POST", "/v1/files", {"json": {"purpose": "fine-tune"}}, 400, "multipart/form-data"),
