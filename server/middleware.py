@@ -328,6 +328,8 @@ ADMIN_ROUTES = tuple((method, re.compile(pattern)) for method, pattern in (
     ("POST", r"/v1/files"), ("DELETE", r"/v1/files/[^/]+"),
     ("POST", r"/v1/fine_tuning/jobs(/[^/]+/cancel)?"),
     ("POST", r"/v1/indexes(/[^/]+/update)?"), ("DELETE", r"/v1/indexes/[^/]+"),
+    ("POST", r"/v1/vector_stores(/[^/]+(/files(/[^/]+)?|/file_batches(/[^/]+/cancel)?)?)?"),
+    ("DELETE", r"/v1/vector_stores/[^/]+(/files/[^/]+)?"),
 ))
 
 
