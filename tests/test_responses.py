@@ -278,8 +278,11 @@ ERRORS = [
      "text.format.schema"),
     ("unknown-forced-function", {"tools": [WEATHER], "tool_choice": {"type": "function", "name": "nope"}}, 400,
      None, "nope", "tool_choice"),
-    ("image-file-id", {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}]},
-     400, "unsupported_parameter", "file_id", "input[0].content[0].file_id"),
+    ("image-unknown-file-id", {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}]},
+     404, "not_found", "file_1", "file_id"),
+    ("image-url-and-file-id", {"input": [{"role": "user", "content": [
+        {"type": "input_image", "file_id": "file_1", "image_url": "data:image/png;base64,AAAA"}]}]},
+     400, None, "one of image_url", "input[0].content[0].image_url"),
     ("image-to-text-model", {"input": [{"role": "user", "content": [
         {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}]}, 400, "model_not_capable", "vision",
      None),

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -203,6 +204,23 @@ def test_responses_input_image_is_the_chat_image(client: openai.OpenAI) -> None:
                                           max_tokens=6, temperature=0)
     assert reply.usage.input_tokens == chat.usage.prompt_tokens
     assert reply.output_text == chat.choices[0].message.content
+
+
+def test_responses_input_image_by_file_id(client: openai.OpenAI) -> None:
+    """An uploaded image named by `file_id` is the same image as its data URL; an unknown id is a 404."""
+    uploaded = client.files.create(file=("red.png", io.BytesIO(RED)), purpose="user_data")
+
+    def ask(image: dict[str, str]) -> Any:
+        return client.responses.create(model="smol-vision", max_output_tokens=6, temperature=0, input=[
+            {"role": "user", "content": [{"type": "input_image", **image},  # type: ignore[list-item]
+                                         {"type": "input_text", "text": "What is in this picture?"}]}])
+
+    by_id, by_url = ask({"file_id": uploaded.id}), ask({"image_url": data_url(RED)})
+    assert by_id.usage.input_tokens == by_url.usage.input_tokens and by_id.output_text == by_url.output_text
+    items = client.responses.input_items.list(by_id.id)
+    assert items.data[0].content[0].file_id == uploaded.id  # the record keeps the id, not the bytes
+    with pytest.raises(openai.NotFoundError):
+        ask({"file_id": "file-0123456789abcdef01234567"})
 
 
 @pytest.mark.parametrize("model", sorted(VISION_MODELS))

@@ -10,9 +10,11 @@ format into chat's, and the chunks into `message` / `function_call` items, strea
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -23,6 +25,7 @@ from lampstand.plugins.types import GenerationChunk
 
 from .. import protocol as p
 from .. import protocol_responses as r
+from ..fine_tuning import FileStore
 from ..response_store import ResponseStore, StoredResponse
 from ..routes.deps import ServerState
 from .chat import start_chat
@@ -53,10 +56,10 @@ def _stored_part(part: Any, where: str) -> r.InputTextOut | r.InputImageOut | r.
     if isinstance(part, r.InputTextPart):
         return r.InputTextOut(text=part.text)
     if isinstance(part, r.InputImagePart):
-        if part.image_url is None:
-            raise UnsupportedParameter("input_image needs image_url (a data: URL, or a URL the server may read); "
-                                       "file_id is not supported", param=f"{where}.file_id")
-        return r.InputImageOut(image_url=part.image_url, detail=part.detail)
+        if (part.image_url is None) == (part.file_id is None):
+            raise InvalidRequest("input_image needs one of image_url (a data: URL, or a URL the server may read) "
+                                 "or file_id (an uploaded file)", param=f"{where}.image_url")
+        return r.InputImageOut(image_url=part.image_url, file_id=part.file_id, detail=part.detail)
     return r.OutputText(text=_text_of([part]), annotations=getattr(part, "annotations", []))
 
 
@@ -82,20 +85,42 @@ def stored_input(given: str | list[Any]) -> list[StoredItem]:
     return items
 
 
-def _chat_content(parts: Sequence[Any]) -> str | list[p.TextPart | p.ImagePart]:
+def _chat_content(parts: Sequence[Any], file_images: Mapping[str, str]) -> str | list[p.TextPart | p.ImagePart]:
     if not any(isinstance(part, r.InputImageOut) for part in parts):
         return _text_of(parts)
-    return [p.ImagePart(type="image_url", image_url=p.ImageURL(url=part.image_url, detail=part.detail))
+    return [p.ImagePart(type="image_url", image_url=p.ImageURL(
+                url=part.image_url or file_images[part.file_id], detail=part.detail))
             if isinstance(part, r.InputImageOut) else p.TextPart(type="text", text=_text_of([part]))
             for part in parts]
 
 
-def chat_messages(items: Sequence[StoredItem]) -> list[p.ChatMessageIn]:
-    """The conversation as chat messages: a function call joins the assistant turn before it."""
+IMAGE_MAGIC = ((b"\x89PNG", "png"), (b"\xff\xd8", "jpeg"), (b"GIF8", "gif"), (b"RIFF", "webp"), (b"BM", "bmp"))
+
+
+def _read_file_image(files: FileStore, file_id: str, max_bytes: int) -> str:
+    path = files.path(file_id, "file_id")
+    if path.stat().st_size > max_bytes:
+        raise InvalidRequest(f"the image file {file_id} is larger than {max_bytes} bytes", param="file_id")
+    data = path.read_bytes()
+    kind = next((name for magic, name in IMAGE_MAGIC if data.startswith(magic)), "unknown")
+    return f"data:image/{kind};base64,{base64.b64encode(data).decode()}"
+
+
+async def file_images(files: FileStore, items: Sequence[StoredItem], max_bytes: int) -> dict[str, str]:
+    """A data URL for each uploaded file an `input_image` names by `file_id` (404 for an unknown one)."""
+    wanted = {part.file_id for item in items if isinstance(item, r.InputMessageItem) for part in item.content
+              if isinstance(part, r.InputImageOut) and part.file_id is not None and part.image_url is None}
+    return {file_id: await asyncio.to_thread(_read_file_image, files, file_id, max_bytes) for file_id in wanted}
+
+
+def chat_messages(items: Sequence[StoredItem], file_images: Mapping[str, str] | None = None
+                  ) -> list[p.ChatMessageIn]:
+    """The conversation as chat messages: a function call joins the assistant turn before it;
+    an image named by `file_id` is its data URL from `file_images`."""
     messages: list[p.ChatMessageIn] = []
     for item in items:
         if isinstance(item, (r.InputMessageItem, r.OutputMessage)):
-            messages.append(p.ChatMessageIn(role=item.role, content=_chat_content(item.content)))
+            messages.append(p.ChatMessageIn(role=item.role, content=_chat_content(item.content, file_images or {})))
         elif isinstance(item, r.FileSearchCallItem):
             continue  # each turn searches again, with its own question
         elif isinstance(item, r.FunctionCallItem):
@@ -394,7 +419,9 @@ async def create_response(state: ServerState, store: ResponseStore, body: r.Resp
     """The whole response, or its SSE events when `stream` is set; stored when `store` is."""
     given = stored_input(body.input)
     history = await _history(store, body.previous_response_id)
-    chat, search = await _file_search(state, body, chat_body(body, chat_messages(history + given)))
+    items = history + given
+    images = await file_images(state.fine_tuning.files, items, state.settings.images.max_input_bytes)
+    chat, search = await _file_search(state, body, chat_body(body, chat_messages(items, images)))
     chunks = await _start_truncating(state, chat, body.truncation == "auto")
     writer = ResponseWriter(_echo(body, _id("resp")), streaming=body.stream, search=search)
     if body.stream:
