@@ -73,6 +73,7 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
         app.state.lampstand = state
         await state.fine_tuning.start()  # before the preloads: trained adapters load with their base
         await state.vector_stores.start()
+        await state.responses.fail_unfinished()
         starting = asyncio.create_task(state.pool.start())
         starting.add_done_callback(lambda _: setattr(state, "ready", True))
         try:
@@ -80,6 +81,7 @@ def create_app(settings: Settings, state: ServerState | None = None) -> FastAPI:
         finally:
             starting.cancel()
             await state.fine_tuning.close()
+            await state.background_responses.close()
             await state.vector_stores.close()
             await state.indexes.close()
             await state.pool.close()

@@ -333,7 +333,7 @@ class ResponseObject(Response):
     id: str
     object: Literal["response"] = "response"
     created_at: int
-    status: Literal["in_progress", "completed", "incomplete", "failed"]
+    status: Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
     background: bool = False
     error: ResponseErrorOut | None = None
     incomplete_details: IncompleteDetails | None = None

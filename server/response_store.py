@@ -120,3 +120,14 @@ class ResponseStore:
     def close(self) -> None:
         """Close the database."""
         self._db.close()
+
+    async def fail_unfinished(self) -> int:
+        """Mark `failed` every stored response still `queued` or `in_progress` (a background
+        response a crashed server never finished); how many there were."""
+        def mark(db: sqlite3.Connection) -> int:
+            return db.execute(
+                "UPDATE responses SET body = json_set(body, '$.status', 'failed', '$.error', json_object("
+                "'code', 'server_error', 'message', 'the server stopped before this response finished')) "
+                "WHERE json_extract(body, '$.status') IN ('queued', 'in_progress')").rowcount
+
+        return await self._run(mark)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -288,7 +289,8 @@ ERRORS = [
      None),
     ("unknown-model", {"model": "gpt-17"}, 404, "model_not_found", "gpt-17", None),
     ("temperature-high", {"temperature": 5}, 400, None, "temperature", "temperature"),
-    ("background", {"background": True}, 400, "unsupported_parameter", "background", "background"),
+    ("background-not-stored", {"background": True, "store": False}, 400, None, "store: true", "store"),
+    ("background-streamed", {"background": True, "stream": True}, 400, "unsupported_parameter", "poll", "stream"),
 ]
 
 
@@ -326,12 +328,16 @@ def own_server(tmp_path: Path) -> Iterator[RunningServer]:
 
 def test_stored_response_survives_a_killed_server(own_server: RunningServer, tmp_path: Path) -> None:
     reply = sdk_client(own_server).responses.create(model=CHAT_MODEL, input="Say hi.", max_output_tokens=6)
+    unfinished = sdk_client(own_server).responses.create(model=CHAT_MODEL, input="Write a long story.",
+                                                         max_output_tokens=1500, background=True)
     os.kill(own_server.process.pid, signal.SIGKILL)  # no shutdown: only what was committed remains
     own_server.process.wait(timeout=30)
     again = start_server(tmp_path, (tmp_path / "lampstand.toml").read_text())
     try:
         client = sdk_client(again)
         assert client.responses.retrieve(reply.id).output_text == reply.output_text
+        lost = client.responses.retrieve(unfinished.id)  # never left queued or in progress forever
+        assert lost.status == "failed" and lost.error and "stopped" in lost.error.message
         follow = client.responses.create(model=CHAT_MODEL, input="Again.", previous_response_id=reply.id,
                                          max_output_tokens=4)
         assert follow.usage.input_tokens > reply.usage.input_tokens
@@ -370,3 +376,38 @@ def test_store_forgets_expired_responses(tmp_path: Path) -> None:
         assert asyncio.run(run()) == (True, False)
     finally:
         store.close()
+
+
+# -- background responses ------------------------------------------------------------------
+
+def poll(client: openai.OpenAI, ident: str) -> Any:
+    for _ in range(600):
+        reply = client.responses.retrieve(ident)
+        if reply.status not in ("queued", "in_progress"):
+            return reply
+        time.sleep(0.1)
+    raise AssertionError(f"{ident} did not finish")
+
+
+def test_background_response_is_polled_to_the_same_answer(client: openai.OpenAI) -> None:
+    queued = create(client, background=True, instructions="Answer briefly.")
+    assert queued.background is True and queued.status in ("queued", "in_progress") and queued.output == []
+    done = poll(client, queued.id)
+    direct = create(client, instructions="Answer briefly.")
+    assert done.status == direct.status and done.output_text == direct.output_text and done.background is True
+    assert done.usage.output_tokens == direct.usage.output_tokens
+    Response.model_validate(done.model_dump())
+
+
+def test_background_response_can_be_cancelled(client: openai.OpenAI, http: httpx.Client) -> None:
+    queued = create(client, background=True, input="Write a very long story about a lighthouse.",
+                    max_output_tokens=1500)
+    time.sleep(0.5)
+    cancelled = client.responses.cancel(queued.id)
+    assert cancelled.status == "cancelled" and cancelled.id == queued.id
+    assert client.responses.retrieve(queued.id).status == "cancelled"
+    assert client.responses.cancel(queued.id).status == "cancelled"  # again: the same answer
+    done = create(client)
+    refused = http.post(f"/v1/responses/{done.id}/cancel")
+    assert refused.status_code == 400 and "background" in refused.json()["error"]["message"]
+    assert http.post("/v1/responses/resp_nothing/cancel").status_code == 404

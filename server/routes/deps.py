@@ -10,6 +10,7 @@ from lampstand.plugins.registry import PluginRegistry
 from ..config import Settings
 from ..model_pool import ModelPool
 from ..response_store import ResponseStore
+from ..serving.background_responses import BackgroundResponses
 from ..serving.embeddings import EmbeddingBatcher
 from ..serving.fine_tuning import FineTuningService
 from ..serving.image_inputs import ImageReader
@@ -33,6 +34,7 @@ class ServerState:
     images: ImageReader = field(init=False)  # the images chat requests send
     image_generation: ImageService = field(init=False)
     responses: ResponseStore = field(init=False)  # stored /v1/responses
+    background_responses: BackgroundResponses = field(init=False)
     vector_stores: VectorStoreService = field(init=False)
     ready: bool = False
 
@@ -42,6 +44,7 @@ class ServerState:
         self.images = ImageReader(self.settings.images)
         self.image_generation = ImageService(self.settings.images, self.pool)
         self.responses = ResponseStore(self.settings.responses)
+        self.background_responses = BackgroundResponses(self.responses)
         self.vector_stores = VectorStoreService(self.settings.vector_stores, self.settings.indexes, self.indexes,
                                                 self.fine_tuning.files)
 

@@ -35,6 +35,12 @@ async def retrieve(response_id: ResponseId, state: Annotated[ServerState, Depend
     return json_or_stream(await get_response(state.responses, response_id))
 
 
+@router.post("/v1/responses/{response_id}/cancel", response_model=r.ResponseObject, responses=ERROR_RESPONSES)
+async def cancel(response_id: ResponseId, state: Annotated[ServerState, Depends(get_state)]) -> Response:
+    """Stop a background response; it keeps what it wrote so far, with status `cancelled`."""
+    return json_or_stream(await state.background_responses.cancel(response_id))
+
+
 @router.delete("/v1/responses/{response_id}", response_model=r.ResponseDeleted, responses=ERROR_RESPONSES)
 async def delete(response_id: ResponseId, state: Annotated[ServerState, Depends(get_state)]) -> Response:
     """Forget a stored response."""

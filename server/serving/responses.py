@@ -185,8 +185,12 @@ def _response_format(text: r.TextConfigIn | None) -> p.ResponseFormatIn | None:
 
 def chat_body(body: r.ResponsesRequest, messages: list[p.ChatMessageIn]) -> p.ChatCompletionRequest:
     """The chat request that answers `body`, over the conversation `messages`."""
-    if body.background:
-        raise UnsupportedParameter("background responses are not supported", param="background")
+    if body.background and not body.store:
+        raise InvalidRequest("a background response must be stored (store: true): it is read back by its id",
+                             param="store")
+    if body.background and body.stream:
+        raise UnsupportedParameter("background responses are not streamed here; poll GET /v1/responses/{id}",
+                                   param="stream")
     if not messages:
         raise InvalidRequest("input is empty: send a message (or previous_response_id)", param="input")
     passed = ("temperature", "top_p", "seed", "top_k", "min_p", "repeat_penalty", "logit_bias", "keep_alive",
@@ -347,6 +351,15 @@ class ResponseWriter:
         self.response.error = r.ResponseErrorOut(code="server_error", message=exc.message)
         self.lifecycle("response.failed")
 
+    def cancel(self) -> None:
+        """Cancelled mid-answer (a background response): what was said so far stays."""
+        if self._message is not None:
+            self._message.content = [r.OutputText(text="".join(self._text))]
+            self._message.status = "incomplete"
+        for call in self._calls.values():
+            call.status = "incomplete"
+        self.response.status = "cancelled"
+
     def take(self) -> list[str]:
         frames, self.frames = self.frames, []
         return frames
@@ -365,7 +378,8 @@ def _echo(body: r.ResponsesRequest, ident: str) -> r.ResponseObject:
     fmt = body.text.format if body.text and body.text.format else r.TextFormatIn(type="text")
     choice = body.tool_choice or "auto"
     return r.ResponseObject(
-        id=ident, created_at=now(), status="in_progress", error=None, incomplete_details=None,
+        id=ident, created_at=now(), status="in_progress", background=bool(body.background), error=None,
+        incomplete_details=None,
         instructions=body.instructions, max_output_tokens=body.max_output_tokens, model=body.model, output=[],
         parallel_tool_calls=body.parallel_tool_calls, previous_response_id=body.previous_response_id,
         store=body.store, temperature=1.0 if body.temperature is None else body.temperature,
@@ -422,8 +436,10 @@ async def create_response(state: ServerState, store: ResponseStore, body: r.Resp
     items = history + given
     images = await file_images(state.fine_tuning.files, items, state.settings.images.max_input_bytes)
     chat, search = await _file_search(state, body, chat_body(body, chat_messages(items, images)))
-    chunks = await _start_truncating(state, chat, body.truncation == "auto")
     writer = ResponseWriter(_echo(body, _id("resp")), streaming=body.stream, search=search)
+    if body.background:
+        return await _start_background(state, store, writer, chat, body.truncation == "auto", given)
+    chunks = await _start_truncating(state, chat, body.truncation == "auto")
     if body.stream:
         return _stream(writer, chunks, store, given)
     writer.add_file_search()
@@ -433,6 +449,37 @@ async def create_response(state: ServerState, store: ResponseStore, body: r.Resp
     writer.finish()
     await _keep(store, writer.response, given)
     return writer.response
+
+
+async def _start_background(state: ServerState, store: ResponseStore, writer: ResponseWriter,
+                            chat: p.ChatCompletionRequest, truncate: bool, given: list[StoredItem]
+                            ) -> r.ResponseObject:
+    """Store the response `queued` and answer it in a task of the server."""
+    writer.response.status = "queued"
+    await _keep(store, writer.response, given)
+    queued = writer.response.model_copy(deep=True)
+
+    async def run() -> None:
+        try:
+            chunks = await _start_truncating(state, chat, truncate)
+            writer.response.status = "in_progress"
+            await _keep(store, writer.response, given)
+            writer.add_file_search()
+            async with aclosing(chunks):
+                async for _, chunk in chunks:
+                    writer.add(chunk)
+            writer.finish()
+        except asyncio.CancelledError:
+            writer.cancel()
+        except LampstandError as exc:
+            writer.fail(exc)
+        except Exception:  # recorded in the response, never lost silently
+            log.exception("background response failed")
+            writer.fail(LampstandError("the model failed while generating"))
+        await asyncio.shield(_keep(store, writer.response, given))
+
+    state.background_responses.start(writer.response.id, run)
+    return queued
 
 
 async def _stream(writer: ResponseWriter, chunks: AsyncIterator[tuple[int, GenerationChunk]],
