@@ -130,6 +130,15 @@ def test_chat_with_the_sdk(client: openai.OpenAI) -> None:
     assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in choice.logprobs.content or [])
 
 
+def test_responses_api_answers_as_chat_does(client: openai.OpenAI) -> None:
+    """/v1/responses runs on the vLLM path too: the same greedy text and token counts as chat."""
+    reply = client.responses.create(model=MODEL, input="Name three colours.", temperature=0, max_output_tokens=16)
+    chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Name three colours."}],
+                                          temperature=0, max_tokens=16)
+    assert reply.output_text == chat.choices[0].message.content and reply.status == "incomplete"
+    assert reply.usage and chat.usage and reply.usage.input_tokens == chat.usage.prompt_tokens
+
+
 def test_completion_stops_at_a_stop_string(client: openai.OpenAI) -> None:
     free = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0)
     assert " 6" in free.choices[0].text

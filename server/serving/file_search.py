@@ -11,7 +11,7 @@ and each `[n]` the answer cites becomes a `file_citation` annotation on the quot
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -65,7 +65,8 @@ async def run_file_search(stores: VectorStoreService, tool: r.FileSearchToolIn, 
     _, question = question_of(messages)
     found = await stores.search_stores(tool.vector_store_ids, question, max_num_results=tool.max_num_results,
                                        filters=tool.filters, ranking=tool.ranking_options, require_ready=True)
-    sources = select_sources([(f.hit.chunk, f.score) for f in found], max_context_tokens)
+    # the model sees a file by its name (an uploaded file's index path also holds its id)
+    sources = select_sources([(replace(f.hit.chunk, path=f.filename), f.score) for f in found], max_context_tokens)
     results = [r.FileSearchResult(file_id=f.file_id, filename=f.filename, score=round(f.score, 6),
                                   text=f.hit.chunk.text, attributes=f.attributes) for f in found]
     call = r.FileSearchCallItem(id=call_id, status="completed", queries=[question],
