@@ -42,6 +42,7 @@ PLACES = ["north window", "greenhouse", "balcony", "raised bed", "shade house", 
 RULES = ["water every {n} days", "feed with {n} grams of compost", "turn the pot every {n} weeks",
          "mist {n} times a week", "prune after {n} flowers", "repot every {n} years"]
 SECTIONS_PER_FILE = 50
+SYLLABLES = ["ka", "lo", "mi", "ru", "ten", "vo", "zal", "pe", "dor", "qui", "sen", "bra", "fol", "gri", "nu", "xe"]
 
 
 def config(data: str) -> str:
@@ -74,7 +75,7 @@ def note(file_index: int, section: int) -> tuple[str, str, str]:
     rng = random.Random(file_index * 1000 + section)
     plant, place, n = rng.choice(PLANTS), rng.choice(PLACES), rng.randint(2, 9)
     rule = rng.choice(RULES).format(n=n)
-    code = f"{plant}-{file_index}-{section}"
+    code = "".join(rng.choice(SYLLABLES) for _ in range(4))  # a made-up name, (almost surely) unique
     heading = f"## Care card {code}"
     text = (f"The {plant} labelled {code} lives in the {place}. Its keeper says: {rule}. "
             f"Visitors often ask about the label {code}; it was written by hand.")
@@ -109,9 +110,9 @@ def build_store(client: httpx.Client, chunks: int) -> tuple[str, list[tuple[str,
     return store, questions, indexed / seconds
 
 
-def stream_text(client: httpx.Client, path: str, body: dict[str, Any]) -> tuple[float, float, str]:
-    """Time to the first text delta, to the end, and the text of one streamed request."""
-    start, first, text = time.perf_counter(), 0.0, []
+def stream_text(client: httpx.Client, path: str, body: dict[str, Any]) -> tuple[float, float, int]:
+    """Time to the first text delta, to the end, and the prompt's tokens, of one streamed request."""
+    start, first, text, prompt = time.perf_counter(), 0.0, [], 0
     with client.stream("POST", path, json=body | {"stream": True}) as response:
         response.raise_for_status()
         for line in response.iter_lines():
@@ -125,26 +126,29 @@ def stream_text(client: httpx.Client, path: str, body: dict[str, Any]) -> tuple[
             if piece:
                 first = first or time.perf_counter() - start
                 text.append(piece)
-    return first, time.perf_counter() - start, "".join(text)
+            usage = event.get("usage") or (event.get("response") or {}).get("usage") or {}
+            prompt = usage.get("prompt_tokens") or usage.get("input_tokens") or prompt
+    return first, time.perf_counter() - start, prompt
 
 
-def file_search_answer(client: httpx.Client, store: str, question: str, tokens: int) -> tuple[float, float]:
-    ttft, total, _ = stream_text(client, "/v1/responses", {
+def file_search_answer(client: httpx.Client, store: str, question: str, tokens: int) -> tuple[float, float, int]:
+    return stream_text(client, "/v1/responses", {
         "model": "smollm2", "input": question, "max_output_tokens": tokens, "temperature": 0,
         "tools": [{"type": "file_search", "vector_store_ids": [store], "max_num_results": 5}]})
-    return ttft, total
 
 
-def naive_answer(client: httpx.Client, store: str, question: str, tokens: int) -> tuple[float, float, float, bool]:
+def naive_answer(client: httpx.Client, store: str, question: str, tokens: int
+                 ) -> tuple[float, float, int, float, str]:
     start = time.perf_counter()
     found = client.post(f"/v1/vector_stores/{store}/search", json={"query": question, "max_num_results": 5}).json()
     searched = time.perf_counter() - start
     passages = "\n\n".join(f"[{i}] {hit['content'][0]['text']}" for i, hit in enumerate(found["data"], 1))
-    ttft, total, _ = stream_text(client, "/v1/chat/completions", {
-        "model": "smollm2", "max_tokens": tokens, "temperature": 0, "messages": [
+    ttft, total, prompt = stream_text(client, "/v1/chat/completions", {
+        "model": "smollm2", "max_tokens": tokens, "temperature": 0, "stream_options": {"include_usage": True},
+        "messages": [
             {"role": "system", "content": "Answer from the numbered passages and cite them like [1]."},
             {"role": "user", "content": f"{passages}\n\nQuestion: {question}"}]})
-    return searched + ttft, searched + total, searched, found["data"][0]["file_id"] if found["data"] else ""
+    return searched + ttft, searched + total, prompt, searched, found["data"][0]["file_id"] if found["data"] else ""
 
 
 def main() -> None:
@@ -158,7 +162,9 @@ def main() -> None:
             httpx.Client(base_url=url, timeout=600) as client:
         store, questions, _ = build_store(client, args.chunks)
         asked = random.Random(0).sample(questions, min(args.repeats, len(questions)))
-        fs_ttft, fs_total, nv_ttft, nv_total, searches, hits = [], [], [], [], [], 0
+        fs: list[tuple[float, float, int]] = []
+        naive: list[tuple[float, float, int]] = []
+        searches, hits = [], 0
         file_search_answer(client, store, asked[0][0], 4)  # warm both paths: models loaded, caches filled
         naive_answer(client, store, asked[0][0], 4)
         for repeat, (question, file_id) in enumerate(asked):
@@ -166,19 +172,17 @@ def main() -> None:
                     lambda: naive_answer(client, store, question, args.tokens)]
             for run in runs if repeat % 2 == 0 else runs[::-1]:
                 result = run()
-                if len(result) == 2:
-                    fs_ttft.append(result[0])
-                    fs_total.append(result[1])
+                if len(result) == 3:
+                    fs.append(result)
                 else:
-                    nv_ttft.append(result[0])
-                    nv_total.append(result[1])
-                    searches.append(result[2])
-                    hits += result[3] == file_id
+                    naive.append(result[:3])
+                    searches.append(result[3])
+                    hits += result[4] == file_id
         print(f"{len(asked)} questions, {args.tokens} tokens each (medians)")
-        print(f"{'':28}{'file_search':>14}{'naive':>14}{'ratio':>10}")
-        for name, ours, theirs in (("time to first token (ms)", fs_ttft, nv_ttft), ("answer (ms)", fs_total, nv_total)):
-            a, b = median(ours) * 1e3, median(theirs) * 1e3
-            print(f"{name:28}{a:14.1f}{b:14.1f}{b / a:10.3f}")
+        print(f"{'':28}{'file_search':>14}{'naive':>14}{'naive/ours':>12}")
+        for name, at, scale in (("time to first token (ms)", 0, 1e3), ("answer (ms)", 1, 1e3), ("prompt tokens", 2, 1)):
+            a, b = median(r[at] for r in fs) * scale, median(r[at] for r in naive) * scale
+            print(f"{name:28}{a:14.1f}{b:14.1f}{b / a:12.3f}")
         print(f"search alone p50 {median(searches) * 1e3:.1f} ms; top result is the asked note: {hits}/{len(asked)}")
     print_load("after")
 
