@@ -284,7 +284,8 @@ def test_file_search_cites_and_includes_results_only_when_asked(client: openai.O
     assert reply.output[0].type == "file_search_call" and reply.output[0].results is None
     # SmolLM2 cites [1] here (greedy); the citation names the note it quoted, at the marker's end
     annotations = reply.output[-1].content[0].annotations
-    assert annotations and {(a.file_id, a.filename) for a in annotations} == {(garden["note"].id, "sourdough.md")}
+    assert annotations and {(a.file_id, a.filename) for a in annotations} == {(garden["note"].id, "sourdough.md")}, \
+        reply.output_text
     assert all(reply.output_text[a.index - 3:a.index] == "[1]" for a in annotations)
     follow_up = client.responses.create(model=CHAT_MODEL, input="And when should the oven be preheated?",
                                         previous_response_id=reply.id, tools=[file_search(garden["store"].id)],

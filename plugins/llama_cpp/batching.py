@@ -10,13 +10,14 @@ A sequence that ends, or whose reader goes away, frees its KV cells at once.
 
 Reusing KV never changes an answer. A new sequence takes the free slot whose KV holds the
 longest beginning of its prompt (a shared system prompt, the earlier turns of a conversation)
-and reads only the rest. With flash attention, llama.cpp's numbers for a token do not depend
-on how the tokens were split into batches, so any prefix is reused, generated tokens
-included. Without it they depend on which of the sequence's own tokens shared its batch (not
-on other sequences' tokens beside it), so there a prompt is read in chunks
-aligned to multiples of `chunk` positions, one chunk per sequence per step, and only whole
-aligned chunks of an earlier prompt are reused. Either way greedy and seeded answers are the
-same whether the cache was warm or cold. Sequences with the same prompt that arrive together
+and reads only the rest. llama.cpp's numbers for a token depend on which of the sequence's own
+tokens shared its batch (not on other sequences' tokens beside it): without flash attention
+through the attention itself, and with it still when a read is cut differently (measured: a
+533-token prompt read as 516 + 17 tokens, or its last token alone after a warm prefix, gave
+different greedy answers). So a prompt is always read in chunks aligned to multiples of
+`chunk` positions, one chunk per sequence per step, and only whole aligned chunks of an
+earlier prompt are reused (never generated tokens, which were read one at a time). Greedy
+and seeded answers are the same whether the cache was warm or cold. Sequences with the same prompt that arrive together
 (the `n` choices of one request) read it once: the first reads it, the others wait and then
 copy its KV (llama.cpp copies only whole sequences between the slots of a split cache, so the
 copy is taken right after the prompt, before any generated token) and read its end again.
@@ -123,7 +124,7 @@ class BatchEngine:
             raise ValueError("chunk must be between 1 and n_batch")
         self.parallel, self.n_ctx = parallel, n_ctx
         self.n_batch = n_batch + parallel  # room for a whole chunk beside every sequence's next token
-        self.chunk: int | None = None if flash_attn else chunk  # aligned reads only where they matter
+        self.chunk = chunk
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self._logprob = logprob  # (logits pointer, token, top_n) -> TokenLogprob
         params = llama_cpp.llama_context_default_params()
@@ -256,8 +257,8 @@ class BatchEngine:
 
     def _reusable(self, slot: int, sequence: _Sequence) -> int:
         """Prompt tokens of `sequence` in the free `slot`'s KV exactly as a fresh read would leave
-        them (read under the same adapter; with `chunk`, whole aligned chunks), short of its own
-        last chunk (read again for its logits)."""
+        them (read under the same adapter, in whole aligned chunks), short of its own last chunk
+        (read again for its logits)."""
         key, tokens = self._held[slot]
         if key != sequence.key or sequence.media is not None:
             return 0
@@ -266,8 +267,7 @@ class BatchEngine:
 
     def _chunk_start(self, length: int) -> int:
         """Where the chunk holding position `length - 1` begins (0 for an empty prompt)."""
-        chunk = self.chunk or 1
-        return max(length - 1, 0) // chunk * chunk
+        return max(length - 1, 0) // self.chunk * self.chunk
 
     def _drop_cancelled(self) -> None:
         for sequence in [s for s in self._active if s.cancelled]:
@@ -318,10 +318,7 @@ class BatchEngine:
             elif self._donor_of(sequence, reading=True) is not None:
                 sequence.logits_at = -1  # a sibling is reading the same prompt: copy it afterwards
                 continue
-            if self.chunk is None:
-                take = min(room, len(sequence.prompt) - sequence.fed)
-            else:
-                take = min(sequence.fed // self.chunk * self.chunk + self.chunk, len(sequence.prompt)) - sequence.fed
+            take = min(sequence.fed // self.chunk * self.chunk + self.chunk, len(sequence.prompt)) - sequence.fed
             if not 0 < take <= room:  # an aligned chunk is read whole or waits for the next step
                 sequence.logits_at = -1
                 continue
@@ -412,9 +409,8 @@ class BatchEngine:
         if sequence in self._active:
             self._active.remove(sequence)
             if error is None and sequence.media is None:  # KV holding images matches no token prefix
-                # generated tokens were read one at a time: a fresh read matches them only with flash attention
-                written = sequence.written if self.chunk is None else []
-                self._held[sequence.seq_id] = (sequence.key, sequence.prompt[:sequence.fed] + written)
+                # generated tokens were read one at a time: a fresh read of them would differ
+                self._held[sequence.seq_id] = (sequence.key, sequence.prompt[:sequence.fed])
             elif error is None:
                 self._held[sequence.seq_id] = (sequence.key, [])
             else:
