@@ -411,3 +411,8 @@ def test_background_response_can_be_cancelled(client: openai.OpenAI, http: httpx
     refused = http.post(f"/v1/responses/{done.id}/cancel")
     assert refused.status_code == 400 and "background" in refused.json()["error"]["message"]
     assert http.post("/v1/responses/resp_nothing/cancel").status_code == 404
+    running = create(client, background=True, input="Write a very long story about a harbour.", max_output_tokens=1500)
+    assert client.responses.delete(running.id) is None  # deleted while running: it stays deleted
+    time.sleep(0.5)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(running.id)

@@ -43,7 +43,8 @@ async def cancel(response_id: ResponseId, state: Annotated[ServerState, Depends(
 
 @router.delete("/v1/responses/{response_id}", response_model=r.ResponseDeleted, responses=ERROR_RESPONSES)
 async def delete(response_id: ResponseId, state: Annotated[ServerState, Depends(get_state)]) -> Response:
-    """Forget a stored response."""
+    """Forget a stored response (a background one stops first)."""
+    await state.background_responses.stop(response_id)
     return json_or_stream(await delete_response(state.responses, response_id))
 
 

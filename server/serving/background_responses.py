@@ -36,13 +36,17 @@ class BackgroundResponses:
         self._tasks[ident] = task
         task.add_done_callback(lambda _: self._tasks.pop(ident, None))
 
-    async def cancel(self, ident: str) -> r.ResponseObject:
-        """Stop a background response; the stored response, `cancelled` (400 for one that was not
-        in the background, or that finished otherwise)."""
+    async def stop(self, ident: str) -> None:
+        """Cancel response `ident`'s task, if it runs, and wait until it has stored its end."""
         task = self._tasks.get(ident)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    async def cancel(self, ident: str) -> r.ResponseObject:
+        """Stop a background response; the stored response, `cancelled` (400 for one that was not
+        in the background, or that finished otherwise)."""
+        await self.stop(ident)
         response = r.ResponseObject.model_validate_json((await self.store.require(ident)).body)
         if not response.background:
             raise InvalidRequest(f"response '{ident}' was not created with background: true; only background "
