@@ -117,7 +117,7 @@ class VectorStoreService:
             raise InvalidRequest(f"there are already {self.settings.max_stores} vector stores "
                                  "([vector_stores] max_stores); delete one first", param="name")
         budget = _budget(body.chunking_strategy, INDEX_BUDGET)
-        files = [self._check_upload(file_id, f"file_ids[{i}]") for i, file_id in enumerate(body.file_ids)]
+        files = [self.files.get(file_id, f"file_ids[{i}]") for i, file_id in enumerate(body.file_ids)]
         store_id, now = _new_id(STORE_PREFIX), _now()
         row = StoreRow(store_id, body.name or "", now, now, body.expires_after.days if body.expires_after else None,
                        body.metadata or {}, budget.max_tokens, budget.overlap_tokens)
@@ -206,15 +206,11 @@ class VectorStoreService:
 
     # -- files --
 
-    def _check_upload(self, file_id: str, param: str) -> Any:
-        """The uploaded file's record; 404 for an unknown id."""
-        return self.files.get(file_id, param)
-
     async def add_file(self, store_id: str, body: v.VectorStoreFileCreateRequest) -> v.VectorStoreFileObject:
         """Attach an uploaded file and queue it."""
         row = await self._row(store_id, writable=True)
         _budget(body.chunking_strategy, _row_budget(row), param="chunking_strategy")
-        upload = self._check_upload(body.file_id, "file_id")
+        upload = self.files.get(body.file_id, "file_id")
         [attached] = await self._attach(row, [(upload, body.attributes or {})], None)
         return _file_object(attached, row)
 
@@ -312,7 +308,7 @@ class VectorStoreService:
             [(f.file_id, f.attributes or body.attributes or {}) for f in body.files]
         for index, entry in enumerate(body.files):
             _budget(entry.chunking_strategy, budget, param=f"files[{index}].chunking_strategy")
-        uploads = [(self._check_upload(file_id, f"file_ids[{i}]"), attributes)
+        uploads = [(self.files.get(file_id, f"file_ids[{i}]"), attributes)
                    for i, (file_id, attributes) in enumerate(given)]
         batch_id = _new_id(BATCH_PREFIX)
         await self._attach(row, uploads, batch_id)
