@@ -29,7 +29,7 @@ NO_EOS = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end tokens, banned: gene
 TOPICS = ["cats", "ships", "bread", "rain"]
 
 
-CHUNK = 32  # cache_chunk of the model without flash attention: its prompts are read and reused in these
+CHUNK = 32  # cache_chunk of the flash-attention model: its prompts are read and reused in these
 MAX_QUEUE = 4
 
 
@@ -62,7 +62,7 @@ path = "{SMOLLM}"
 n_ctx = 512
 n_threads = 2
 parallel = 2
-flash_attn = false
+flash_attn = true
 cache_chunk = {CHUNK}
 """
     running = start_server(tmp_path_factory.mktemp("batching"), config)
@@ -113,6 +113,10 @@ def together(server: RunningServer, calls: list[dict[str, Any]]) -> list[dict[st
 
 def text(answer: dict[str, Any]) -> str:
     return answer["choices"][0]["message"]["content"]
+
+
+def token_logprobs(answer: dict[str, Any]) -> list[tuple[str, float]]:
+    return [(t["token"], t["logprob"]) for t in answer["choices"][0]["logprobs"]["content"]]
 
 
 def test_the_card_offers_the_slots(http: httpx.Client) -> None:
@@ -222,12 +226,13 @@ def test_a_long_prompt_is_read_beside_running_streams(server: RunningServer, htt
     """A prompt longer than one batch (n_batch 512) joins two running streams: it is read in
     chunks between their steps, and all three answer as they do alone."""
     long_topic = "the history of lighthouses, " + ", ".join(f"lamp number {i}" for i in range(120))
-    calls = [{"topic": "cats", "max_tokens": 64, "logit_bias": NO_EOS},
-             {"topic": "ships", "max_tokens": 64, "logit_bias": NO_EOS},
-             {"topic": long_topic, "max_tokens": 12}]
+    calls = [{"topic": "cats", "max_tokens": 64, "logit_bias": NO_EOS, "logprobs": True},
+             {"topic": "ships", "max_tokens": 64, "logit_bias": NO_EOS, "logprobs": True},
+             {"topic": long_topic, "max_tokens": 12, "logprobs": True}]
     alone = [ask(http, **call) for call in calls]
     assert alone[2]["usage"]["prompt_tokens"] > 512
-    assert [text(a) for a in together(server, calls)] == [text(a) for a in alone]
+    # the same numbers to the last bit, not only the same greedy text
+    assert [token_logprobs(a) for a in together(server, calls)] == [token_logprobs(a) for a in alone]
 
 
 def test_tools_and_schemas_beside_plain_requests(server: RunningServer) -> None:
@@ -302,7 +307,7 @@ def test_a_worker_crash_ends_every_stream_and_the_next_request_works(server: Run
 def test_a_repeated_prompt_beginning_is_not_read_again(http: httpx.Client, model: str) -> None:
     """The slot that holds the longest prefix takes the request; usage says how much was cached
     (in whole aligned chunks); a warm cache gives the same greedy answer as a cold one. The
-    flash-attention model's prompt is longer than a batch (516 tokens), so a cold read spans two."""
+    default model's prompt is longer than a batch (516 tokens), so a cold read spans two."""
     repeats, chunk = {"batched": (48, 128), "batched-aligned": (8, CHUNK)}[model]
     system = {"role": "system", "content": f"You are a terse assistant for the {model} lighthouse museum. " * repeats}
 

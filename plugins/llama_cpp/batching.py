@@ -1,20 +1,19 @@
 """Continuous batching: many sequences decoded together on one llama.cpp context.
 
 `BatchEngine` owns a context of `parallel` sequences (each with `n_ctx` positions of KV) and
-one scheduler thread. Each step builds one batch: the next token of every sequence that is
-generating, then as many prompt tokens of newly joined sequences as the batch has room for
-(a long prompt is read in chunks between decode steps, so neither starves the other), and
-runs one `llama_decode`. Each sequence samples from its own logits with its own sampler
+one scheduler thread. Each step decodes the next token of every sequence that is generating
+in one `llama_decode`, then as many prompt chunks of newly joined sequences as the batch has
+room for, each in a `llama_decode` of its own (a long prompt is read in chunks between decode
+steps, so neither starves the other). Each sequence samples from its own logits with its own sampler
 chain (penalties, logit bias, grammar, top-k, top-p, min-p, temperature, its own seeded RNG).
 A sequence that ends, or whose reader goes away, frees its KV cells at once.
 
 Reusing KV never changes an answer. A new sequence takes the free slot whose KV holds the
 longest beginning of its prompt (a shared system prompt, the earlier turns of a conversation)
 and reads only the rest. llama.cpp's numbers for a token depend on which of the sequence's own
-tokens shared its batch (not on other sequences' tokens beside it): without flash attention
-through the attention itself, and with it still when a read is cut differently (measured: a
-533-token prompt read as 516 + 17 tokens, or its last token alone after a warm prefix, gave
-different greedy answers). So a prompt is always read in chunks aligned to multiples of
+tokens shared its batch (not on other sequences' tokens beside it; measured: a 533-token
+prompt read as 516 + 17 tokens, or its last token alone after a warm prefix, gave different
+greedy answers). So a prompt is always read in chunks aligned to multiples of
 `chunk` positions, one chunk per sequence per step, and only whole aligned chunks of an
 earlier prompt are reused (never generated tokens, which were read one at a time). Greedy
 and seeded answers are the same whether the cache was warm or cold. Sequences with the same prompt that arrive together
@@ -97,7 +96,6 @@ class _Sequence:
     written: list[int] = field(default_factory=list)  # generated tokens in the KV cache
     generated: int = 0
     last: int | None = None  # the token sampled last, not yet in the KV cache
-    logits_at: int = -1  # its row in this step's batch, when it has one
     cancelled: bool = False
     answers: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
     media: MediaPrompt | None = None  # a prompt with images, read by its own evaluator (empty `prompt`)
@@ -281,8 +279,6 @@ class BatchEngine:
             self._group, self._group_steps = keys[after % len(keys)], 0
         self._group_steps += 1
         members = [s for s in self._active if s.key == self._group]
-        for sequence in self._active:
-            sequence.logits_at = -1
         if self._group != self._applied:
             self._set_adapter(members[0].adapter)
         return members
@@ -300,50 +296,63 @@ class BatchEngine:
         self._applied = None if adapter is None else adapter.key
 
     def _step(self) -> None:
-        batch, room = self._batch, self.n_batch
-        batch.n_tokens = 0
+        """One step: the next token of every stream in one `llama_decode`, then each prompt
+        chunk of this step in a `llama_decode` of its own.
+
+        With a cache split per sequence, llama.cpp cuts a batch into micro-batches holding the
+        same number of tokens of each sequence, from consecutive sequence ids only: a chunk read
+        beside streams would be cut (one token beside theirs, the rest alone), and its numbers
+        would differ from a read alone. Streams go in slot order, so that neighbouring slots
+        share a micro-batch."""
         members = self._pick_group()
         for sequence in [s for s in members if s.media is not None and s.last is None]:
             self._read_media(sequence)
         members = [s for s in members if s in self._active]
-        decoded = 0  # sequences with tokens in this batch
-        for sequence in (s for s in members if s.last is not None):  # one token each, first: streams keep pace
-            sequence.logits_at = self._add(sequence.last, sequence.position, sequence.seq_id, True)
-            room -= 1
-            decoded += 1
+        streams = sorted((s for s in members if s.last is not None), key=lambda s: s.seq_id)
+        room = self.n_batch - len(streams)
+        chunks: list[tuple[_Sequence, int]] = []
         for sequence in (s for s in members if s.last is None):
             donor = self._donor_of(sequence, reading=False)
             if donor is not None:  # a sibling holds exactly this prompt now (copied before this step writes more)
                 self._copy_prompt(donor, sequence)
             elif self._donor_of(sequence, reading=True) is not None:
-                sequence.logits_at = -1  # a sibling is reading the same prompt: copy it afterwards
-                continue
+                continue  # a sibling is reading the same prompt: copy it afterwards
             take = min(sequence.fed // self.chunk * self.chunk + self.chunk, len(sequence.prompt)) - sequence.fed
-            if not 0 < take <= room:  # an aligned chunk is read whole or waits for the next step
-                sequence.logits_at = -1
-                continue
-            for offset in range(take):
-                index = sequence.fed + offset
-                sequence.logits_at = self._add(sequence.prompt[index], index, sequence.seq_id,
-                                               index == len(sequence.prompt) - 1)
-            if sequence.fed + take < len(sequence.prompt):
-                sequence.logits_at = -1  # the prompt is not read to its end yet
-            sequence.fed += take
-            room -= take
-            decoded += 1
-        if batch.n_tokens == 0:
+            if 0 < take <= room:  # an aligned chunk is read whole or waits for the next step
+                chunks.append((sequence, take))
+                room -= take
+        if not streams and not chunks:
             return
-        code = self._lib.llama_decode(self._ctx, batch)
-        if code != 0:
-            raise LampstandError(f"llama_decode returned {code}")
-        self._steps.append(decoded)
-        for sequence in list(self._active):
-            if sequence.logits_at >= 0:
-                self._sample(sequence)
+        self._steps.append(len(streams) + len(chunks))
+        if streams:
+            self._decode([(s, [s.last], s.position) for s in streams])
+        for sequence, take in chunks:
+            start = sequence.fed
+            sequence.fed += take
+            self._decode([(sequence, sequence.prompt[start:sequence.fed], start)])
         for sequence in [s for s in self._active if s.last is None]:
             donor = self._donor_of(sequence, reading=False)
             if donor is not None:
                 self._copy_prompt(donor, sequence)
+
+    def _decode(self, reads: list[tuple[_Sequence, list[Any], int]]) -> None:
+        """One `llama_decode` of `reads` (a sequence, its tokens, the position of the first),
+        then a token sampled for each sequence whose prompt is read to its end or that generates."""
+        batch = self._batch
+        batch.n_tokens = 0
+        rows: list[tuple[_Sequence, int]] = []
+        for sequence, tokens, start in reads:
+            done = sequence.last is not None or sequence.fed == len(sequence.prompt)
+            for offset, token in enumerate(tokens):
+                row = self._add(token, start + offset, sequence.seq_id, done and offset == len(tokens) - 1)
+            if done:
+                rows.append((sequence, row))
+        code = self._lib.llama_decode(self._ctx, batch)
+        if code != 0:
+            raise LampstandError(f"llama_decode returned {code}")
+        for sequence, row in rows:
+            if sequence in self._active:
+                self._sample(sequence, row)
 
     def _read_media(self, sequence: _Sequence) -> None:
         """A prompt with images: read on its own (llama.cpp's multimodal helper decodes it), then
@@ -385,8 +394,8 @@ class BatchEngine:
         batch.n_tokens = i + 1
         return i
 
-    def _sample(self, sequence: _Sequence, row: int | None = None) -> None:
-        lib, row = self._lib, sequence.logits_at if row is None else row
+    def _sample(self, sequence: _Sequence, row: int) -> None:
+        lib = self._lib
         sampling = sequence.settings.sampling
         token = lib.llama_sampler_sample(sequence.sampler, self._ctx, row)
         if sampling.logprobs:

@@ -26,9 +26,10 @@ class LlamaCppOptions(PluginOptions):
     n_threads: int | None = Field(None, ge=1, description="default: all cores")
     n_threads_batch: int | None = Field(None, ge=1, description="threads for reading prompts; default: n_threads")
     n_gpu_layers: int = Field(0, ge=-1, description="-1 offloads every layer")
-    flash_attn: bool = Field(True, description=(
-        "flash attention; with it an answer does not depend on what else shares the batch, or on "
-        "where the KV cache put its cells (without it, batched greedy answers can differ by request order)"))
+    flash_attn: bool = Field(False, description=(
+        "flash attention; on CPU, llama.cpp computes a lone sequence's next token over 512 or more "
+        "KV cells with another kernel than several sequences' tokens, so with it a greedy answer with "
+        "a long context can differ alone and beside other requests (without it, it cannot)"))
     use_mmap: bool = True
     embedding: bool = Field(False, description="serve embeddings instead of text generation")
     pooling: Literal["model", "mean", "cls", "last"] = "model"
