@@ -10,16 +10,13 @@ A sequence that ends, or whose reader goes away, frees its KV cells at once.
 
 Reusing KV never changes an answer. A new sequence takes the free slot whose KV holds the
 longest beginning of its prompt (a shared system prompt, the earlier turns of a conversation)
-and reads only the rest. llama.cpp's numbers for a token depend on which of the sequence's own
-tokens shared its batch (not on other sequences' tokens beside it; measured: a 533-token
-prompt read as 516 + 17 tokens, or its last token alone after a warm prefix, gave different
-greedy answers). So a prompt is always read in chunks aligned to multiples of
-`chunk` positions, one chunk per sequence per step, and only whole aligned chunks of an
-earlier prompt are reused (never generated tokens, which were read one at a time). Greedy
-and seeded answers are the same whether the cache was warm or cold. Sequences with the same prompt that arrive together
-(the `n` choices of one request) read it once: the first reads it, the others wait and then
-copy its KV (llama.cpp copies only whole sequences between the slots of a split cache, so the
-copy is taken right after the prompt, before any generated token) and read its end again.
+and reads only the rest, in the pieces `prompt_cache.PromptCuts` allows: a prompt is read as
+a fresh read would cut it (one piece per sequence per step), and only the part of an earlier
+prompt that a fresh read would leave the same is reused (never generated tokens, which were
+read one at a time). Sequences with the same prompt that arrive together (the `n` choices of
+one request) read it once: the first reads it, the others wait and then copy its KV (llama.cpp
+copies only whole sequences between the slots of a split cache, so the copy is taken right
+after the prompt, before any generated token) and read its last piece again.
 
 A prompt with images (vision chat) is read by llama.cpp's multimodal helper into its slot in a
 step of its own (the other streams wait for that prefill only), then generates like the rest;
@@ -47,6 +44,8 @@ from typing import Any
 
 from lampstand.plugins.errors import LampstandError
 from lampstand.plugins.types import SamplingParams, TokenLogprob
+
+from .prompt_cache import PromptCuts
 
 __all__ = ["BatchEngine", "SamplerSettings", "TokenStream", "Adapter", "MediaPrompt"]
 
@@ -122,7 +121,7 @@ class BatchEngine:
             raise ValueError("chunk must be between 1 and n_batch")
         self.parallel, self.n_ctx = parallel, n_ctx
         self.n_batch = n_batch + parallel  # room for a whole chunk beside every sequence's next token
-        self.chunk = chunk
+        self._cuts = PromptCuts(chunk, aligned=flash_attn)
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self._logprob = logprob  # (logits pointer, token, top_n) -> TokenLogprob
         params = llama_cpp.llama_context_default_params()
@@ -255,17 +254,17 @@ class BatchEngine:
 
     def _reusable(self, slot: int, sequence: _Sequence) -> int:
         """Prompt tokens of `sequence` in the free `slot`'s KV exactly as a fresh read would leave
-        them (read under the same adapter, in whole aligned chunks), short of its own last chunk
+        them (read under the same adapter, cut as a fresh read cuts), short of its own last piece
         (read again for its logits)."""
         key, tokens = self._held[slot]
         if key != sequence.key or sequence.media is not None:
             return 0
         same = _common_prefix(tokens, sequence.prompt)
-        return min(self._chunk_start(same + 1), self._chunk_start(len(sequence.prompt)))
+        return self._cuts.reusable(same, len(sequence.prompt))
 
-    def _chunk_start(self, length: int) -> int:
-        """Where the chunk holding position `length - 1` begins (0 for an empty prompt)."""
-        return max(length - 1, 0) // self.chunk * self.chunk
+    def _last_piece(self, sequence: _Sequence) -> int:
+        """Where the last piece of the sequence's prompt begins (read again for its logits)."""
+        return self._cuts.reusable(len(sequence.prompt), len(sequence.prompt))
 
     def _drop_cancelled(self) -> None:
         for sequence in [s for s in self._active if s.cancelled]:
@@ -317,8 +316,8 @@ class BatchEngine:
                 self._copy_prompt(donor, sequence)
             elif self._donor_of(sequence, reading=True) is not None:
                 continue  # a sibling is reading the same prompt: copy it afterwards
-            take = min(sequence.fed // self.chunk * self.chunk + self.chunk, len(sequence.prompt)) - sequence.fed
-            if 0 < take <= room:  # an aligned chunk is read whole or waits for the next step
+            take = self._cuts.piece_end(sequence.fed, len(sequence.prompt)) - sequence.fed
+            if 0 < take <= room:  # a piece is read whole or waits for the next step
                 chunks.append((sequence, take))
                 room -= take
         if not streams and not chunks:
@@ -369,7 +368,7 @@ class BatchEngine:
     def _donor_of(self, sequence: _Sequence, *, reading: bool) -> _Sequence | None:
         """An earlier sequence with the same prompt that is still reading it (`reading`), or whose
         KV cache holds exactly that prompt now (it has just sampled its first token)."""
-        if sequence.fed >= self._chunk_start(len(sequence.prompt)):
+        if sequence.fed >= self._last_piece(sequence):
             return None
         for other in self._active:
             if other is sequence:
@@ -380,7 +379,7 @@ class BatchEngine:
         return None
 
     def _copy_prompt(self, donor: _Sequence, sequence: _Sequence) -> None:
-        lib, last = self._lib, self._chunk_start(len(sequence.prompt))
+        lib, last = self._lib, self._last_piece(sequence)
         lib.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
         lib.llama_memory_seq_cp(self._memory, donor.seq_id, sequence.seq_id, -1, -1)
         lib.llama_memory_seq_rm(self._memory, sequence.seq_id, last, -1)  # read again for its own logits

@@ -22,7 +22,8 @@ class LlamaCppOptions(PluginOptions):
 
     n_ctx: int = Field(4096, ge=64, description="context tokens; capped at the model's training context")
     n_batch: int = Field(512, ge=1)
-    cache_chunk: int = Field(128, ge=8, description="prompt KV is reused in aligned chunks of this size")
+    cache_chunk: int = Field(128, ge=8, description=(
+        "prompts are read in pieces of this many tokens; with flash_attn, KV is reused only in aligned chunks of it"))
     n_threads: int | None = Field(None, ge=1, description="default: all cores")
     n_threads_batch: int | None = Field(None, ge=1, description="threads for reading prompts; default: n_threads")
     n_gpu_layers: int = Field(0, ge=-1, description="-1 offloads every layer")

@@ -51,7 +51,7 @@ from .decode import check_logit_bias, decode_stream, logprob_from_logits, text_c
 from .gguf_info import GgufInfo, read_gguf_info
 from .grammar import grammar_for_chat, is_forced_tool_call
 from .options import LlamaCppOptions
-from .prompt_cache import PromptCache
+from .prompt_cache import PromptCache, PromptCuts
 from .vision import VisionProjector, projector_file_bytes
 from .vocab import Vocab
 
@@ -75,7 +75,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         self._template: ChatTemplate | None = None
         self._vocab: Vocab | None = None
         self._projector: VisionProjector | None = None
-        self._cache = PromptCache(self.options.cache_chunk)
+        self._cache = PromptCache(PromptCuts(self.options.cache_chunk, aligned=self.options.flash_attn))
         self._adapters = LoraAdapters(self.path)
         self._engine: BatchEngine | None = None  # with parallel > 1: every generation
         self._exclusive = threading.Lock()  # everything else runs on the Llama context, one at a time
