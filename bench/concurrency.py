@@ -26,6 +26,7 @@ burst by burst, the in-process baseline between the 1-stream bursts.
 
 Run: python bench/concurrency.py [--parallel 4] [--tokens 128] [--repeats 3] [--probes 4]
                                  [--llama-server PATH | --no-llama-server] [--serial]
+                                 [--flash-attn default|on|off]
 """
 
 from __future__ import annotations
@@ -54,9 +55,11 @@ PROBE = "In one sentence, what does a harbour pilot do? Question {i}."
 BACKGROUND_TOKENS = N_CTX - 64  # streams that run on while the late requests arrive (stopped after them)
 
 
-def config(parallel: int) -> str:
+def config(parallel: int, flash_attn: str = "default") -> str:
+    """lampstand's config for the model; `flash_attn` "on"/"off" overrides its default (off)."""
+    forced = "" if flash_attn == "default" else f"flash_attn = {'true' if flash_attn == 'on' else 'false'}\n"
     return (f'[[models]]\nid = "smol"\nplugin = "llama_cpp"\npath = "{SMOLLM}"\nn_ctx = {N_CTX}\n'
-            f'n_threads = {N_THREADS}\nparallel = {parallel}\npreload = true\n')
+            f'n_threads = {N_THREADS}\nparallel = {parallel}\npreload = true\n{forced}')
 
 
 @dataclass
@@ -233,12 +236,14 @@ def raw_once(llm: Llama, tokens: int, i: int) -> tuple[float, float]:
 
 
 @contextmanager
-def llama_server(binary: str, parallel: int) -> Iterator[str]:
-    """llama.cpp's own server on the same model: `parallel` slots of N_CTX tokens each."""
+def llama_server(binary: str, parallel: int, flash_attn: str = "default") -> Iterator[str]:
+    """llama.cpp's own server on the same model: `parallel` slots of N_CTX tokens each;
+    `flash_attn` "on"/"off" overrides its default ("auto", on for this model on CPU)."""
     port = free_port()
+    forced = [] if flash_attn == "default" else ["-fa", flash_attn]
     process = subprocess.Popen([binary, "-m", str(SMOLLM), "-c", str(N_CTX * parallel), "--parallel", str(parallel),
                                 "-t", str(N_THREADS), "-tb", str(N_THREADS), "--host", "127.0.0.1",
-                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "--port", str(port), *forced], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, process, None, 60)
@@ -284,6 +289,8 @@ def main() -> None:
     parser.add_argument("--llama-server", help="a llama-server binary (default: build and cache one)")
     parser.add_argument("--no-llama-server", action="store_true", help="leave llama.cpp's server out")
     parser.add_argument("--serial", action="store_true", help="also measure lampstand with parallel = 1")
+    parser.add_argument("--flash-attn", choices=("default", "on", "off"), default="default",
+                        help="flash attention for both servers (default: each its own, lampstand off, llama-server auto)")
     args = parser.parse_args()
     binary = None
     if not args.no_llama_server:
@@ -296,11 +303,11 @@ def main() -> None:
     ours, anchor = f"lampstand parallel={args.parallel}", f"llama-server -np {args.parallel}"
     llm = Llama(model_path=str(SMOLLM), n_ctx=N_CTX, n_threads=N_THREADS, n_threads_batch=N_THREADS, verbose=False)
     with ExitStack() as stack:
-        servers = {ours: stack.enter_context(running_server(config(args.parallel)))}
+        servers = {ours: stack.enter_context(running_server(config(args.parallel, args.flash_attn)))}
         if args.serial:
-            servers["lampstand parallel=1"] = stack.enter_context(running_server(config(1)))
+            servers["lampstand parallel=1"] = stack.enter_context(running_server(config(1, args.flash_attn)))
         if binary:
-            servers[anchor] = stack.enter_context(llama_server(binary, args.parallel))
+            servers[anchor] = stack.enter_context(llama_server(binary, args.parallel, args.flash_attn))
         idle = MemoryWatch(servers[ours]).card()["footprint"]
         with MemoryWatch(servers[ours]) as watch:
             results, raw_speed, raw_ttft = measure(servers, llm, args.tokens, args.repeats, args.probes)
