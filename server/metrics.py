@@ -79,6 +79,9 @@ class Metrics:
                              buckets=_ITL_BUCKETS, registry=r)
         self.batch_size = Histogram(PREFIX + "batch_size", "Sequences decoded together in one engine step "
                                     "(continuous batching).", model, buckets=_BATCH_BUCKETS, registry=r)
+        self.embedding_batch = Histogram(PREFIX + "embedding_batch_size", "Embedding requests served by one "
+                                         "encode (coalesced while the model was busy).", model,
+                                         buckets=_BATCH_BUCKETS, registry=r)
         self.e2e = Histogram(PREFIX + "e2e_request_latency_seconds", "Request latency, arrival to last token.",
                              model, buckets=_LATENCY_BUCKETS, registry=r)
         self.prompt_tokens = Counter(PREFIX + "prompt_tokens", "Prompt tokens processed.", model, registry=r)

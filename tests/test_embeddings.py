@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import numpy as np
 import openai
 import pytest
 
-from conftest import EMBED_MODEL, MINILM
+from conftest import EMBED_MODEL, MINILM, RunningServer
 
 SENTENCES = ["A cat sits on the mat.", "Stock markets fell sharply today.", "The kitten naps on a rug."]
 
@@ -72,6 +73,33 @@ def test_concurrent_single_requests_get_their_own_vectors(client: openai.OpenAI)
     with ThreadPoolExecutor(8) as pool:
         singles = np.array(list(pool.map(one, texts)))
     np.testing.assert_allclose(singles, together, atol=1e-5)
+
+
+def embedding_batches(server: RunningServer) -> tuple[float, float]:
+    """(batches, requests) so far in /metrics' embedding batch histogram, every model summed."""
+    found = {"_count": 0.0, "_sum": 0.0}
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        for suffix in found:
+            if line.startswith(f"lampstand:embedding_batch_size{suffix}{{"):
+                found[suffix] += float(line.rsplit(" ", 1)[1])
+    return found["_count"], found["_sum"]
+
+
+def test_clients_in_flight_share_batches(server: RunningServer, client: openai.OpenAI) -> None:
+    """Eight clients sending one sentence at a time, four rounds each: every request is counted
+    in /metrics, and they shared encodes (how many per batch depends on timing; the bench
+    measures the throughput)."""
+    batches, requests = embedding_batches(server)
+
+    def rounds(i: int) -> None:
+        for r in range(4):
+            client.embeddings.create(model=EMBED_MODEL, input=f"client {i} asks about topic {r}")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(rounds, range(8)))
+    more_batches, more_requests = embedding_batches(server)
+    assert more_requests - requests == 32
+    assert 0 < more_batches - batches < 32
 
 
 def test_llama_cpp_embeddings_from_a_gguf(client: openai.OpenAI) -> None:

@@ -2,14 +2,21 @@
 
 While the embedder works on one batch, newly arriving requests queue; the next batch takes
 all of them at once (up to `max_batch` inputs). Many small concurrent requests therefore
-cost about what one large request costs. A batch that fails on one request's bad input is
-retried request by request, so only that request fails.
+cost about what one large request costs. Under concurrent load (the last batch served more
+than one request) the next batch first waits, up to 20 ms, for as many new requests as the
+last batch served: the clients whose answers just went out send their next ones within a few
+milliseconds, and without the wait they would form a batch of their own, so that N clients
+split into two smaller batches that alternate (measured: 16 clients in flight made batches of
+5-11). A lone client never waits.
+A batch that fails on one request's bad input is retried request by request, so only that
+request fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -22,11 +29,12 @@ from lampstand.plugins.types import EmbeddingResult
 from .. import protocol as p
 from ..config import ServerSettings
 from ..leases import Lease, keep_alive_of
-from ..model_pool import ModelPool
+from ..model_pool import HostedModel, ModelPool
 
-__all__ = ["EmbeddingBatcher", "create_embeddings"]
+__all__ = ["EmbeddingBatcher", "batcher_for", "create_embeddings"]
 
 Inputs = list[str | list[int]]
+GATHER_S = 0.02  # the longest a batch under concurrent load waits for more requests
 
 
 @dataclass
@@ -39,10 +47,13 @@ class _Pending:
 class EmbeddingBatcher:
     """Coalesces concurrent embedding requests for one model into shared batches."""
 
-    def __init__(self, max_batch: int = 256) -> None:
+    def __init__(self, max_batch: int = 256, observe: Callable[[int], None] = lambda requests: None) -> None:
         self.max_batch = max_batch
+        self.observe = observe  # told the number of requests of each batch
         self.pending: list[_Pending] = []
         self.draining: asyncio.Task[None] | None = None
+        self.previous = 0  # requests in the last batch: more than one means concurrent clients
+        self._arrived = asyncio.Event()
 
     async def embed(self, inputs: Inputs, lease: Lease) -> EmbeddingResult:
         """Vectors for `inputs`, computed in whichever batch they join.
@@ -52,6 +63,7 @@ class EmbeddingBatcher:
         """
         future: asyncio.Future[EmbeddingResult] = asyncio.get_running_loop().create_future()
         self.pending.append(_Pending(inputs, lease, future))
+        self._arrived.set()
         if self.draining is None or self.draining.done():
             self.draining = asyncio.create_task(self._drain())
         return await future
@@ -67,9 +79,29 @@ class EmbeddingBatcher:
 
     async def _drain(self) -> None:
         while self.pending:
+            if self.previous > 1:
+                await self._gather()
             batch = self._take_batch()
+            self.previous = len(batch)
             if batch:
+                self.observe(len(batch))
                 await self._run(batch)
+
+    async def _gather(self) -> None:
+        """Wait, up to GATHER_S, for the clients of the last batch to send their next requests
+        (as many as it served, beside those already waiting), or for a full batch."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GATHER_S
+        expected = len(self.pending) + self.previous
+        while len(self.pending) < expected and sum(len(item.inputs) for item in self.pending) < self.max_batch:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                return
 
     async def _run(self, batch: list[_Pending]) -> None:
         flat = [x for item in batch for x in item.inputs]
@@ -96,6 +128,14 @@ class EmbeddingBatcher:
             end = start + len(item.inputs)
             _settle(item.future, EmbeddingResult(result.vectors[start:end], result.token_counts[start:end]))
             start = end
+
+
+def batcher_for(pool: ModelPool, batchers: dict[str, EmbeddingBatcher], hosted: HostedModel) -> EmbeddingBatcher:
+    """The model's batcher (one per model, shared by the API and the indexer), made on first use."""
+    batcher = batchers.get(hosted.id)
+    if batcher is None:
+        batcher = batchers[hosted.id] = EmbeddingBatcher(observe=pool.metrics.embedding_batch.labels(hosted.id).observe)
+    return batcher
 
 
 async def _unless_abandoned(call: asyncio.Future[EmbeddingResult],
@@ -164,7 +204,7 @@ async def create_embeddings(pool: ModelPool, batchers: dict[str, EmbeddingBatche
     """An `embedding` list in input order."""
     hosted = pool.require(body.model, Capability.EMBEDDINGS)
     inputs = _inputs(body.input, settings)
-    batcher = batchers.setdefault(hosted.id, EmbeddingBatcher())
+    batcher = batcher_for(pool, batchers, hosted)
     async with pool.admit(hosted, keep_alive_of(body.keep_alive)) as lease:
         result = await batcher.embed(inputs, lease)
     return p.EmbeddingResponse(

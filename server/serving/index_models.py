@@ -17,7 +17,7 @@ from lampstand.plugins.contract import Capability
 from lampstand.plugins.errors import InvalidRequest, ModelNotFound
 
 from ..model_pool import HostedModel, ModelPool
-from .embeddings import EmbeddingBatcher
+from .embeddings import EmbeddingBatcher, batcher_for
 from .rerank import rerank_documents
 
 __all__ = ["PoolEmbedder", "PoolReranker"]
@@ -32,7 +32,7 @@ class PoolEmbedder:
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32."""
-        batcher = self.batchers.setdefault(self.hosted.id, EmbeddingBatcher())
+        batcher = batcher_for(self.pool, self.batchers, self.hosted)
         async with self.pool.admit(self.hosted) as lease:
             result = await batcher.embed(list(texts), lease)
         return np.asarray(result.vectors, dtype=np.float32)
