@@ -170,13 +170,34 @@ def test_seeded_sampling_repeats_and_n_gives_choices(client: openai.OpenAI) -> N
     assert len(first) == 2 and first == sample()
 
 
-def test_four_concurrent_streams_match_their_solo_answers(client: openai.OpenAI) -> None:
+NEAR_TIE = 0.25  # nats between a solo answer's first and second choice where batched rounding may flip it
+
+
+def greedy_tokens(client: openai.OpenAI, question: str) -> list[tuple[str, list[tuple[str, float]]]]:
+    """Each token of a greedy answer, with its two most likely choices and their logprobs."""
+    answer = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}],
+                                            temperature=0, max_tokens=24, logprobs=True, top_logprobs=2)
+    content = answer.choices[0].logprobs.content or []
+    return [(t.token, [(c.token, c.logprob) for c in t.top_logprobs]) for t in content]
+
+
+def test_four_concurrent_answers_match_their_solo_answers(client: openai.OpenAI) -> None:
+    """Side by side, each greedy answer is its solo answer, or leaves it only where the solo
+    answer's two best tokens were a near tie: vLLM's CPU kernels round a batch of four
+    differently from one row (seen once in CI), but a sequence reading another's KV or sampler
+    would leave it at a clear choice."""
     questions = ["Name three colours.", "What is 2 + 2?", "Say hello in French.", "Name a planet."]
-    alone = [stream_text(client, q) for q in questions]
+    alone = [greedy_tokens(client, q) for q in questions]
     with ThreadPoolExecutor(4) as pool:
-        together = list(pool.map(lambda q: stream_text(client, q), questions))
-    assert all(together)
-    assert together == alone
+        together = list(pool.map(lambda q: greedy_tokens(client, q), questions))
+    for solo, side in zip(alone, together):
+        assert side
+        fork = next((i for i, (a, b) in enumerate(zip(solo, side)) if a[0] != b[0]), None)
+        if fork is None:
+            assert len(side) == len(solo)
+            continue
+        (first, best), (second, runner_up) = solo[fork][1]
+        assert side[fork][0] == second and best - runner_up < NEAR_TIE, (fork, solo[fork], side[fork])
 
 
 def test_json_schema_output_validates(client: openai.OpenAI) -> None:
