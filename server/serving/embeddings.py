@@ -2,14 +2,8 @@
 
 While the embedder works on one batch, newly arriving requests queue; the next batch takes
 all of them at once (up to `max_batch` inputs). Many small concurrent requests therefore
-cost about what one large request costs. Under concurrent load (the last batch served more
-than one request) the next batch first waits, up to 20 ms, for as many new requests as the
-last batch served: the clients whose answers just went out send their next ones within a few
-milliseconds, and without the wait they would form a batch of their own, so that N clients
-split into two smaller batches that alternate (measured: 16 clients in flight made batches of
-5-11). A lone client never waits.
-A batch that fails on one request's bad input is retried request by request, so only that
-request fails.
+cost about what one large request costs. A batch that fails on one request's bad input is
+retried request by request, so only that request fails.
 """
 
 from __future__ import annotations
@@ -34,7 +28,6 @@ from ..model_pool import HostedModel, ModelPool
 __all__ = ["EmbeddingBatcher", "batcher_for", "create_embeddings"]
 
 Inputs = list[str | list[int]]
-GATHER_S = 0.02  # the longest a batch under concurrent load waits for more requests
 
 
 @dataclass
@@ -52,8 +45,6 @@ class EmbeddingBatcher:
         self.observe = observe  # told the number of requests of each batch
         self.pending: list[_Pending] = []
         self.draining: asyncio.Task[None] | None = None
-        self.previous = 0  # requests in the last batch: more than one means concurrent clients
-        self._arrived = asyncio.Event()
 
     async def embed(self, inputs: Inputs, lease: Lease) -> EmbeddingResult:
         """Vectors for `inputs`, computed in whichever batch they join.
@@ -63,7 +54,6 @@ class EmbeddingBatcher:
         """
         future: asyncio.Future[EmbeddingResult] = asyncio.get_running_loop().create_future()
         self.pending.append(_Pending(inputs, lease, future))
-        self._arrived.set()
         if self.draining is None or self.draining.done():
             self.draining = asyncio.create_task(self._drain())
         return await future
@@ -79,29 +69,10 @@ class EmbeddingBatcher:
 
     async def _drain(self) -> None:
         while self.pending:
-            if self.previous > 1:
-                await self._gather()
             batch = self._take_batch()
-            self.previous = len(batch)
             if batch:
                 self.observe(len(batch))
                 await self._run(batch)
-
-    async def _gather(self) -> None:
-        """Wait, up to GATHER_S, for the clients of the last batch to send their next requests
-        (as many as it served, beside those already waiting), or for a full batch."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + GATHER_S
-        expected = len(self.pending) + self.previous
-        while len(self.pending) < expected and sum(len(item.inputs) for item in self.pending) < self.max_batch:
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), left)
-            except TimeoutError:
-                return
 
     async def _run(self, batch: list[_Pending]) -> None:
         flat = [x for item in batch for x in item.inputs]
