@@ -9,9 +9,12 @@ ends with exactly one of those three, cancelled ones included: the parent counts
 call as running until that answer arrives. A plugin that schedules its own calls also sends
 `("stats", STATS_ID, EngineStats)` about once a second while it has something to tell.
 
-Each call runs in its own thread; one engine lock keeps the plugin to one call at a time
-(except the contract's concurrent operations, such as loading an adapter, which run beside
-it, and every call of a plugin with more than one slot, which schedules them itself). A worker answers only the operations of the capabilities its model declares
+The plugin's calls run one at a time, in arrival order, on one long-lived engine thread, the
+thread that loaded it: OpenMP (torch) keeps a thread team per calling thread, and a fresh
+thread per call cost 6% of embedding throughput on 2 cores (`bench/rag.py`'s index build).
+The contract's concurrent operations (such as loading an adapter), and every call of a plugin
+with more than one slot (which schedules them itself), run in threads of their own beside it;
+one engine lock keeps those that must not overlap with unloading apart. A worker answers only the operations of the capabilities its model declares
 (`operations_for` in the plugin contract).
 A cancelled call stops after the item being produced (one decode step) and its generator
 is closed, so the engine frees its work; a plain call stops at its plugin's next
@@ -28,6 +31,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from multiprocessing.connection import Connection
 from typing import Any, cast
@@ -71,8 +75,8 @@ def transportable(exc: BaseException) -> LampstandError:
 class _Server:
     """Serves calls on one loaded plugin until the parent says stop or goes away."""
 
-    def __init__(self, commands: Connection, results: Connection, plugin: Plugin) -> None:
-        self.commands, self.results, self.plugin = commands, results, plugin
+    def __init__(self, commands: Connection, results: Connection, plugin: Plugin, engine: ThreadPoolExecutor) -> None:
+        self.commands, self.results, self.plugin, self.engine = commands, results, plugin, engine
         self.operations: dict[str, Operation] = operations_for(plugin.capabilities())  # type: ignore[type-arg]
         self.side_by_side = plugin.slots() > 1  # the plugin schedules concurrent calls itself
         self.send_lock = threading.Lock()
@@ -110,8 +114,11 @@ class _Server:
             if kind == "call":
                 _, call_id, method, argument = message
                 stop = self.stops[call_id] = threading.Event()
-                threading.Thread(target=self.run_call, args=(call_id, method, argument, stop),
-                                 name=f"lampstand-call-{call_id}", daemon=True).start()
+                if self.on_engine_thread(method):
+                    self.engine.submit(self.run_call, call_id, method, argument, stop)
+                else:
+                    threading.Thread(target=self.run_call, args=(call_id, method, argument, stop),
+                                     name=f"lampstand-call-{call_id}", daemon=True).start()
             elif kind == "cancel":
                 event = self.stops.get(message[1])
                 if event is not None:
@@ -120,6 +127,11 @@ class _Server:
                 with self.engine_lock:
                     self.plugin.unload()
                 return
+
+    def on_engine_thread(self, method: str) -> bool:
+        """Whether a call waits its turn on the engine thread (else it runs beside in its own)."""
+        operation = self.operations.get(method)
+        return operation is not None and not operation.concurrent and not self.side_by_side
 
     def run_call(self, call_id: int, method: str, argument: Any, stop: threading.Event) -> None:
         try:
@@ -182,9 +194,10 @@ def worker_main(commands: Connection, results: Connection, spec: WorkerSpec) -> 
     configure_logging(spec.log_level, spec.log_format)
     structlog.contextvars.bind_contextvars(worker=spec.model_id)
     rss_before = psutil.Process().memory_info().rss
+    engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lampstand-engine")
     try:
         plugin = spec.plugin_cls(spec.model_id, spec.path, spec.options)
-        plugin.load()
+        engine.submit(plugin.load).result()
         _load_adapters(plugin, spec)
         info = LoadedInfo(pid=os.getpid(), context_length=plugin.context_length(),
                           measured=_measured(plugin, rss_before))
@@ -193,6 +206,6 @@ def worker_main(commands: Connection, results: Connection, spec: WorkerSpec) -> 
         results.close()
         os._exit(0)
     write_frame(results.fileno(), ("loaded", info))
-    _Server(commands, results, plugin).serve()
+    _Server(commands, results, plugin, engine).serve()
     results.close()
     os._exit(0)  # do not wait for call threads of a parent that is gone
