@@ -542,7 +542,7 @@ def test_markdown_sections_carry_their_heading_path() -> None:
         (6, 8, ("Install",)),
         (10, 15, ("Install", "Linux")),
         (17, 20, ("Install", "Setext title")),
-        (24, 26, ("Empty parent", "Child")),  # the heading-only parent lives in context
+        (22, 26, ("Empty parent", "Child")),  # the heading-only parent starts its child's chunk
     ]
     for chunk in chunks:
         assert chunk.text == lines_of(NOTES, chunk)

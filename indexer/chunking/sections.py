@@ -4,8 +4,8 @@ A prose chunker scans its file into `Block`s (a paragraph, a fenced code block, 
 runs of lines that are kept together when they fit) and marks which blocks are headings.
 `chunk_sections` groups the blocks into sections under their heading path and packs each
 section to the budget, so a chunk never spans two sections and its `context` is the path of
-headings above it, outermost first. A section holding nothing but its heading is dropped
-when the next section is one of its subsections, whose context names it anyway.
+headings above it, outermost first. A section holding nothing but its heading is read as
+the start of the next section when that is one of its subsections.
 
 Format-specific scanning lives in `markdown.py` and `text.py`.
 """
@@ -84,13 +84,21 @@ def _sections(blocks: Sequence[Block]) -> list[_Section]:
 
 
 def _kept(sections: list[_Section]) -> list[_Section]:
-    """Drop empty sections, and heading-only ones followed by their own subsection."""
-    kept = []
+    """Drop empty sections; a heading-only one followed by its own subsection joins it.
+
+    The subsection's first chunk then starts at the outer heading, so the heading's words are
+    searchable text and a search lands on the line where the outer section begins.
+    """
+    kept: list[_Section] = []
+    carried: list[Block] = []
     for i, section in enumerate(sections):
         heading_only = len(section.blocks) == 1 and section.blocks[0].is_heading
         nested_next = i + 1 < len(sections) and sections[i + 1].level > section.level
-        if section.blocks and not (heading_only and nested_next):
-            kept.append(section)
+        if heading_only and nested_next:
+            carried += section.blocks
+        elif section.blocks:
+            kept.append(_Section(section.context, section.level, carried + section.blocks))
+            carried = []
     return kept
 
 
