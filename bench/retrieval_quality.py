@@ -7,8 +7,9 @@ indexed through a real server (`POST /v1/indexes`), and each mode is scored by t
 same files, built in this process.
 
 Two splits, so that what is tuned is not what is reported:
-- `dev` (what search settings were chosen on): npm's command docs (Markdown, as the npm package
-  ships them) and a slice of Python's standard library;
+- `dev` (what search settings were chosen on): Markdown that ships with npm and Node.js, outside
+  the report's API docs (npm's own docs, undici's docs inside npm, Node.js's contributor guides),
+  in one folder, and a slice of Python's standard library;
 - `report` (the default, never tuned on): Node.js's API docs (Markdown, as the nodejs package
   installs them) and the sources of a Python library installed here (`--code-package`, default rich).
 
@@ -46,6 +47,8 @@ from lampstand.indexer.evaluation.stdlib_corpus import stdlib_dir  # noqa: E402
 
 NODE_DOCS = Path("/usr/share/doc/nodejs/api")
 NPM_DOCS = Path("/usr/lib/node_modules/npm/docs/content")
+DEV_NOTES = {"npm": NPM_DOCS, "undici": Path("/usr/lib/node_modules/npm/node_modules/undici/docs"),
+             "contributing": Path("/usr/share/doc/nodejs/contributing")}
 DEV_MODULES = ("argparse", "configparser", "csv", "dataclasses", "difflib", "enum", "json", "shutil",
                "tempfile", "textwrap", "traceback", "zipfile")
 
@@ -84,9 +87,18 @@ def stdlib_slice(target: Path) -> Path:
     return target
 
 
+def dev_notes(target: Path) -> Path:
+    """The dev split's Markdown folders side by side in one folder (those installed here)."""
+    for name, source in DEV_NOTES.items():
+        if source.is_dir():
+            shutil.copytree(source, target / name)
+    return target
+
+
 def corpora(args: argparse.Namespace, tmp: Path) -> dict[str, Path]:
     if args.split == "dev":
-        return {"notes": args.notes or NPM_DOCS, "code": args.code or stdlib_slice(Path(tempfile.mkdtemp(dir=tmp)))}
+        return {"notes": args.notes or dev_notes(Path(tempfile.mkdtemp(dir=tmp))),
+                "code": args.code or stdlib_slice(Path(tempfile.mkdtemp(dir=tmp)))}
     return {"notes": args.notes or NODE_DOCS, "code": args.code or package_dir(args.code_package)}
 
 

