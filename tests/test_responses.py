@@ -346,6 +346,34 @@ def test_stored_response_survives_a_killed_server(own_server: RunningServer, tmp
         stop_server(again)
 
 
+def test_a_worker_dying_mid_stream_ends_in_response_failed(own_server: RunningServer) -> None:
+    """An `error` event, then `response.failed`; what was said before stays in the stored response."""
+    with httpx.Client(base_url=own_server.url, timeout=60) as http:
+        warm = {"model": CHAT_MODEL, "input": "Say hi.", "max_output_tokens": 2}
+        assert http.post("/v1/responses", json=warm).status_code == 200
+        pid = next(card["worker_pid"] for card in http.get("/v1/models").json()["data"] if card.get("worker_pid"))
+        body = {"model": CHAT_MODEL, "input": "Write a long story about a lighthouse.", "max_output_tokens": 400,
+                "stream": True}
+        events: list[dict[str, Any]] = []
+        with http.stream("POST", "/v1/responses", json=body) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+                    SDK_EVENT.validate_python(events[-1])
+                    deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+                    if len(deltas) == 3 and events[-1]["type"] == "response.output_text.delta":
+                        os.kill(pid, signal.SIGKILL)
+        kinds = [event["type"] for event in events]
+        assert kinds[-2:] == ["error", "response.failed"], kinds[-4:]
+        assert [event["sequence_number"] for event in events] == list(range(len(events)))
+        failed = events[-1]["response"]
+        assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
+        said = "".join(event["delta"] for event in events if event["type"] == "response.output_text.delta")
+        stored = http.get(f"/v1/responses/{failed['id']}").json()
+        assert stored["status"] == "failed" and stored["output"][0]["content"][0]["text"] == said
+        assert http.post("/v1/responses", json=warm).status_code == 200  # a new worker serves the next one
+
+
 def _row(ident: str, size: int) -> StoredResponse:
     return StoredResponse(id=ident, previous_id=None, body="x" * size, input_items="[]")
 
