@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -432,6 +433,28 @@ def test_term_index_top_k_is_the_full_ranking_cut(tmp_path: Path) -> None:
         for k in (1, 5, 20):
             top = store.search_lexical(query, k=k)
             assert [round(h.score, 4) for h in top] == [round(h.score, 4) for h in everything[:k]], query
+    store.close()
+
+
+def test_filtered_lexical_search_is_the_full_ranking_restricted(tmp_path: Path) -> None:
+    """The term index ranks filtered searches too: the same scores as unfiltered, minus what fails."""
+    store = faiss_store(tmp_path)
+    chunks = [replace(chunk, path=f"{'docs' if i % 3 else 'src'}/n{i}.md", language="python" if i % 2 else "markdown")
+              for i, chunk in enumerate(zipf_chunks(300, 2))]
+    store.add(chunks, unit_vectors(len(chunks), 2))
+    store.commit()
+    cases: list[tuple[Filters, Callable[[Chunk], bool]]] = [
+        (Filters(path_glob="docs/*"), lambda c: c.path.startswith("docs/")),
+        (Filters(language="python"), lambda c: c.language == "python"),
+        (Filters(path_glob="src/*", language="markdown"), lambda c: c.path.startswith("src/") and c.language == "markdown"),
+    ]
+    for query in ("w1 w7 w30", "w45", "w2 w59"):
+        everything = store.search_lexical(query, k=300)
+        for filters, keep in cases:
+            expected = [(h.row_id, round(h.score, 4)) for h in everything if keep(h.chunk)][:10]
+            got = [(h.row_id, round(h.score, 4)) for h in store.search_lexical(query, k=10, filters=filters)]
+            assert got == expected and got, (query, filters)
+    assert store.search_lexical("w1", k=5, filters=Filters(path_glob="nowhere/*")) == []
     store.close()
 
 

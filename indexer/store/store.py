@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -44,6 +44,7 @@ MANIFEST_FILE = "manifest.json"
 # broader filters over-fetch these multiples of k, then fall back to exact search.
 EXACT_FILTER_LIMIT = 2048
 OVERFETCH_FACTORS = (8, 64)
+LEXICAL_OVERFETCH = 8  # a filtered lexical search first reads this many times k of the full ranking
 # Files whose chunk line ranges are kept between searches (they change only with a commit).
 LINE_RANGE_CACHE = 4096
 
@@ -246,20 +247,36 @@ class ChunkStore:
     def search_lexical(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
         """The `k` chunks best matching `query` by BM25, best first.
 
-        The term index answers when it matches this handle's view of the catalog; FTS5
-        answers filtered searches, a writer's uncommitted writes and an index being rebuilt.
+        The term index answers when it matches this handle's view of the catalog, a filter
+        being resolved to row ids by the catalog first (SQLite's GLOB rules); FTS5 answers a
+        writer's uncommitted writes and an index being rebuilt.
         """
         with self._reading():
-            if self._terms_current() and (filters is None or filters.empty):
-                ranked = self._terms.search(query, k)  # type: ignore[union-attr]
-                rows = self._catalog.rows(row_id for row_id, _ in ranked)
-                found = [(row_id, score, rows[row_id]) for row_id, score in ranked if row_id in rows]
+            if self._terms_current():
+                found = self._ranked_terms(query, k, None if filters is None or filters.empty else filters)
             else:
                 found = search_bm25(self._catalog.connection, query, k, filters)
             return [
                 Hit(chunk, score, rank, row_id)
                 for rank, (row_id, score, chunk) in enumerate(found, 1)
             ]
+
+    def _ranked_terms(self, query: str, k: int, filters: Filters | None) -> list[tuple[int, float, Chunk]]:
+        """The term index's top `k` that pass `filters`: the full ranking's first `k` that pass.
+
+        A filter is first tried on an over-fetch of the full ranking, which is exact whenever
+        `k` of it pass (broad filters); otherwise the catalog lists the rows that pass and the
+        term index ranks only those (narrow filters).
+        """
+        terms = cast(TermIndex, self._terms)
+        fetch = k if filters is None else k * LEXICAL_OVERFETCH
+        ranked = terms.search(query, fetch)
+        rows = self._catalog.rows((row_id for row_id, _ in ranked), filters)
+        if filters is not None and len(rows) < k and len(ranked) == fetch:
+            allowed = self._catalog.matching_ids(filters).tolist()
+            ranked = terms.search(query, k, allowed) if allowed else []
+            rows = self._catalog.rows(row_id for row_id, _ in ranked)
+        return [(row_id, score, rows[row_id]) for row_id, score in ranked if row_id in rows][:k]
 
     def _terms_current(self) -> bool:
         return (self._terms is not None and not self._catalog.dirty

@@ -8,8 +8,9 @@ The index is derived: the catalog's chunk rows are the truth. It lives in `lexic
 the catalog, and `lexical/generation` names the catalog generation it matches, written after
 each of its commits. A writer whose index is missing or names another generation (made before
 this index existed, or a crash between the catalog's commit and this one) rebuilds it from the
-rows; a reader whose index is not at the catalog's generation answers from FTS5 instead, as do
-filtered searches (path globs keep SQLite's GLOB rules). Words are split on anything not a
+rows; a reader whose index is not at the catalog's generation answers from FTS5 instead. A
+filtered search ranks here too, over the rows the catalog lets through (so path globs keep
+SQLite's GLOB rules). Words are split on anything not a
 letter or digit, lower-cased, stripped of diacritics and stemmed (Snowball English); a chunk's
 text, context and path are three fields, each with its own BM25 and weight. A camelCase
 identifier is indexed whole and as its words (`readFileSync` also as `read`, `file`, `sync`), in
@@ -215,8 +216,12 @@ class TermIndex:
         """How many chunks the committed index holds."""
         return int(self._searcher.num_docs)
 
-    def search(self, query: str, k: int) -> list[tuple[int, float]]:
-        """Up to `k` (row id, BM25 score), best first; ties go to the lower row id."""
+    def search(self, query: str, k: int, rows: Sequence[int] | None = None) -> list[tuple[int, float]]:
+        """Up to `k` (row id, BM25 score), best first; ties go to the lower row id.
+
+        With `rows`, only those rows may match (a filter the catalog resolved): the ranking is
+        the full one restricted to them, scores unchanged.
+        """
         import tantivy
 
         words = query_terms(with_identifier_parts(query))
@@ -228,7 +233,12 @@ class TermIndex:
             for field, weight in zip(FIELDS, FIELD_WEIGHTS, strict=True):
                 clause = tantivy.Query.term_query(self._schema, field, term, index_option="freq")
                 clauses.append((tantivy.Occur.Should, tantivy.Query.boost_query(clause, weight)))
-        found = self._searcher.search(tantivy.Query.boolean_query(clauses), k, count=False).hits
+        ranked_query = tantivy.Query.boolean_query(clauses)
+        if rows is not None:
+            allowed = tantivy.Query.const_score_query(tantivy.Query.term_set_query(self._schema, "row", list(rows)), 0.0)
+            ranked_query = tantivy.Query.boolean_query([(tantivy.Occur.Must, ranked_query),
+                                                        (tantivy.Occur.Must, allowed)])
+        found = self._searcher.search(ranked_query, k, count=False).hits
         rows = self._searcher.fast_field_values("row", [address for _, address in found])
         ranked = [(int(row), float(score)) for (score, _), row in zip(found, rows, strict=True) if row is not None]
         return sorted(ranked, key=lambda pair: (-pair[1], pair[0]))
