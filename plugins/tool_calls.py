@@ -14,12 +14,18 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .types import ChatMessage, FunctionTool, GenerationChunk, ToolCallDelta, ToolChoice
+from .types import ChatMessage, ChatRequest, FunctionTool, GenerationChunk, ToolCallDelta, ToolChoice
 
-__all__ = ["forced_call_schema", "tool_instructions", "calls_as_text", "ToolCallParser", "with_tool_calls"]
+__all__ = ["forced_call_schema", "tool_instructions", "calls_as_text", "is_forced_tool_call", "call_parser_for",
+           "ToolCallParser", "with_tool_calls"]
 
 OPEN_TAG = "<tool_call>"
 CLOSE_TAG = "</tool_call>"
+
+
+def is_forced_tool_call(request: ChatRequest) -> bool:
+    """Whether `tool_choice` obliges the model to call a tool."""
+    return bool(request.tools) and request.tool_choice.mode in ("required", "function")
 
 
 def forced_call_schema(tools: tuple[FunctionTool, ...], choice: ToolChoice) -> dict[str, Any]:
@@ -82,8 +88,9 @@ class ToolCallParser:
     except inside `<tool_call>` blocks; text that may be the start of a tag is held back.
     """
 
-    def __init__(self, *, forced: bool) -> None:
+    def __init__(self, *, forced: bool, max_calls: int | None = None) -> None:
         self.forced = forced
+        self.max_calls = max_calls  # calls beyond it are dropped (parallel_tool_calls: false is 1)
         self.buffer = ""
         self.in_call = forced
         self.calls = 0
@@ -120,7 +127,7 @@ class ToolCallParser:
 
     def _call_deltas(self, body: str) -> list[ToolCallDelta]:
         parsed = _parse_call(body.strip())
-        if parsed is None:
+        if parsed is None or (self.max_calls is not None and self.calls >= self.max_calls):
             return []
         name, arguments = parsed
         index, self.calls = self.calls, self.calls + 1
@@ -128,6 +135,12 @@ class ToolCallParser:
             ToolCallDelta(index=index, id=_new_call_id(), name=name, arguments=""),
             ToolCallDelta(index=index, arguments=arguments),
         ]
+
+
+def call_parser_for(request: ChatRequest) -> ToolCallParser:
+    """The parser of a chat request's answer: one forced call, or free text with at most one call
+    block read as a call when the request turned `parallel_tool_calls` off."""
+    return ToolCallParser(forced=is_forced_tool_call(request), max_calls=None if request.parallel_tool_calls else 1)
 
 
 def _partial_tag_length(text: str) -> int:

@@ -164,6 +164,7 @@ class ChatRequest:
     tool_choice: ToolChoice = ToolChoice()
     response_format: ResponseFormat = ResponseFormat()
     adapter: AdapterRef | None = None
+    parallel_tool_calls: bool = True  # false: at most one tool call in the answer
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ import json
 from typing import Any
 
 from lampstand.plugins.errors import InvalidRequest
-from lampstand.plugins.tool_calls import forced_call_schema
+from lampstand.plugins.tool_calls import forced_call_schema, is_forced_tool_call
 from lampstand.plugins.types import ChatRequest
 
 from .schema_limits import check_schema_limits
 
-__all__ = ["is_forced_tool_call", "grammar_for_chat", "grammar_from_schema"]
+__all__ = ["grammar_for_chat", "grammar_from_schema"]
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
@@ -32,11 +32,6 @@ def grammar_from_schema(schema: dict[str, Any], prop_order: list[str] | None = N
     except Exception as exc:  # the converter raises bare Exceptions and KeyErrors
         raise InvalidRequest(f"cannot constrain output to this JSON schema: {exc}", param=param) from exc
     return LlamaGrammar.from_string(gbnf, verbose=False)
-
-
-def is_forced_tool_call(request: ChatRequest) -> bool:
-    """Whether `tool_choice` obliges the model to call a tool."""
-    return bool(request.tools) and request.tool_choice.mode in ("required", "function")
 
 
 def grammar_for_chat(request: ChatRequest) -> Any | None:

@@ -33,7 +33,7 @@ from lampstand.plugins.errors import (
     UnsupportedParameter,
 )
 from lampstand.plugins.fitting import fit_to_context
-from lampstand.plugins.tool_calls import ToolCallParser, with_tool_calls
+from lampstand.plugins.tool_calls import call_parser_for, with_tool_calls
 from lampstand.plugins.types import (
     AdapterInfo,
     AdapterLoad,
@@ -49,7 +49,7 @@ from .adapters import LoraAdapters
 from .batching import Adapter, BatchEngine, MediaPrompt, SamplerSettings
 from .decode import check_logit_bias, decode_stream, logprob_from_logits, text_chunks
 from .gguf_info import GgufInfo, read_gguf_info
-from .grammar import grammar_for_chat, is_forced_tool_call
+from .grammar import grammar_for_chat
 from .options import LlamaCppOptions
 from .prompt_cache import PromptCache, PromptCuts
 from .vision import VisionProjector, projector_file_bytes
@@ -258,7 +258,7 @@ class LlamaCppPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         sampling = fit_to_context(self._n_ctx(), len(prompt), request.sampling)
         chunks = self._generate(prompt, sampling, grammar_for_chat(request), request.adapter)
         if request.tools and request.tool_choice.mode != "none":
-            chunks = with_tool_calls(chunks, ToolCallParser(forced=is_forced_tool_call(request)))
+            chunks = with_tool_calls(chunks, call_parser_for(request))
         return chunks
 
     def _chat_with_images(self, request: ChatRequest) -> Iterator[GenerationChunk]:

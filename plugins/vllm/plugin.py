@@ -43,7 +43,7 @@ from lampstand.plugins.errors import (
     UnsupportedParameter,
 )
 from lampstand.plugins.fitting import expects_cuda, fit_to_context
-from lampstand.plugins.tool_calls import ToolCallParser, with_tool_calls
+from lampstand.plugins.tool_calls import call_parser_for, with_tool_calls
 from lampstand.plugins.types import (
     AdapterInfo,
     AdapterLoad,
@@ -59,7 +59,7 @@ from lampstand.training.manifest import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, hol
 from .engine import EngineLoop
 from .options import VllmOptions
 from .processes import Reaper, allow_children, engine_errors
-from .translate import chunks_from_outputs, is_forced_tool_call, structured_output, vllm_sampling
+from .translate import chunks_from_outputs, structured_output, vllm_sampling
 from .sizing import ACTIVATION_BYTES, RUNTIME_BYTES, ModelShape, read_shape
 
 __all__ = ["VllmPlugin"]
@@ -234,7 +234,7 @@ class VllmPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         prompt = self._tokenizer.encode(render_chat(self._template, request), add_special_tokens=False)
         chunks = self._generate(prompt, request.sampling, structured_output(request), request.adapter)
         if request.tools and request.tool_choice.mode != "none":
-            chunks = with_tool_calls(chunks, ToolCallParser(forced=is_forced_tool_call(request)))
+            chunks = with_tool_calls(chunks, call_parser_for(request))
         return chunks
 
     def complete(self, request: CompletionRequest) -> Iterator[GenerationChunk]:

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from lampstand.plugins.errors import InvalidRequest, UnsupportedParameter
-from lampstand.plugins.tool_calls import forced_call_schema
+from lampstand.plugins.tool_calls import forced_call_schema, is_forced_tool_call
 from lampstand.plugins.types import (
     ChatRequest,
     FinishReason,
@@ -22,15 +22,10 @@ from lampstand.plugins.types import (
     Usage,
 )
 
-__all__ = ["structured_output", "is_forced_tool_call", "vllm_sampling", "chunks_from_outputs"]
+__all__ = ["structured_output", "vllm_sampling", "chunks_from_outputs"]
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "abort": "stop"}
-
-
-def is_forced_tool_call(request: ChatRequest) -> bool:
-    """Whether `tool_choice` obliges the model to call a tool."""
-    return bool(request.tools) and request.tool_choice.mode in ("required", "function")
 
 
 def structured_output(request: ChatRequest) -> dict[str, Any] | None:

@@ -149,4 +149,5 @@ def chat_request(body: p.ChatCompletionRequest, settings: ServerSettings, *, vis
         tools=tools,
         tool_choice=_tool_choice(body, tools),
         response_format=_response_format(body),
+        parallel_tool_calls=body.parallel_tool_calls is not False,
     )
