@@ -14,8 +14,8 @@ thread that loaded it: OpenMP (torch) keeps a thread team per calling thread, an
 thread per call cost 6% of embedding throughput on 2 cores (`bench/rag.py`'s index build).
 The contract's concurrent operations (such as loading an adapter), and every call of a plugin
 with more than one slot (which schedules them itself), run in threads of their own beside it;
-one engine lock keeps those that must not overlap with unloading apart. A worker answers only the operations of the capabilities its model declares
-(`operations_for` in the plugin contract).
+an engine lock keeps unloading apart from the calls. A worker answers only the operations of
+the capabilities its model declares (`operations_for` in the plugin contract).
 A cancelled call stops after the item being produced (one decode step) and its generator
 is closed, so the engine frees its work; a plain call stops at its plugin's next
 `check_cancelled` (embedding and reranking check between slices). When the parent goes away the pipe closes and the
