@@ -99,6 +99,13 @@ def test_cut_short_answer_is_incomplete(client: openai.OpenAI) -> None:
     assert reply.output[0].status == "incomplete" and reply.usage.output_tokens == 5
 
 
+def test_top_p_reaches_the_sampler(client: openai.OpenAI) -> None:
+    """At a high temperature, a nucleus of one token is greedy decoding; ignored, it would wander."""
+    greedy = create(client, temperature=0)
+    hot = [create(client, temperature=1.8, top_p=0.01).output_text for _ in range(2)]
+    assert hot == [greedy.output_text] * 2
+
+
 def test_stream_events_come_in_order_and_numbered(http: httpx.Client, client: openai.OpenAI) -> None:
     body = {"model": CHAT_MODEL, "input": QUESTION, "max_output_tokens": 24, "temperature": 0}
     events = sse_events(http, body)

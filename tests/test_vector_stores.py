@@ -170,6 +170,28 @@ def test_batch_attaches_and_a_detached_file_leaves_the_index(client: openai.Open
         client.vector_stores.retrieve(store.id)
 
 
+def test_a_static_chunking_strategy_cuts_smaller_chunks(client: openai.OpenAI) -> None:
+    """A store made with `static` chunk sizes cuts every file it holds to them, and says so."""
+    lines = [f"Bed {n} holds {crop} sown in week {n + 10}, watered every {n % 4 + 1} days." for n, crop in
+             enumerate(["carrots", "leeks", "beans", "peas", "kale", "chard", "onions", "garlic"] * 5)]
+    text = "# Allotment plan\n\n" + "\n\n".join(lines) + "\n"
+    static = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 20}}
+    counts = {}
+    for name, strategy in (("small", static), ("default", None)):
+        store = client.vector_stores.create(name=name, **({"chunking_strategy": strategy} if strategy else {}))
+        attached = client.vector_stores.files.upload_and_poll(
+            vector_store_id=store.id, file=("allotment.md", io.BytesIO(text.encode())), poll_interval_ms=200)
+        assert attached.status == "completed", attached.last_error
+        assert attached.chunking_strategy.static.max_chunk_size_tokens == (100 if strategy else 224)  # type: ignore[union-attr]
+        results = client.vector_stores.search(vector_store_id=store.id, query="which bed holds beans",
+                                              max_num_results=50)
+        counts[name] = len(results.data)
+        if strategy:
+            assert all(len(r.content[0].text.split()) <= 100 for r in results.data)
+        client.vector_stores.delete(store.id)
+    assert counts["small"] > counts["default"] >= 1, counts
+
+
 def test_stores_list_modify_and_survive_a_restart_of_the_listing(client: openai.OpenAI,
                                                                  garden: dict[str, Any]) -> None:
     store_id = garden["store"].id
@@ -201,6 +223,12 @@ def test_folder_indexes_are_read_only_stores(client: openai.OpenAI, http: httpx.
     assert hit.file_id == "kiln.md" and hit.filename == "kiln.md" and hit.attributes["path"] == "kiln.md"
     refused = http.post("/v1/vector_stores/kilnnotes/files", json={"file_id": "file-000000000000000000000000"})
     assert refused.status_code == 400 and "read-only" in refused.json()["error"]["message"]
+    reply = client.responses.create(model=CHAT_MODEL, input="At which cone is the glaze fired?", max_output_tokens=24,
+                                    tools=[{"type": "file_search", "vector_store_ids": ["kilnnotes"]}],
+                                    include=["file_search_call.results"], temperature=0)
+    call = reply.output[0]
+    assert call.type == "file_search_call" and call.results and call.results[0].file_id == "kiln.md"
+    assert "cone six" in call.results[0].text
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "text"), [
