@@ -19,6 +19,7 @@ from openai.types.vector_stores import VectorStoreFile, VectorStoreFileBatch
 from pydantic import TypeAdapter
 
 from conftest import CHAT_MODEL
+from crafted_pdf import make_pdf
 
 NOTE = """# Sourdough starter care
 
@@ -190,6 +191,38 @@ def test_a_static_chunking_strategy_cuts_smaller_chunks(client: openai.OpenAI) -
             assert all(len(r.content[0].text.split()) <= 100 for r in results.data)
         client.vector_stores.delete(store.id)
     assert counts["small"] > counts["default"] >= 1, counts
+
+
+def test_an_uploaded_pdf_is_read_by_the_pdf_chunker(client: openai.OpenAI) -> None:
+    store = client.vector_stores.create(name="manuals")
+    pdf = make_pdf([["Pump manual", "Prime the pump with two litres of water\nbefore the first start."],
+                    ["Winter care", "Drain the impeller housing before the first frost."]])
+    attached = client.vector_stores.files.upload_and_poll(
+        vector_store_id=store.id, file=("pump.pdf", io.BytesIO(pdf)), poll_interval_ms=200)
+    assert attached.status == "completed" and attached.last_error is None
+    [hit] = list(client.vector_stores.search(vector_store_id=store.id, query="what to drain before frost",
+                                             max_num_results=1))
+    assert hit.filename == "pump.pdf" and "impeller housing" in hit.content[0].text
+    client.vector_stores.delete(store.id)
+
+
+def test_a_cancelled_batch_leaves_its_files_out_of_search(client: openai.OpenAI) -> None:
+    """Files of a cancelled batch that were not indexed yet end `cancelled` and are never found."""
+    store = client.vector_stores.create(name="cancelled")
+    entries = "\n\n".join(f"Entry {i}: the quokka census counted {i * 7} animals near the ridge." for i in range(40))
+    ids = [upload(client, f"census{n}.md", f"# Census {n}\n\n{entries}\n") for n in range(8)]
+    batch = client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=ids)
+    cancelled = client.vector_stores.file_batches.cancel(batch_id=batch.id, vector_store_id=store.id)
+    assert cancelled.status == "cancelled" and cancelled.file_counts.cancelled >= 1, cancelled
+    assert wait_for(client, store.id).status == "completed"  # the round that was running has ended
+    final = client.vector_stores.file_batches.retrieve(batch_id=batch.id, vector_store_id=store.id)
+    assert final.status == "cancelled" and final.file_counts.in_progress == 0
+    gone = {f.id for f in client.vector_stores.files.list(vector_store_id=store.id, filter="cancelled")}
+    assert len(gone) == final.file_counts.cancelled
+    found = {r.file_id for r in client.vector_stores.search(vector_store_id=store.id, query="quokka census ridge",
+                                                            max_num_results=50)}
+    assert not found & gone
+    client.vector_stores.delete(store.id)
 
 
 def test_stores_list_modify_and_survive_a_restart_of_the_listing(client: openai.OpenAI,
