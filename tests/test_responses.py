@@ -99,6 +99,17 @@ def test_cut_short_answer_is_incomplete(client: openai.OpenAI) -> None:
     assert reply.output[0].status == "incomplete" and reply.usage.output_tokens == 5
 
 
+def test_stream_cut_short_ends_in_response_incomplete(http: httpx.Client) -> None:
+    events = sse_events(http, {"model": CHAT_MODEL, "input": "Write a long story about a lighthouse.",
+                               "max_output_tokens": 5})
+    name, last = events[-1]
+    assert name == last["type"] == "response.incomplete"
+    assert last["response"]["status"] == "incomplete"
+    assert last["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert last["response"]["usage"]["output_tokens"] == 5
+    assert [event["sequence_number"] for _, event in events] == list(range(len(events)))
+
+
 def test_top_p_reaches_the_sampler(client: openai.OpenAI) -> None:
     """At a high temperature, a nucleus of one token is greedy decoding; ignored, it would wander."""
     greedy = create(client, temperature=0)
