@@ -34,7 +34,9 @@ __all__ = ["Embedder", "IndexProgress", "chunk_passage", "document_paths", "inde
            "INDEX_BUDGET"]
 
 EMBED_BATCH = 64  # chunks per embedding call: a query waits behind at most one of these
-CHUNK_BATCH = 1024  # chunks grouped (whole files) and sorted by length before embedding: at 512, padding cost 3.5% against one sort of everything
+# Chunks grouped (whole files) and sorted by length before embedding; at 512, padding cost 3.5%
+# against one sort of everything.
+CHUNK_BATCH = 1024
 COMPACT_AFTER = 2048  # chunks added in one run that make the final commit fold the vectors
 # Chunk text plus the passage header must fit the embedder's 256 tokens (all-MiniLM-L6-v2).
 INDEX_BUDGET = TokenBudget(max_tokens=224, overlap_tokens=32)

@@ -10,13 +10,12 @@ each of its commits. A writer whose index is missing or names another generation
 this index existed, or a crash between the catalog's commit and this one) rebuilds it from the
 rows; a reader whose index is not at the catalog's generation answers from FTS5 instead. A
 filtered search ranks here too, over the rows the catalog lets through (so path globs keep
-SQLite's GLOB rules). Words are split on anything not a
-letter or digit, lower-cased, stripped of diacritics and stemmed (Snowball English); a chunk's
-text, context and path are three fields, each with its own BM25 and weight. A camelCase
-identifier is indexed whole and as its words (`readFileSync` also as `read`, `file`, `sync`), in
-chunks and in queries alike, so "reads a file" finds `readFile` and `readFile` still finds
-itself first (on the development split, lexical recall@10 went from 0.794 to 0.835 on notes and
-from 0.750 to 0.812 on code).
+SQLite's GLOB rules). Words are split on anything not a letter or digit, lower-cased, stripped
+of diacritics and stemmed (Snowball English); a chunk's text, context and path are three
+fields, each with its own BM25 and weight. A camelCase identifier is indexed whole and as its
+words (`readFileSync` also as `read`, `file`, `sync`), in chunks and in queries alike, so
+"reads a file" finds `readFile` and `readFile` still finds itself first (on the development
+split, lexical recall@10 went from 0.794 to 0.843 on notes and from 0.750 to 0.812 on code).
 """
 
 from __future__ import annotations
@@ -216,10 +215,10 @@ class TermIndex:
         """How many chunks the committed index holds."""
         return int(self._searcher.num_docs)
 
-    def search(self, query: str, k: int, rows: Sequence[int] | None = None) -> list[tuple[int, float]]:
+    def search(self, query: str, k: int, only: Sequence[int] | None = None) -> list[tuple[int, float]]:
         """Up to `k` (row id, BM25 score), best first; ties go to the lower row id.
 
-        With `rows`, only those rows may match (a filter the catalog resolved): the ranking is
+        With `only` (row ids), only those rows may match (a filter the catalog resolved): the ranking is
         the full one restricted to them, scores unchanged.
         """
         import tantivy
@@ -234,8 +233,8 @@ class TermIndex:
                 clause = tantivy.Query.term_query(self._schema, field, term, index_option="freq")
                 clauses.append((tantivy.Occur.Should, tantivy.Query.boost_query(clause, weight)))
         ranked_query = tantivy.Query.boolean_query(clauses)
-        if rows is not None:
-            allowed = tantivy.Query.const_score_query(tantivy.Query.term_set_query(self._schema, "row", list(rows)), 0.0)
+        if only is not None:
+            allowed = tantivy.Query.const_score_query(tantivy.Query.term_set_query(self._schema, "row", list(only)), 0.0)
             ranked_query = tantivy.Query.boolean_query([(tantivy.Occur.Must, ranked_query),
                                                         (tantivy.Occur.Must, allowed)])
         found = self._searcher.search(ranked_query, k, count=False).hits
