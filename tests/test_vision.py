@@ -65,12 +65,17 @@ def image_message(url: str, text: str = "What is in this picture?") -> list[dict
 
 
 class _Files(BaseHTTPRequestHandler):
-    """Serves /red.png, /redirect (302 to /red.png) and /huge.png (larger than the cap); records each path asked."""
+    """Serves /red.png, /redirect (302 to /red.png), /huge.png (larger than the cap) and /held.png
+    (red.png once `release` is set); records each path asked."""
 
     asked: list[str] = []
+    release = threading.Event()
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         self.asked.append(self.path)
+        if self.path.split("?")[0] == "/held.png":
+            self.release.wait(60)
+            self.path = "/red.png"
         if self.path.split("?")[0] == "/redirect":
             self.send_response(302)
             self.send_header("Location", "/red.png")
@@ -363,19 +368,30 @@ def test_limits_on_count_and_the_server_keeps_serving(http: httpx.Client) -> Non
 
 def test_a_full_queue_refuses_before_the_images_are_read(server: RunningServer, http: httpx.Client,
                                                         files_server: str) -> None:
-    """429 comes first: the image of a request the queue cannot take is never fetched."""
-    body = {"model": "smol-vision-tight", "messages": [{"role": "user", "content": "Count."}], "max_tokens": 300,
-            "logit_bias": {"0": -100, "1": -100, "2": -100}, "stream": True}  # no end token: runs to max_tokens
-    with httpx.Client(base_url=server.url, timeout=120) as streamer:
-        with streamer.stream("POST", "/v1/chat/completions", json=body) as stream:
-            first = next(line for line in stream.iter_lines() if line.startswith("data: "))
-            assert '"error"' not in first, first
-            refused = chat(http, image_message(f"{files_server}/red.png?refused"), model="smol-vision-tight")
-            assert error_of(refused, 429)["code"] == "queue_full"
+    """429 comes first: the image of a request the queue cannot take is never fetched.
+
+    The model's one place is held by a request whose image the files server answers only when
+    told, so the queue is full for as long as the test needs, however slow the machine."""
+    held: dict[str, httpx.Response] = {}
+
+    def hold() -> None:
+        with httpx.Client(base_url=server.url, timeout=120) as holder:
+            held["answer"] = chat(holder, image_message(f"{files_server}/held.png"), model="smol-vision-tight")
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        deadline = time.monotonic() + 60
+        while "/held.png" not in _Files.asked and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "/held.png" in _Files.asked, "the holding request never fetched its image"
+        refused = chat(http, image_message(f"{files_server}/red.png?refused"), model="smol-vision-tight")
+        assert error_of(refused, 429)["code"] == "queue_full"
+    finally:
+        _Files.release.set()
+        holder.join(120)
+    assert held["answer"].status_code == 200, held["answer"].text
     assert "/red.png?refused" not in _Files.asked
-    deadline = time.monotonic() + 10
-    while http.get("/v1/models/smol-vision-tight").json()["running"] and time.monotonic() < deadline:
-        time.sleep(0.05)
     assert chat(http, image_message(f"{files_server}/red.png?taken"), model="smol-vision-tight").status_code == 200
     assert "/red.png?taken" in _Files.asked
 
