@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError, PydanticUndefined
 
 __all__ = [
-    "ChatCompletionRequest", "CompletionRequest", "EmbeddingRequest",
+    "ChatCompletionRequest", "HostedToolIn", "CompletionRequest", "EmbeddingRequest",
     "ChatCompletion", "ChatCompletionChunk", "Completion", "CompletionChunk",
     "EmbeddingResponse", "RerankRequest", "RerankResponse", "RerankResultOut", "ModelCard", "ModelList", "UsageInfo", "ErrorResponse",
     "AudioForm", "AudioFormat", "Transcription", "TranscriptionVerbose", "TranscriptionSegmentOut",
@@ -156,6 +156,21 @@ class ToolDefinition(Request):
     function: FunctionDefinition
 
 
+class HostedToolIn(Request):
+    """A tool the server itself would run (`file_search`, `web_search`, ...), in chat or
+    Responses; kept whole so the serving layer can name it, and serve it once it has a runner
+    for it (serving/file_search.py runs `file_search`)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _not_a_function(self) -> HostedToolIn:
+        if self.type == "function":
+            raise ValueError("a function tool needs a valid name")
+        return self
+
+
 class NamedFunction(Request):
     name: str
 
@@ -214,7 +229,7 @@ class ChatCompletionRequest(SamplingFields):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     max_completion_tokens: int | None = Field(None, ge=1)
     response_format: ResponseFormatIn | None = None
-    tools: list[ToolDefinition] | None = None
+    tools: list[ToolDefinition | HostedToolIn] | None = None  # hosted: lampstand runs file_search
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
 
@@ -287,6 +302,8 @@ class AssistantMessage(Response):
     content: str | None
     refusal: str | None = None
     tool_calls: list[ToolCallOut] | None = None
+    # -- set with the file_search tool: a `file_citation` for each source the text cites --
+    annotations: list[dict[str, Any]] | None = None
 
 
 class ChatChoice(Response):
@@ -304,14 +321,16 @@ class ChatCompletion(Response):
     system_fingerprint: str | None = None
     choices: list[ChatChoice]
     usage: UsageInfo
-    # -- lampstand extensions: what a rag: model answered from --
+    # -- lampstand extensions: what a rag: model answered from, the file_search tool's search --
     sources: list[RagSource] | None = None
+    file_search_call: dict[str, Any] | None = None
 
 
 class ChatDelta(Response):
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[ToolCallOut] | None = None
+    annotations: list[dict[str, Any]] | None = None  # on a choice's finishing chunk (file_search)
 
 
 class ChatChunkChoice(Response):
@@ -329,8 +348,9 @@ class ChatCompletionChunk(Response):
     system_fingerprint: str | None = None
     choices: list[ChatChunkChoice]
     usage: UsageInfo | None = None
-    # -- lampstand extensions: what a rag: model answers from (first chunk) --
+    # -- lampstand extensions: what a rag: model answers from, the file_search tool's search (first chunk) --
     sources: list[RagSource] | None = None
+    file_search_call: dict[str, Any] | None = None
 
 
 class CompletionLogprobs(Response):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag
 
-from .protocol import Request, Response
+from .protocol import HostedToolIn, Request, Response
 from .protocol_vector_stores import AttributeFilter, RankingOptionsIn
 
 __all__ = [
@@ -129,20 +129,6 @@ class FunctionToolIn(Request):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
-
-
-class HostedToolIn(Request):
-    """A tool the server itself would run (`file_search`, `web_search`, ...); kept whole so the
-    serving layer can name it, and serve it once it has a runner for it."""
-
-    model_config = ConfigDict(extra="allow")
-    type: str = Field(min_length=1, max_length=64)
-
-    @model_validator(mode="after")
-    def _not_a_function(self) -> HostedToolIn:
-        if self.type == "function":
-            raise ValueError("a function tool needs a valid name")
-        return self
 
 
 class FileSearchToolIn(Request):

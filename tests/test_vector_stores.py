@@ -411,3 +411,71 @@ def test_rag_models_accept_client_tools(client: openai.OpenAI, garden: dict[str,
                   {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},  # type: ignore[list-item]
                   {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"}])
     assert answer.choices[0].finish_reason in ("stop", "length") and answer.choices[0].message.content
+
+
+def test_chat_completions_run_file_search_like_responses(client: openai.OpenAI, garden: dict[str, Any]) -> None:
+    """The same tool on /v1/chat/completions: the same search and grounded prompt as Responses
+    (so the same greedy answer), the search as the `file_search_call` extension field and the
+    citations as `file_citation` annotations in chat's shape."""
+    question = "What flour feeds the sourdough starter?"
+    chat = client.chat.completions.create(
+        model=CHAT_MODEL, messages=[{"role": "user", "content": question}], max_tokens=16, temperature=0,
+        tools=[file_search(garden["store"].id)])  # type: ignore[list-item]
+    reply = client.responses.create(model=CHAT_MODEL, input=question, tools=[file_search(garden["store"].id)],
+                                    include=["file_search_call.results"], max_output_tokens=16, temperature=0)
+    message = chat.choices[0].message.model_dump(exclude_none=True)
+    assert message["content"] == reply.output_text and chat.choices[0].finish_reason in ("stop", "length")
+    call = (chat.model_extra or {})["file_search_call"]
+    assert call["type"] == "file_search_call" and call["status"] == "completed" and call["queries"] == [question]
+    assert [r["file_id"] for r in call["results"]] == [r.file_id for r in reply.output[0].results]
+    assert call["results"][0]["file_id"] == garden["note"].id and "rye" in call["results"][0]["text"]
+    flat = [a.model_dump() for a in reply.output[-1].content[0].annotations]
+    assert flat and message["annotations"] == [
+        {"type": "file_citation", "file_citation": {k: v for k, v in a.items() if k != "type"}} for a in flat]
+
+
+def test_chat_file_search_streams_the_search_first_and_citations_last(client: openai.OpenAI, http: httpx.Client,
+                                                                      garden: dict[str, Any]) -> None:
+    body = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Which flour does the starter get?"}],
+            "max_tokens": 16, "temperature": 0, "tools": [file_search(garden["store"].id)]}
+    whole = http.post("/v1/chat/completions", json=body).json()
+    with http.stream("POST", "/v1/chat/completions", json=body | {"stream": True}) as response:
+        assert response.status_code == 200
+        chunks = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    assert chunks[0]["file_search_call"] == whole["file_search_call"] | {"id": chunks[0]["file_search_call"]["id"]}
+    assert all("file_search_call" not in c for c in chunks[1:])
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == whole["choices"][0][
+        "message"]["content"]
+    finishing = [c for c in chunks if c["choices"][0]["finish_reason"]]
+    assert [c["choices"][0]["delta"].get("annotations") for c in finishing] == [
+        whole["choices"][0]["message"]["annotations"]]
+
+
+def test_chat_file_search_beside_function_tools_and_refusals(client: openai.OpenAI, http: httpx.Client,
+                                                            garden: dict[str, Any]) -> None:
+    """Function tools stay the model's to call; `tool_choice: "none"` searches nothing; a tool
+    the server does not run, a rag: model, or an unknown store get the error envelope."""
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string", "maxLength": 12}}, "required": ["city"]}}}
+    messages = [{"role": "user", "content": "What is the weather in Oslo?"}]
+    called = http.post("/v1/chat/completions", json={
+        "model": CHAT_MODEL, "messages": messages, "max_tokens": 32, "temperature": 0, "tool_choice": "required",
+        "tools": [file_search(garden["store"].id), weather]}).json()
+    [call] = called["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather" and called["file_search_call"]["status"] == "completed"
+    plain = http.post("/v1/chat/completions", json={"model": CHAT_MODEL, "messages": messages, "max_tokens": 4,
+                                                    "tool_choice": "none", "tools": [file_search("vs_nowhere")]})
+    assert plain.status_code == 200 and "file_search_call" not in plain.json()
+    for tools, model, status, text in [
+        ([{"type": "web_search"}], CHAT_MODEL, 400, "web_search"),
+        ([{"type": "file_search"}], CHAT_MODEL, 400, "vector_store_ids"),
+        ([file_search("vs_nowhere")], CHAT_MODEL, 404, "vs_nowhere"),
+        ([file_search(garden["store"].id)], f"rag:{garden['store'].id}", 400, "rag:"),
+        ([file_search(garden["store"].id), file_search(garden["store"].id)], CHAT_MODEL, 400, "one file_search"),
+    ]:
+        response = http.post("/v1/chat/completions", json={"model": model, "messages": messages, "tools": tools,
+                                                           "max_tokens": 4})
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert text in error["message"] + str(error["param"]), error
+    assert http.get("/health").status_code == 200

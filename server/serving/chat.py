@@ -20,14 +20,20 @@ from .splice import StringSplice
 __all__ = ["AnswerExtras", "create_chat_completion", "start_chat"]
 
 
+Annotate = Callable[[str], list[dict[str, Any]]]  # a choice's finished text -> its message's annotations
+
+
 @dataclass(frozen=True)
 class AnswerExtras:
-    """What a rag: model adds to a chat answer: the model that writes it, the sources it was
-    given (an extension field) and a footer computed from the finished text of each choice."""
+    """What the server adds to a chat answer it grounded itself (a rag: model, or the
+    `file_search` tool): the model that writes it, extension fields on the completion (on the
+    first chunk when streamed), and what each choice's finished text adds: a footer to its text,
+    annotations to its message (on its finishing chunk when streamed)."""
 
     chat_model: str
-    sources: list[p.RagSource]
-    footer: Callable[[str], str]
+    fields: dict[str, Any]
+    footer: Callable[[str], str] | None = None
+    annotations: Annotate | None = None
 
     async def append_footer(self, chunks: AsyncIterator[tuple[int, GenerationChunk]]
                             ) -> AsyncIterator[tuple[int, GenerationChunk]]:
@@ -35,7 +41,7 @@ class AnswerExtras:
         texts: dict[int, list[str]] = {}
         async for index, chunk in chunks:
             texts.setdefault(index, []).append(chunk.text)
-            if chunk.finish_reason is not None and not chunk.tool_calls:
+            if self.footer is not None and chunk.finish_reason is not None and not chunk.tool_calls:
                 chunk = replace(chunk, text=chunk.text + self.footer("".join(texts[index])))
             yield index, chunk
 
@@ -76,10 +82,12 @@ class _Choice:
             call.function.arguments += delta.arguments
         self.finish = chunk.finish_reason or self.finish
 
-    def message(self) -> p.AssistantMessage:
+    def message(self, annotate: Annotate | None) -> p.AssistantMessage:
         text = "".join(self.text)
         if self.calls:
             return p.AssistantMessage(content=text or None, tool_calls=list(self.calls.values()))
+        if annotate is not None:
+            return p.AssistantMessage(content=text, annotations=annotate(text))
         return p.AssistantMessage(content=text)
 
 
@@ -92,11 +100,12 @@ async def create_chat_completion(pool: ModelPool, settings: ServerSettings, body
     reported under `body.model`, and carries the sources and their footer.
     """
     chunks = await start_chat(pool, settings, body, extras, images)
-    extra: dict[str, Any] = {"sources": extras.sources} if extras is not None else {}
+    extra = extras.fields if extras is not None else {}
+    annotate = extras.annotations if extras is not None else None
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse_frames(_stream(chunks, body.model, body.logprobs, include_usage, extra))
-    return await _collect(chunks, body.model, body.logprobs, extra)
+        return sse_frames(_stream(chunks, body.model, body.logprobs, include_usage, extra, annotate))
+    return await _collect(chunks, body.model, body.logprobs, extra, annotate)
 
 
 async def start_chat(pool: ModelPool, settings: ServerSettings, body: p.ChatCompletionRequest,
@@ -121,7 +130,7 @@ async def start_chat(pool: ModelPool, settings: ServerSettings, body: p.ChatComp
 
 
 async def _collect(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str,
-                   want_logprobs: bool, extra: dict[str, Any]) -> p.ChatCompletion:
+                   want_logprobs: bool, extra: dict[str, Any], annotate: Annotate | None) -> p.ChatCompletion:
     choices: dict[int, _Choice] = {}
     usages: dict[int, Usage] = {}
     async for index, chunk in chunks:
@@ -131,7 +140,7 @@ async def _collect(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: st
     return p.ChatCompletion(
         id=new_id("chatcmpl"), created=now(), model=model,
         choices=[
-            p.ChatChoice(index=i, message=c.message(), finish_reason=c.finish,
+            p.ChatChoice(index=i, message=c.message(annotate), finish_reason=c.finish,
                          logprobs=_logprobs(c.logprobs) if want_logprobs else None)
             for i, c in sorted(choices.items())
         ],
@@ -140,8 +149,9 @@ async def _collect(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: st
     )
 
 
-async def _stream(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str,
-                  want_logprobs: bool, include_usage: bool, first_extra: dict[str, Any]) -> AsyncIterator[str]:
+async def _stream(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str, want_logprobs: bool,
+                  include_usage: bool, first_extra: dict[str, Any], annotate: Annotate | None
+                  ) -> AsyncIterator[str]:
     ident, created = new_id("chatcmpl"), now()
     extra = {"usage": None} if include_usage else {}
 
@@ -155,11 +165,14 @@ async def _stream(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str
 
     usages: dict[int, Usage] = {}
     plain: dict[int, StringSplice] = {}
+    texts: dict[int, list[str]] = {}
     async for index, chunk in chunks:
         if index not in plain:
             plain[index] = content_only(index)
             yield frame(p.ChatChunkChoice(index=index, delta=p.ChatDelta(role="assistant", content=""),
                                           logprobs=None, finish_reason=None), **first_extra)
+        if annotate is not None:
+            texts.setdefault(index, []).append(chunk.text)
         if chunk.text and not (chunk.tool_calls or chunk.finish_reason or chunk.usage
                                or want_logprobs and chunk.logprobs):
             yield plain[index](chunk.text)  # most chunks: one token's text
@@ -169,6 +182,8 @@ async def _stream(chunks: AsyncIterator[tuple[int, GenerationChunk]], model: str
             delta.content = chunk.text
         if chunk.tool_calls:
             delta.tool_calls = [_tool_call(d) for d in chunk.tool_calls]
+        elif annotate is not None and chunk.finish_reason is not None:
+            delta.annotations = annotate("".join(texts[index]))
         yield frame(p.ChatChunkChoice(
             index=index, delta=delta, finish_reason=chunk.finish_reason,
             logprobs=_logprobs(chunk.logprobs) if want_logprobs and chunk.logprobs else None))

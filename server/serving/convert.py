@@ -6,10 +6,10 @@ This module never touches an engine.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from lampstand.plugins.errors import CapabilityMissing, InvalidRequest
+from lampstand.plugins.errors import CapabilityMissing, InvalidRequest, UnsupportedParameter
 from lampstand.plugins.types import (
     ChatMessage,
     ImageInput,
@@ -24,7 +24,7 @@ from lampstand.plugins.types import (
 from .. import protocol as p
 from ..config import ServerSettings
 
-__all__ = ["sampling_params", "chat_request", "stop_list", "seeded"]
+__all__ = ["sampling_params", "chat_request", "refuse_hosted_tools", "stop_list", "seeded"]
 
 
 def stop_list(stop: str | list[str] | None, settings: ServerSettings) -> tuple[str, ...]:
@@ -104,6 +104,20 @@ def _message(message: p.ChatMessageIn, index: int, vision: bool, images: tuple[I
                        tool_calls=calls, tool_call_id=message.tool_call_id, images=images)
 
 
+def refuse_hosted_tools(tools: Sequence[object], served: Sequence[str] = ()) -> None:
+    """400 for a server-side tool (`web_search`, ...) other than those in `served`, which the
+    server runs itself (`file_search`: serving/file_search.py takes it out before the chat starts)."""
+    for index, tool in enumerate(tools):
+        if isinstance(tool, p.HostedToolIn) and tool.type not in served:
+            raise UnsupportedParameter(f"the tool type '{tool.type}' is not supported by this server; send "
+                                       "function tools or file_search", param=f"tools[{index}].type")
+
+
+def _function_tools(tools: Sequence[p.ToolDefinition | p.HostedToolIn]) -> list[p.ToolDefinition]:
+    refuse_hosted_tools(tools)
+    return [tool for tool in tools if isinstance(tool, p.ToolDefinition)]
+
+
 def _tool_choice(body: p.ChatCompletionRequest, tools: tuple[FunctionTool, ...]) -> ToolChoice:
     choice = body.tool_choice
     if isinstance(choice, p.NamedToolChoice):
@@ -140,7 +154,7 @@ def chat_request(body: p.ChatCompletionRequest, settings: ServerSettings, *, vis
     tools = tuple(
         FunctionTool(name=t.function.name, description=t.function.description or "",
                      parameters=t.function.parameters or {"type": "object", "properties": {}})
-        for t in body.tools or ()
+        for t in _function_tools(body.tools or ())
     )
     return ChatRequest(
         messages=tuple(_message(m, i, vision, (images or {}).get(i, ())) for i, m in enumerate(body.messages)),

@@ -1,4 +1,5 @@
-"""The `file_search` tool of /v1/responses, run by the server before the model answers.
+"""The `file_search` tool of /v1/responses and /v1/chat/completions, run by the server before
+the model answers.
 
 The server searches the named vector stores (or folder indexes) with the conversation's last
 user message as written: a small local model writes poorer queries than the user's own words,
@@ -6,11 +7,14 @@ and one search costs no extra model turn. What it finds is quoted to the chat mo
 `rag:` models quote it (retrieved text is data, never instructions), the search is recorded as
 a `file_search_call` output item (its results too with `include: ["file_search_call.results"]`),
 and each `[n]` the answer cites becomes a `file_citation` annotation on the quoted file.
+Chat has no output items, so a chat completion carries the search as its `file_search_call`
+extension field (results included) and the annotations on its message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,10 +25,13 @@ from lampstand.plugins.errors import InvalidRequest
 
 from .. import protocol as p
 from .. import protocol_responses as r
-from .rag import question_of
+from ..routes.deps import ServerState
+from .chat import AnswerExtras, create_chat_completion
+from .rag import grounded_messages, is_rag_model, question_of
 from .vector_stores import FoundText, VectorStoreService
 
-__all__ = ["FileSearchRun", "file_search_tool", "run_file_search"]
+__all__ = ["FileSearchRun", "file_search_tool", "run_file_search", "search_and_ground", "has_file_search",
+           "file_search_chat_completion"]
 
 
 @dataclass(frozen=True)
@@ -42,14 +49,28 @@ class FileSearchRun:
                 for offset, number in citation_marks(text, len(self.sources))
                 for found in (self.files[number - 1],)]
 
+    def chat_annotations(self, text: str) -> list[dict[str, Any]]:
+        """The same citations in chat's annotation shape (`{"type": T, T: {...}}`, as `url_citation`)."""
+        return [{"type": "file_citation", "file_citation": {k: v for k, v in cite.items() if k != "type"}}
+                for cite in self.annotations(text)]
 
-def file_search_tool(tools: Sequence[r.FunctionToolIn | r.HostedToolIn]) -> r.FileSearchToolIn | None:
+
+def _is_file_search(tool: object) -> bool:
+    return isinstance(tool, p.HostedToolIn) and tool.type == "file_search"
+
+
+def has_file_search(body: p.ChatCompletionRequest) -> bool:
+    """Whether a chat request carries the `file_search` tool."""
+    return any(_is_file_search(tool) for tool in body.tools or ())
+
+
+def file_search_tool(tools: Sequence[object]) -> r.FileSearchToolIn | None:
     """The request's `file_search` tool, validated (at most one); None without one."""
     found: list[r.FileSearchToolIn] = []
     for index, tool in enumerate(tools):
-        if isinstance(tool, r.HostedToolIn) and tool.type == "file_search":
+        if _is_file_search(tool):
             try:
-                found.append(r.FileSearchToolIn.model_validate(tool.model_dump()))
+                found.append(r.FileSearchToolIn.model_validate(tool.model_dump()))  # type: ignore[attr-defined]
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(part) for part in first["loc"])
@@ -72,3 +93,35 @@ async def run_file_search(stores: VectorStoreService, tool: r.FileSearchToolIn, 
     call = r.FileSearchCallItem(id=call_id, status="completed", queries=[question],
                                 results=results if include_results else None)
     return FileSearchRun(call=call, sources=sources, files=found[:len(sources)])
+
+
+async def search_and_ground(state: ServerState, tool: r.FileSearchToolIn, chat: p.ChatCompletionRequest, *,
+                            include_results: bool) -> tuple[p.ChatCompletionRequest, FileSearchRun]:
+    """The search for `chat`'s last user message, and `chat` grounded in what it found."""
+    if is_rag_model(chat.model):
+        raise InvalidRequest("a rag: model searches its own index; send file_search to a chat model "
+                             "(a folder index can be named in vector_store_ids)", param="tools")
+    search = await run_file_search(state.vector_stores, tool, chat.messages, call_id=f"fs_{uuid.uuid4().hex}",
+                                   include_results=include_results,
+                                   max_context_tokens=state.settings.indexes.rag_max_context_tokens)
+    return chat.model_copy(update={"messages": grounded_messages(chat.messages, search.sources)}), search
+
+
+async def file_search_chat_completion(state: ServerState, body: p.ChatCompletionRequest
+                                      ) -> p.ChatCompletion | AsyncIterator[str]:
+    """A chat completion with the `file_search` tool: searched, grounded, cited.
+
+    The tool is taken out of the tools the model sees (its function tools stay); with
+    `tool_choice: "none"` nothing is searched. `required` with no function tool left is met
+    by the search itself.
+    """
+    tool = file_search_tool(body.tools or ())
+    functions = [t for t in body.tools or () if not _is_file_search(t)]
+    choice = None if body.tool_choice == "required" and not functions else body.tool_choice
+    chat = body.model_copy(update={"tools": functions or None, "tool_choice": choice})
+    if tool is None or body.tool_choice == "none":
+        return await create_chat_completion(state.pool, state.settings.server, chat, images=state.images)
+    grounded, search = await search_and_ground(state, tool, chat, include_results=True)
+    extras = AnswerExtras(chat_model=chat.model, fields={"file_search_call": search.call.model_dump(
+        mode="json", exclude_unset=True)}, annotations=search.chat_annotations)
+    return await create_chat_completion(state.pool, state.settings.server, grounded, extras, images=state.images)

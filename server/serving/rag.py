@@ -165,7 +165,8 @@ async def ground_rag_chat(state: ServerState, body: p.ChatCompletionRequest
     _, question = question_of(body.messages)
     sources = await _sources(state, index, question, top_k=None, mode="hybrid", rerank=False, filters=None)
     grounded = body.model_copy(update={"messages": grounded_messages(body.messages, sources)})
-    extras = AnswerExtras(chat_model=_chat_model(state, chat_model), sources=_sources_out(sources, False),
+    extras = AnswerExtras(chat_model=_chat_model(state, chat_model),
+                          fields={"sources": _sources_out(sources, False)},
                           footer=lambda text: sources_footer(sources, cited_ids(text, len(sources))))
     return grounded, extras
 

@@ -29,9 +29,10 @@ from ..fine_tuning import FileStore
 from ..response_store import ResponseStore, StoredResponse
 from ..routes.deps import ServerState
 from .chat import start_chat
-from .file_search import FileSearchRun, file_search_tool, run_file_search
+from .convert import refuse_hosted_tools
+from .file_search import FileSearchRun, file_search_tool, search_and_ground
 from .generation import now
-from .rag import ground_rag_chat, grounded_messages, is_rag_model
+from .rag import ground_rag_chat, is_rag_model
 from .splice import StringSplice
 
 __all__ = ["create_response", "get_response", "delete_response", "list_input_items"]
@@ -151,15 +152,10 @@ SERVED_HOSTED_TOOLS = ("file_search",)  # run by the server (file_search.py), ne
 
 def _chat_tools(tools: Sequence[r.FunctionToolIn | r.HostedToolIn]) -> list[p.ToolDefinition]:
     """The function tools, as chat's; a server-side tool this server does not run is a 400."""
-    chat_tools = []
-    for index, tool in enumerate(tools):
-        if isinstance(tool, r.FunctionToolIn):
-            chat_tools.append(p.ToolDefinition(type="function", function=p.FunctionDefinition(
-                name=tool.name, description=tool.description, parameters=tool.parameters, strict=tool.strict)))
-        elif tool.type not in SERVED_HOSTED_TOOLS:
-            raise UnsupportedParameter(f"the tool type '{tool.type}' is not supported by this server; send "
-                                       "function tools or file_search", param=f"tools[{index}].type")
-    return chat_tools
+    refuse_hosted_tools(tools, SERVED_HOSTED_TOOLS)
+    return [p.ToolDefinition(type="function", function=p.FunctionDefinition(
+                name=tool.name, description=tool.description, parameters=tool.parameters, strict=tool.strict))
+            for tool in tools if isinstance(tool, r.FunctionToolIn)]
 
 
 def _tool_choice(choice: Any, tools: Sequence[r.FunctionToolIn | r.HostedToolIn]) -> Any:
@@ -422,10 +418,8 @@ async def _file_search(state: ServerState, body: r.ResponsesRequest, chat: p.Cha
     tool = file_search_tool(body.tools)
     if tool is None or body.tool_choice == "none":
         return chat, None
-    search = await run_file_search(state.vector_stores, tool, chat.messages, call_id=_id("fs"),
-                                   include_results="file_search_call.results" in (body.include or []),
-                                   max_context_tokens=state.settings.indexes.rag_max_context_tokens)
-    return chat.model_copy(update={"messages": grounded_messages(chat.messages, search.sources)}), search
+    return await search_and_ground(state, tool, chat,
+                                   include_results="file_search_call.results" in (body.include or []))
 
 
 async def create_response(state: ServerState, store: ResponseStore, body: r.ResponsesRequest
