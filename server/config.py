@@ -224,6 +224,9 @@ class VectorStoreSettings(BaseModel):
     max_stores: int = Field(1000, ge=1, description="vector stores at once")
     max_files_per_store: int = Field(10000, ge=1)
     max_num_results: int = Field(50, ge=1, le=100, description="most results a search or file_search returns")
+    file_search_queries: Literal["user", "model"] = Field(
+        "user", description="file_search's query: the user's last message as written, or one the answering "
+                            "model writes from the conversation first (one short generation more)")
 
     @model_validator(mode="after")
     def _absolute(self) -> VectorStoreSettings:

@@ -103,6 +103,7 @@ class VectorStoreUpdateRequest(Request):
     """POST /v1/vector_stores/{id}: only the fields sent change (`expires_after: null` removes it)."""
 
     name: str | None = Field(None, max_length=256)
+    description: str | None = Field(None, max_length=512)
     expires_after: ExpiresAfter | None = None
     metadata: Metadata | None = None
 
@@ -173,6 +174,7 @@ class VectorStoreObject(Response):
     object: Literal["vector_store"] = "vector_store"
     created_at: int
     name: str
+    description: str | None = None  # lampstand: kept as given (the SDK's VectorStore type has no field for it)
     usage_bytes: int = 0
     file_counts: FileCounts
     status: Literal["expired", "in_progress", "completed"]

@@ -31,10 +31,12 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 class SqliteFile:
-    """The database at `path`, created with `schema` (idempotent DDL) when first opened."""
+    """The database at `path`, created with `schema` (idempotent DDL) when first opened; then
+    `upgrade`, when given, brings a file an older version wrote up to date (it must be idempotent)."""
 
-    def __init__(self, path: Path, schema: str) -> None:
-        self.path, self.schema = path, schema
+    def __init__(self, path: Path, schema: str,
+                 upgrade: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        self.path, self.schema, self.upgrade = path, schema, upgrade
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
@@ -45,6 +47,8 @@ class SqliteFile:
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = FULL")
             connection.executescript(self.schema)
+            if self.upgrade is not None:
+                self.upgrade(connection)
             self._connection = connection
         return self._connection
 

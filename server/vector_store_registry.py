@@ -1,7 +1,7 @@
 """The vector stores' records: one SQLite file with each store, its files and their status.
 
 A store's searchable content is an index (`IndexService`); this module keeps only what the
-vector-stores API adds to it: names, metadata, expiry, which uploaded file is where in the
+vector-stores API adds to it: names, descriptions, metadata, expiry, which uploaded file is where in the
 index, each file's attributes and processing status, and file batches. No models, no HTTP.
 """
 
@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS stores (
     expires_days   INTEGER,
     metadata       TEXT NOT NULL,
     chunk_tokens   INTEGER NOT NULL,
-    overlap_tokens INTEGER NOT NULL
+    overlap_tokens INTEGER NOT NULL,
+    description    TEXT
 );
 CREATE TABLE IF NOT EXISTS files (
     store_id      TEXT NOT NULL,
@@ -52,6 +53,12 @@ CREATE TABLE IF NOT EXISTS batches (
 """
 
 
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Add what later versions keep to a file an earlier one wrote: `stores.description`."""
+    if "description" not in {row[1] for row in db.execute("PRAGMA table_info(stores)")}:
+        db.execute("ALTER TABLE stores ADD COLUMN description TEXT")
+
+
 @dataclass(frozen=True)
 class StoreRow:
     """One vector store: `chunk_tokens` / `overlap_tokens` are its chunking sizes."""
@@ -64,6 +71,7 @@ class StoreRow:
     metadata: dict[str, str]
     chunk_tokens: int
     overlap_tokens: int
+    description: str | None = None
 
     @property
     def expires_at(self) -> int | None:
@@ -88,7 +96,7 @@ class FileRow:
 
 
 def _store(row: tuple[Any, ...]) -> StoreRow:
-    return StoreRow(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7])
+    return StoreRow(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7], row[8])
 
 
 def _file(row: tuple[Any, ...]) -> FileRow:
@@ -105,16 +113,16 @@ class VectorStoreRegistry:
     FILE_NAME = "vector_stores.sqlite3"
 
     def __init__(self, directory: Path) -> None:
-        self._db = SqliteFile(directory / self.FILE_NAME, SCHEMA)
+        self._db = SqliteFile(directory / self.FILE_NAME, SCHEMA, _upgrade)
 
     # -- stores --
 
     async def add_store(self, store: StoreRow) -> None:
         """Record a new store."""
         await self._db.run(lambda db: db.execute(
-            "INSERT INTO stores VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO stores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (store.id, store.name, store.created_at, store.last_active_at, store.expires_days,
-             json.dumps(store.metadata), store.chunk_tokens, store.overlap_tokens)))
+             json.dumps(store.metadata), store.chunk_tokens, store.overlap_tokens, store.description)))
 
     async def store(self, store_id: str) -> StoreRow | None:
         """The store with this id, if any."""
@@ -127,7 +135,7 @@ class VectorStoreRegistry:
         return [_store(row) for row in rows]
 
     async def update_store(self, store_id: str, **fields: Any) -> None:
-        """Set `name`, `metadata`, `expires_days` or `last_active_at`."""
+        """Set `name`, `description`, `metadata`, `expires_days` or `last_active_at`."""
         if "metadata" in fields:
             fields["metadata"] = json.dumps(fields["metadata"])
         assignments = ", ".join(f"{name} = ?" for name in fields)

@@ -80,6 +80,7 @@ default_max_tokens = 48
 dir = "{data}/indexes"
 source_roots = ["{roots}"]
 commit_every = 16
+reranker_model = "reranker"
 
 [[models]]
 id = "smollm2"
@@ -201,6 +202,42 @@ def test_rerank_orders_by_cross_encoder(http: httpx.Client, notes: Path, reranke
     direct = model.predict([("bicycle chain", f"{h['path']}: {' > '.join(h['context'])}\n{h['text']}"
                              if h["context"] else f"{h['path']}\n{h['text']}") for h in found["data"]])
     assert [round(float(s), 4) for s in direct] == [round(s, 4) for s in scores]
+
+
+def test_vector_store_search_is_reranked_unless_the_ranker_is_none(http: httpx.Client, reranker: Path) -> None:
+    """With a cross-encoder configured, a vector store's search (and so file_search) is scored by
+    it: the scores are the sigmoid of the cross-encoder's own scores for the same passages, as
+    the index's reranked search presents them; `ranker: "none"` gives the hybrid order."""
+    import math
+
+    from sentence_transformers import CrossEncoder
+
+    uploaded = [http.post("/v1/files", data={"purpose": "assistants"},
+                          files={"file": (name, NOTES[name].encode())}).json()["id"]
+                for name in ("journal.txt", "garden.md", "recipes/bread.md")]
+    store = http.post("/v1/vector_stores", json={"name": "reranked", "file_ids": uploaded}).json()
+    deadline = time.monotonic() + 120
+    while http.get(f"/v1/vector_stores/{store['id']}").json()["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    query = "bicycle chain"
+
+    def scores(ranker: str) -> list[tuple[str, float]]:
+        found = http.post(f"/v1/vector_stores/{store['id']}/search", json={
+            "query": query, "max_num_results": 4, "ranking_options": {"ranker": ranker}}).json()["data"]
+        return [(hit["content"][0]["text"], hit["score"]) for hit in found]
+
+    passages = {h["text"]: h for h in search(http, store["id"], query, top_k=50, expand=False)["data"]}
+    reranked = scores("auto")
+    assert reranked and [s for _, s in reranked] == sorted((s for _, s in reranked), reverse=True)
+    model = CrossEncoder(str(reranker), device="cpu")
+    seen = [passages[text] for text, _ in reranked]
+    direct = model.predict([(query, f"{h['path']}: {' > '.join(h['context'])}\n{h['text']}" if h["context"]
+                             else f"{h['path']}\n{h['text']}") for h in seen])
+    assert [round(s, 4) for _, s in reranked] == [round(1 / (1 + math.exp(-float(d))), 4) for d in direct]
+    hybrid = [h["text"] for h in search(http, store["id"], query, top_k=4, expand=False)["data"]]
+    assert [text for text, _ in scores("none")] == hybrid
+    http.delete(f"/v1/vector_stores/{store['id']}")
 
 
 def test_update_reembeds_only_changes(http: httpx.Client, server: RunningServer, roots: Path) -> None:

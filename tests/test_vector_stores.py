@@ -7,7 +7,9 @@ import io
 import json
 import os
 import re
+import sqlite3
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,7 +20,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 from openai.types.vector_stores import VectorStoreFile, VectorStoreFileBatch
 from pydantic import TypeAdapter
 
-from conftest import CHAT_MODEL
+from conftest import CHAT_MODEL, RunningServer, default_config, sdk_client, start_server, stop_server
 from crafted_pdf import make_pdf
 
 NOTE = """# Sourdough starter care
@@ -233,6 +235,35 @@ def test_stores_list_modify_and_survive_a_restart_of_the_listing(client: openai.
     listed = [s.id for s in client.vector_stores.list()]
     assert store_id in listed
     assert client.vector_stores.retrieve(store_id).file_counts.completed == 3
+
+
+def test_a_store_expires_its_days_after_its_last_use(client: openai.OpenAI, http: httpx.Client, server: Any) -> None:
+    """`expires_after` counts from the last use. Two days are made to pass by moving the last use
+    back in the store's record; the store is then `expired` and searching it is a 400, until a
+    new expiry (here none) is set. A description is kept and can be changed."""
+    store = client.vector_stores.create(name="short-lived", description="tide tables for the harbour",
+                                        expires_after={"anchor": "last_active_at", "days": 1},
+                                        file_ids=[upload(client, "journal.md", GARDEN)])
+    store = wait_for(client, store.id)
+    assert store.status == "completed" and store.expires_at == (store.last_active_at or 0) + 86400
+    assert (store.model_extra or {})["description"] == "tide tables for the harbour"
+    assert list(client.vector_stores.search(vector_store_id=store.id, query="when were the tomatoes planted"))
+    records = sqlite3.connect(server.log.parent / "data" / "lampstand" / "vector_stores" / "vector_stores.sqlite3")
+    with records:
+        records.execute("UPDATE stores SET last_active_at = last_active_at - 2 * 86400 WHERE id = ?", (store.id,))
+    records.close()
+    expired = client.vector_stores.retrieve(store.id)
+    assert expired.status == "expired" and (expired.expires_at or 0) < time.time()
+    searched = http.post(f"/v1/vector_stores/{store.id}/search", json={"query": "tomatoes"})
+    answered = http.post("/v1/responses", json={"model": CHAT_MODEL, "input": "When were the tomatoes planted?",
+                                                "tools": [file_search(store.id)], "max_output_tokens": 4})
+    for response in (searched, answered):
+        assert response.status_code == 400 and "has expired" in response.json()["error"]["message"], response.text
+    revived = client.vector_stores.update(store.id, expires_after=None, extra_body={"description": "tides"})
+    assert revived.status == "completed" and revived.expires_at is None
+    assert (revived.model_extra or {})["description"] == "tides"
+    assert list(client.vector_stores.search(vector_store_id=store.id, query="when were the tomatoes planted"))
+    client.vector_stores.delete(store.id)
 
 
 def test_folder_indexes_are_read_only_stores(client: openai.OpenAI, http: httpx.Client, server: Any,
@@ -479,3 +510,61 @@ def test_chat_file_search_beside_function_tools_and_refusals(client: openai.Open
         error = response.json()["error"]
         assert text in error["message"] + str(error["param"]), error
     assert http.get("/health").status_code == 200
+
+
+def search_page(http: httpx.Client, store_id: str, query: str, **fields: Any) -> dict[str, Any]:
+    response = http.post(f"/v1/vector_stores/{store_id}/search", json={"query": query, **fields})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_rewrite_query_searches_with_the_models_query(http: httpx.Client, garden: dict[str, Any]) -> None:
+    """`rewrite_query`: the chat model writes the query, `search_query` reports it, and the
+    results are those of searching for it directly."""
+    store_id, question = garden["store"].id, "Could you tell me what the sourdough starter is fed with?"
+    assert search_page(http, store_id, question)["search_query"] == [question]
+    rewritten = search_page(http, store_id, question, rewrite_query=True)
+    [query] = rewritten["search_query"]
+    assert query and query != question and "\n" not in query
+    direct = search_page(http, store_id, query)
+    assert [(r["file_id"], r["score"]) for r in rewritten["data"]] == [(r["file_id"], r["score"])
+                                                                      for r in direct["data"]]
+    missing = http.post("/v1/vector_stores/vs_nowhere/search", json={"query": "x", "rewrite_query": True})
+    assert missing.status_code == 404
+
+
+@pytest.fixture(scope="module")
+def model_queries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server whose file_search has the answering model write the query."""
+    running = start_server(tmp_path_factory.mktemp("model-queries"), default_config() + """
+[vector_stores]
+file_search_queries = "model"
+""")
+    yield running
+    stop_server(running)
+
+
+def test_file_search_can_search_with_the_models_query(model_queries: RunningServer) -> None:
+    """With `file_search_queries = "model"`, the query is the one the model writes (the same one
+    `rewrite_query` gets for the same question), for chat and Responses alike, and a follow-up
+    question is written with the conversation before it."""
+    client = sdk_client(model_queries)
+    with httpx.Client(base_url=model_queries.url, timeout=120) as http:
+        store = client.vector_stores.create(name="garden", file_ids=[upload(client, "sourdough.md", NOTE)])
+        wait_for(client, store.id)
+        question = "Could you tell me what the sourdough starter is fed with?"
+        [query] = search_page(http, store.id, question, rewrite_query=True)["search_query"]
+        reply = client.responses.create(model=CHAT_MODEL, input=question, tools=[file_search(store.id)],
+                                        include=["file_search_call.results"], max_output_tokens=8, temperature=0)
+        assert reply.output[0].queries == [query] and query != question
+        assert [r.text for r in reply.output[0].results] == [
+            r["content"][0]["text"] for r in search_page(http, store.id, query)["data"]]
+        chat = http.post("/v1/chat/completions", json={
+            "model": CHAT_MODEL, "messages": [{"role": "user", "content": question}], "max_tokens": 4,
+            "tools": [file_search(store.id)]}).json()
+        assert chat["file_search_call"]["queries"] == [query]
+        follow_up = client.responses.create(model=CHAT_MODEL, input="And how warm should it be kept?",
+                                            previous_response_id=reply.id, tools=[file_search(store.id)],
+                                            max_output_tokens=4, temperature=0)
+        [written] = follow_up.output[0].queries
+        assert written and written != query

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from .. import protocol_vector_stores as v
+from ..serving.query_writer import rewrite_then_search
 from ..serving.vector_stores import VectorStoreService
 from .deps import get_state
 from .responses import ERROR_RESPONSES, answer
@@ -64,8 +65,9 @@ async def delete_store(store_id: Id, stores: Service, request: Request) -> Respo
              responses=ERROR_RESPONSES)
 async def search_store(store_id: Id, body: v.VectorStoreSearchRequest, stores: Service,
                        request: Request) -> Response:
-    """The passages that best answer `query`: hybrid search, filtered on file attributes."""
-    return await answer(request, stores.search(store_id, body))
+    """The passages that best answer `query`: hybrid search, filtered on file attributes.
+    With `rewrite_query`, the chat model that answers rag queries rewrites it first."""
+    return await answer(request, rewrite_then_search(get_state(request), store_id, body))
 
 
 @router.post("/v1/vector_stores/{store_id}/files", response_model=v.VectorStoreFileObject,

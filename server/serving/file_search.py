@@ -3,7 +3,8 @@ the model answers.
 
 The server searches the named vector stores (or folder indexes) with the conversation's last
 user message as written: a small local model writes poorer queries than the user's own words,
-and one search costs no extra model turn. What it finds is quoted to the chat model as the
+and one search costs no extra model turn. With `[vector_stores] file_search_queries = "model"`
+the answering model writes the query from the conversation first (query_writer.py). What it finds is quoted to the chat model as the
 `rag:` models quote it (retrieved text is data, never instructions), the search is recorded as
 a `file_search_call` output item (its results too with `include: ["file_search_call.results"]`),
 and each `[n]` the answer cites becomes a `file_citation` annotation on the quoted file.
@@ -27,6 +28,7 @@ from .. import protocol as p
 from .. import protocol_responses as r
 from ..routes.deps import ServerState
 from .chat import AnswerExtras, create_chat_completion
+from .query_writer import write_query
 from .rag import grounded_messages, is_rag_model, question_of
 from .vector_stores import FoundText, VectorStoreService
 
@@ -80,10 +82,9 @@ def file_search_tool(tools: Sequence[object]) -> r.FileSearchToolIn | None:
     return found[0] if found else None
 
 
-async def run_file_search(stores: VectorStoreService, tool: r.FileSearchToolIn, messages: Sequence[p.ChatMessageIn],
+async def run_file_search(stores: VectorStoreService, tool: r.FileSearchToolIn, question: str,
                           *, call_id: str, include_results: bool, max_context_tokens: int) -> FileSearchRun:
-    """Search `tool`'s stores for the last user message; 400 while a store's files are still processing."""
-    _, question = question_of(messages)
+    """Search `tool`'s stores for `question`; 400 while a store's files are still processing."""
     found = await stores.search_stores(tool.vector_store_ids, question, max_num_results=tool.max_num_results,
                                        filters=tool.filters, ranking=tool.ranking_options, require_ready=True)
     # the model sees a file by its name (an uploaded file's index path also holds its id)
@@ -97,11 +98,15 @@ async def run_file_search(stores: VectorStoreService, tool: r.FileSearchToolIn, 
 
 async def search_and_ground(state: ServerState, tool: r.FileSearchToolIn, chat: p.ChatCompletionRequest, *,
                             include_results: bool) -> tuple[p.ChatCompletionRequest, FileSearchRun]:
-    """The search for `chat`'s last user message, and `chat` grounded in what it found."""
+    """The search for `chat`'s last user message (as written, or as the model puts it when
+    `[vector_stores] file_search_queries = "model"`), and `chat` grounded in what it found."""
     if is_rag_model(chat.model):
         raise InvalidRequest("a rag: model searches its own index; send file_search to a chat model "
                              "(a folder index can be named in vector_store_ids)", param="tools")
-    search = await run_file_search(state.vector_stores, tool, chat.messages, call_id=f"fs_{uuid.uuid4().hex}",
+    _, question = question_of(chat.messages)
+    if state.settings.vector_stores.file_search_queries == "model":
+        question = await write_query(state, chat.model, chat.messages)
+    search = await run_file_search(state.vector_stores, tool, question, call_id=f"fs_{uuid.uuid4().hex}",
                                    include_results=include_results,
                                    max_context_tokens=state.settings.indexes.rag_max_context_tokens)
     return chat.model_copy(update={"messages": grounded_messages(chat.messages, search.sources)}), search

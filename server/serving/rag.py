@@ -31,7 +31,7 @@ from .convert import chat_request
 from .generation import generate, new_id, now, sse_frames, sum_usage
 
 __all__ = ["RAG_PREFIX", "answer_query", "ground_rag_chat", "grounded_messages", "is_rag_model",
-           "rag_chat_completion", "rag_model_cards", "question_of"]
+           "rag_chat_completion", "rag_model_cards", "question_of", "plain_text", "default_chat_model"]
 
 RAG_PREFIX = "rag:"
 
@@ -54,7 +54,7 @@ async def _sources(state: ServerState, index: str, query: str, *, top_k: int | N
     return select_sources([(hit.chunk, hit.score) for hit in hits], budget)
 
 
-def _chat_model(state: ServerState, name: str | None) -> str:
+def default_chat_model(state: ServerState, name: str | None) -> str:
     """The chat model (or LoRA adapter) that writes rag answers: named, configured, or the first."""
     name = name or state.settings.indexes.chat_model
     if name:
@@ -67,7 +67,7 @@ def _chat_model(state: ServerState, name: str | None) -> str:
 
 async def answer_query(state: ServerState, body: p.RagQueryRequest) -> p.RagAnswer | AsyncIterator[str]:
     """The answer, whole or as SSE `rag.answer.chunk` frames."""
-    model = _chat_model(state, body.model)
+    model = default_chat_model(state, body.model)
     sources = await _sources(state, body.index, body.query, top_k=body.top_k, mode=body.mode,
                              rerank=body.rerank, filters=body.filters)
     sampling = {k: v for k, v in (("max_tokens", body.max_tokens), ("temperature", body.temperature),
@@ -124,16 +124,20 @@ def _parse_model(name: str) -> tuple[str, str | None]:
     return index, chat_model or None
 
 
+def plain_text(message: p.ChatMessageIn) -> str:
+    """A message's text: its string, or its text parts joined (images left out)."""
+    content = message.content
+    if isinstance(content, list):
+        return " ".join(getattr(part, "text", "") for part in content).strip()
+    return content or ""
+
+
 def question_of(messages: Sequence[p.ChatMessageIn]) -> tuple[int, str]:
     """The last user turn: its position and its text."""
     for position in range(len(messages) - 1, -1, -1):
         message = messages[position]
-        if message.role == "user":
-            content = message.content
-            if isinstance(content, list):
-                content = " ".join(getattr(part, "text", "") for part in content).strip()
-            if content:
-                return position, content
+        if message.role == "user" and (content := plain_text(message)):
+            return position, content
     raise InvalidRequest("searching the files needs a user message with text to search for", param="messages")
 
 
@@ -165,7 +169,7 @@ async def ground_rag_chat(state: ServerState, body: p.ChatCompletionRequest
     _, question = question_of(body.messages)
     sources = await _sources(state, index, question, top_k=None, mode="hybrid", rerank=False, filters=None)
     grounded = body.model_copy(update={"messages": grounded_messages(body.messages, sources)})
-    extras = AnswerExtras(chat_model=_chat_model(state, chat_model),
+    extras = AnswerExtras(chat_model=default_chat_model(state, chat_model),
                           fields={"sources": _sources_out(sources, False)},
                           footer=lambda text: sources_footer(sources, cited_ids(text, len(sources))))
     return grounded, extras
@@ -174,7 +178,7 @@ async def ground_rag_chat(state: ServerState, body: p.ChatCompletionRequest
 async def rag_model_cards(state: ServerState) -> list[p.ModelCard]:
     """One `rag:NAME` chat model per index, for /v1/models."""
     try:
-        parent = _chat_model(state, None)
+        parent = default_chat_model(state, None)
     except LampstandError:
         return []
     return [p.ModelCard(id=f"{RAG_PREFIX}{definition.name}", created=definition.created, owned_by="lampstand",

@@ -120,7 +120,7 @@ class VectorStoreService:
         files = [self.files.get(file_id, f"file_ids[{i}]") for i, file_id in enumerate(body.file_ids)]
         store_id, now = _new_id(STORE_PREFIX), _now()
         row = StoreRow(store_id, body.name or "", now, now, body.expires_after.days if body.expires_after else None,
-                       body.metadata or {}, budget.max_tokens, budget.overlap_tokens)
+                       body.metadata or {}, budget.max_tokens, budget.overlap_tokens, body.description)
         self._folder(store_id).mkdir(parents=True, exist_ok=True)
         await self.indexes.register(IndexDefinition(name=store_id, roots=(str(self._folder(store_id)),),
                                                     store=self.index_settings.store))
@@ -147,11 +147,13 @@ class VectorStoreService:
             return await self._folder_object(*await self._definition(store_id))
 
     async def update(self, store_id: str, body: v.VectorStoreUpdateRequest) -> v.VectorStoreObject:
-        """Rename, re-tag or change the expiry of a store (only the fields sent change)."""
+        """Rename, describe, re-tag or change the expiry of a store (only the fields sent change)."""
         row = await self._row(store_id, writable=True)
         fields: dict[str, Any] = {}
         if "name" in body.model_fields_set:
             fields["name"] = body.name or ""
+        if "description" in body.model_fields_set:
+            fields["description"] = body.description
         if "metadata" in body.model_fields_set:
             fields["metadata"] = body.metadata or {}
         if "expires_after" in body.model_fields_set:
@@ -183,7 +185,7 @@ class VectorStoreService:
         status = "expired" if expires_at is not None and expires_at <= _now() else \
             "in_progress" if counts.in_progress else "completed"
         return v.VectorStoreObject(
-            id=row.id, created_at=row.created_at, name=row.name,
+            id=row.id, created_at=row.created_at, name=row.name, description=row.description,
             usage_bytes=sum(f.usage_bytes for f in files if f.status == "completed"), file_counts=counts,
             status=status, expires_after={"anchor": "last_active_at", "days": row.expires_days}
             if row.expires_days is not None else None, expires_at=expires_at, last_active_at=row.last_active_at,
@@ -396,9 +398,11 @@ class VectorStoreService:
 
     # -- search --
 
-    async def search(self, store_id: str, body: v.VectorStoreSearchRequest) -> v.VectorStoreSearchPage:
-        """The passages of one store that best answer the query."""
-        queries = [body.query] if isinstance(body.query, str) else body.query
+    async def search(self, store_id: str, body: v.VectorStoreSearchRequest,
+                     rewritten: str | None = None) -> v.VectorStoreSearchPage:
+        """The passages of one store that best answer the query (`rewritten`, when a model
+        rewrote it: it is the `search_query` reported)."""
+        queries = [rewritten] if rewritten else [body.query] if isinstance(body.query, str) else body.query
         found = await self.search_stores([store_id], " ".join(queries), max_num_results=body.max_num_results,
                                          filters=body.filters, ranking=body.ranking_options)
         return v.VectorStoreSearchPage(search_query=queries, data=[
