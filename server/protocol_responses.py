@@ -166,7 +166,8 @@ class TextConfigIn(Request):
     format: TextFormatIn | None = None
 
 
-# OpenAI's `include` values; only the first changes anything here
+# OpenAI's `include` values; the first two change what is returned here (the others name
+# items this server never makes, or parts it always returns)
 INCLUDABLE = ("file_search_call.results", "message.output_text.logprobs", "message.input_image.image_url",
               "reasoning.encrypted_content", "web_search_call.results", "web_search_call.action.sources",
               "computer_call_output.output.image_url", "code_interpreter_call.outputs")
@@ -181,6 +182,7 @@ class ResponsesRequest(Request):
     max_output_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[FunctionToolIn | HostedToolIn] = []
     tool_choice: Literal["none", "auto", "required"] | NamedFunctionChoice | HostedToolChoice | None = None
     parallel_tool_calls: bool = True

@@ -63,9 +63,9 @@ class StaticChunking(Request):
     chunk_overlap_tokens: int = Field(ge=0)
 
     @model_validator(mode="after")
-    def _overlap_under_half(self) -> StaticChunking:
-        if self.chunk_overlap_tokens >= self.max_chunk_size_tokens // 2:
-            raise ValueError("chunk_overlap_tokens must be less than half of max_chunk_size_tokens")
+    def _overlap_at_most_half(self) -> StaticChunking:
+        if self.chunk_overlap_tokens * 2 > self.max_chunk_size_tokens:  # OpenAI's default is 800 and 400
+            raise ValueError("chunk_overlap_tokens must not exceed half of max_chunk_size_tokens")
         return self
 
 

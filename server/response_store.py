@@ -4,7 +4,7 @@ Each row holds a response object and the input items it was given, both as the J
 returns, and the id of the response it continued. Writes are one transaction each in WAL
 mode with `synchronous = FULL`, so a stored response survives a crash once `put` returns.
 Rows expire after `[responses] ttl`; when the rows together pass `[responses] max_bytes`,
-the oldest go first. This module knows nothing of models, only of rows.
+the oldest go first (never the one just written). This module knows nothing of models, only of rows.
 """
 
 from __future__ import annotations
@@ -64,17 +64,19 @@ class ResponseStore:
                 db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
                            (row.id, now, now + self.settings.ttl, row.previous_id, row.body, row.input_items, size))
                 db.execute("DELETE FROM responses WHERE expires_at <= ?", (now,))
-                self._drop_oldest_beyond_budget(db)
+                self._drop_oldest_beyond_budget(db, keep=row.id)
 
         await self._run(write)
 
-    def _drop_oldest_beyond_budget(self, db: sqlite3.Connection) -> None:
+    def _drop_oldest_beyond_budget(self, db: sqlite3.Connection, keep: str) -> None:
+        """Drop the oldest rows until the rest fit `max_bytes`; never `keep`, the row just
+        written (its client was told it is stored), even when it alone is larger."""
         total = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM responses").fetchone()[0]
         if total <= self.settings.max_bytes:
             return
         excess = total - self.settings.max_bytes
         doomed, freed = [], 0
-        for ident, size in db.execute("SELECT id, bytes FROM responses ORDER BY created_at"):
+        for ident, size in db.execute("SELECT id, bytes FROM responses WHERE id != ? ORDER BY created_at", (keep,)):
             doomed.append((ident,))
             freed += size
             if freed >= excess:

@@ -83,7 +83,7 @@ def test_estimate_tracks_the_real_tokenizer(exact_budget: TokenBudget) -> None:
 
 
 @pytest.mark.parametrize(
-    ("max_tokens", "overlap"), [(4, 0), (64, 32), (64, -1), (256, 200)]
+    ("max_tokens", "overlap"), [(4, 0), (64, 33), (64, -1), (256, 200)]
 )
 def test_bad_budgets_are_refused(max_tokens: int, overlap: int) -> None:
     with pytest.raises(ValueError, match="tokens"):
@@ -631,10 +631,11 @@ def test_project_readme(exact_budget: TokenBudget) -> None:
 # -- plain text and reStructuredText ------------------------------------------------------
 
 
-def test_text_is_packed_by_paragraph_with_overlap() -> None:
+@pytest.mark.parametrize("overlap", [16, 30])  # 30: half of the budget, the most allowed (OpenAI's 800/400)
+def test_text_is_packed_by_paragraph_with_overlap(overlap: int) -> None:
     paragraphs = [f"Paragraph {n} has a few short words in it." for n in range(30)]
     text = "\n\n".join(paragraphs) + "\n"
-    budget = TokenBudget(max_tokens=60, overlap_tokens=16)
+    budget = TokenBudget(max_tokens=60, overlap_tokens=overlap)
     chunks = chunk_file("notes.txt", text, "text", "text", budget)
     assert len(chunks) > 3
     for chunk in chunks:

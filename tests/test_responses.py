@@ -142,6 +142,29 @@ def test_stream_events_come_in_order_and_numbered(http: httpx.Client, client: op
     assert client.responses.retrieve(ident).output_text == text
 
 
+def test_logprobs_are_included_when_asked(client: openai.OpenAI, http: httpx.Client) -> None:
+    """`include: ["message.output_text.logprobs"]` with `top_logprobs`: the tokens and logprobs
+    chat completions gives for the same prompt, on the output text and on each streamed delta."""
+    reply = create(client, include=["message.output_text.logprobs"], top_logprobs=2)
+    part = reply.output[0].content[0]
+    chat = client.chat.completions.create(model=CHAT_MODEL, messages=[{"role": "user", "content": QUESTION}],
+                                          max_tokens=24, temperature=0, logprobs=True, top_logprobs=2)
+    expected = [(t.token, round(t.logprob, 4), [a.token for a in t.top_logprobs])
+                for t in chat.choices[0].logprobs.content or []]
+    assert expected and [(t.token, round(t.logprob, 4), [a.token for a in t.top_logprobs])
+                         for t in part.logprobs or []] == expected
+    assert "".join(t.token for t in part.logprobs or []) == part.text == chat.choices[0].message.content
+    assert create(client).output[0].content[0].logprobs in (None, [])
+    events = [data for _, data in sse_events(http, {"model": CHAT_MODEL, "input": QUESTION, "max_output_tokens": 24,
+                                                    "temperature": 0, "top_logprobs": 2,
+                                                    "include": ["message.output_text.logprobs"]})]
+    for event in events:
+        SDK_EVENT.validate_python(event)
+    streamed = [t for e in events if e["type"] == "response.output_text.delta" for t in e["logprobs"]]
+    done = next(e for e in events if e["type"] == "response.output_text.done")
+    assert streamed == done["logprobs"] == [t.model_dump() for t in part.logprobs or []]
+
+
 def test_sdk_stream_helper(client: openai.OpenAI) -> None:
     with client.responses.stream(model=CHAT_MODEL, input="Say hello.", max_output_tokens=200,
                                  temperature=0) as stream:
@@ -149,6 +172,30 @@ def test_sdk_stream_helper(client: openai.OpenAI) -> None:
         final = stream.get_final_response()
     assert kinds[:2] == list(LIFECYCLE) and kinds[-1] == "response.completed"
     assert final.status == "completed" and final.output_text.strip()
+
+
+def test_sdk_stream_helper_with_a_schema_and_a_function_tool(client: openai.OpenAI) -> None:
+    """`responses.stream` carries JSON schema output and a function call round trip too; each
+    streamed answer is the one `create` gives."""
+    schema = {"format": {"type": "json_schema", "name": "person", "schema": PERSON, "strict": True}}
+    with client.responses.stream(model=CHAT_MODEL, input="Invent a person.", max_output_tokens=120,
+                                 temperature=0, text=schema) as stream:  # type: ignore[arg-type]
+        person = stream.get_final_response()
+    parsed = json.loads(person.output_text)
+    assert set(parsed) == {"name", "age"} and person.output_text == create(
+        client, input="Invent a person.", max_output_tokens=120, text=schema).output_text
+    with client.responses.stream(model=CHAT_MODEL, input="What is the weather in Paris?", tools=[WEATHER],
+                                 tool_choice="required", max_output_tokens=60) as stream:
+        kinds = [event.type for event in stream]
+        asked = stream.get_final_response()
+    [call] = asked.output
+    assert call.type == "function_call" and call.name == "get_weather" and "city" in json.loads(call.arguments)
+    assert "response.function_call_arguments.done" in kinds and kinds[-1] == "response.completed"
+    with client.responses.stream(model=CHAT_MODEL, previous_response_id=asked.id, max_output_tokens=24,
+                                 input=[{"type": "function_call_output", "call_id": call.call_id,
+                                         "output": "Sunny, 21 C"}], temperature=0) as stream:
+        answer = stream.get_final_response()
+    assert answer.status in ("completed", "incomplete") and answer.output_text.strip()
 
 
 def test_json_schema_output_validates(client: openai.OpenAI) -> None:
@@ -390,6 +437,37 @@ def test_a_worker_dying_mid_stream_ends_in_response_failed(own_server: RunningSe
         stored = http.get(f"/v1/responses/{failed['id']}").json()
         assert stored["status"] == "failed" and stored["output"][0]["content"][0]["text"] == said
         assert http.post("/v1/responses", json=warm).status_code == 200  # a new worker serves the next one
+
+
+def test_configured_limits_drop_the_oldest_and_expire(tmp_path: Path) -> None:
+    """Through a running server: `[responses] max_bytes` drops the oldest stored responses
+    (never the newest), a chain that lost a link is a 404, and `ttl` expires what is left."""
+    config = f'[responses]\ndir = "{tmp_path}/responses"\nmax_bytes = 6000\nttl = 4\n' + SMOLLM_TEXT_ONLY
+    running = start_server(tmp_path, config)
+    try:
+        client = sdk_client(running)
+        first = client.responses.create(model="smollm2", input="Say one word.", max_output_tokens=4,
+                                        temperature=0, metadata={"pad": "p" * 500})
+        second = client.responses.create(model="smollm2", input="Say two words.", max_output_tokens=4,
+                                         temperature=0, previous_response_id=first.id, metadata={"pad": "q" * 500})
+        assert client.responses.retrieve(first.id).id == first.id
+        big = client.responses.create(model="smollm2", input="Say three words.", max_output_tokens=4, temperature=0,
+                                       metadata={f"pad{i}": "x" * 500 for i in range(14)})
+        assert client.responses.retrieve(big.id).id == big.id  # kept, though larger than max_bytes alone
+        for gone in (first.id, second.id):
+            with pytest.raises(openai.NotFoundError):
+                client.responses.retrieve(gone)
+        with pytest.raises(openai.NotFoundError) as lost:
+            client.responses.create(model="smollm2", input="Go on.", previous_response_id=second.id,
+                                    max_output_tokens=2)
+        assert lost.value.body["param"] == "previous_response_id"  # type: ignore[index]
+        time.sleep(4.5)
+        fresh = client.responses.create(model="smollm2", input="Bye.", max_output_tokens=2, temperature=0)
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(big.id)
+        assert client.responses.retrieve(fresh.id).id == fresh.id
+    finally:
+        stop_server(running)
 
 
 def _row(ident: str, size: int) -> StoredResponse:

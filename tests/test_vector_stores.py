@@ -128,9 +128,9 @@ def test_attribute_filters_narrow_the_search(client: openai.OpenAI, garden: dict
     others = client.vector_stores.search(vector_store_id=store_id, query=query,
                                          filters={"type": "ne", "key": "kind", "value": "journal"})
     assert journal not in {r.file_id for r in others} and list(others)
-    high = client.vector_stores.search(vector_store_id=store_id, query=query,
-                                       ranking_options={"score_threshold": 0.99})
-    assert all(r.score >= 0.99 for r in high)
+    high = list(client.vector_stores.search(vector_store_id=store_id, query=query,
+                                            ranking_options={"score_threshold": 0.99}))
+    assert high and all(r.score >= 0.99 for r in high)  # the journal is first in both rankings: 1.0
 
 
 def test_attributes_change_without_reindexing(client: openai.OpenAI, garden: dict[str, Any]) -> None:
@@ -193,6 +193,16 @@ def test_a_static_chunking_strategy_cuts_smaller_chunks(client: openai.OpenAI) -
             assert all(len(r.content[0].text.split()) <= 100 for r in results.data)
         client.vector_stores.delete(store.id)
     assert counts["small"] > counts["default"] >= 1, counts
+
+
+def test_openai_default_static_sizes_are_taken(client: openai.OpenAI) -> None:
+    """OpenAI's own static default: 800 tokens with 400 of overlap, exactly half."""
+    store = client.vector_stores.create(name="wide", chunking_strategy={
+        "type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400}})
+    note = client.vector_stores.files.upload_and_poll(vector_store_id=store.id, file=("n.md", io.BytesIO(NOTE.encode())),
+                                                      poll_interval_ms=200)
+    assert note.status == "completed" and note.chunking_strategy.static.chunk_overlap_tokens == 400  # type: ignore[union-attr]
+    client.vector_stores.delete(store.id)
 
 
 def test_an_uploaded_pdf_is_read_by_the_pdf_chunker(client: openai.OpenAI) -> None:
@@ -301,7 +311,9 @@ def test_folder_indexes_are_read_only_stores(client: openai.OpenAI, http: httpx.
     ("post", "/v1/vector_stores", {"file_ids": ["file-0123456789abcdef01234567"]}, 404, "No such File"),
     ("post", "/v1/vector_stores", {"file_ids": ["../../etc/passwd"]}, 404, "No such File"),
     ("post", "/v1/vector_stores", {"chunking_strategy": {"type": "static", "static": {
-        "max_chunk_size_tokens": 200, "chunk_overlap_tokens": 150}}}, 400, "less than half"),
+        "max_chunk_size_tokens": 200, "chunk_overlap_tokens": 101}}}, 400, "not exceed half"),
+    ("post", "/v1/vector_stores/{store}/files", {"file_id": "{file}", "chunking_strategy": {"type": "static", "static": {
+        "max_chunk_size_tokens": 100, "chunk_overlap_tokens": 20}}}, 400, "chunks all its files alike"),
     ("post", "/v1/vector_stores", {"expires_after": {"anchor": "created_at", "days": 1}}, 400, "anchor"),
     ("post", "/v1/vector_stores", {"metadata": {"k" * 65: "v"}}, 400, "metadata"),
     ("post", "/v1/vector_stores/{store}/search", {"query": ""}, 400, "query"),
@@ -385,6 +397,28 @@ def test_file_search_cites_and_includes_results_only_when_asked(client: openai.O
     [search] = [item for item in follow_up.output if item.type == "file_search_call"]
     assert search.queries == ["And when should the oven be preheated?"]
     assert search.results and search.results[0].file_id == garden["note"].id
+
+
+def test_file_search_tool_options_narrow_what_the_model_reads(client: openai.OpenAI, garden: dict[str, Any]) -> None:
+    """The tool's own `filters`, `ranking_options` and `max_num_results` reach the search, and
+    `tool_choice: "required"` with only file_search is met by the search itself."""
+    question, journal = "what to do when the forecast drops below ten degrees", garden["journal"].id
+
+    def results(**tool: Any) -> list[Any]:
+        reply = client.responses.create(model=CHAT_MODEL, input=question, tool_choice="required",
+                                        tools=[file_search(garden["store"].id, **tool)],  # type: ignore[list-item]
+                                        include=["file_search_call.results"], max_output_tokens=4, temperature=0)
+        assert reply.status in ("completed", "incomplete") and reply.output[0].type == "file_search_call"
+        return reply.output[0].results or []
+
+    everything = results()
+    assert len(everything) > 1 and everything[0].file_id == journal
+    others = results(filters={"type": "ne", "key": "kind", "value": "journal"})
+    assert others and journal not in {r.file_id for r in others}
+    assert {r.file_id for r in results(filters={"type": "eq", "key": "kind", "value": "journal"})} == {journal}
+    best = results(ranking_options={"score_threshold": 0.99})
+    assert [r.file_id for r in best] == [journal] and best[0].score >= 0.99
+    assert len(results(max_num_results=1)) == 1
 
 
 def test_file_search_stream_events(http: httpx.Client, garden: dict[str, Any]) -> None:
@@ -535,10 +569,14 @@ def test_rewrite_query_searches_with_the_models_query(http: httpx.Client, garden
 
 @pytest.fixture(scope="module")
 def model_queries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """A server whose file_search has the answering model write the query."""
+    """A server whose file_search has the answering model write the query, and which takes
+    uploads for fine-tuning."""
     running = start_server(tmp_path_factory.mktemp("model-queries"), default_config() + """
 [vector_stores]
 file_search_queries = "model"
+
+[fine_tuning]
+enabled = true
 """)
     yield running
     stop_server(running)
@@ -568,3 +606,20 @@ def test_file_search_can_search_with_the_models_query(model_queries: RunningServ
                                             max_output_tokens=4, temperature=0)
         [written] = follow_up.output[0].queries
         assert written and written != query
+
+
+def test_a_store_takes_only_document_uploads(model_queries: RunningServer) -> None:
+    """A file uploaded for fine-tuning is not a document a store takes: a 400 naming its purpose,
+    however it is attached."""
+    client = sdk_client(model_queries)
+    store = client.vector_stores.create(name="docs only")
+    training = upload(client, "rows.jsonl", json.dumps({"messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}) + "\n", purpose="fine-tune")
+    with httpx.Client(base_url=model_queries.url, timeout=60) as http:
+        for path, body in ((f"/v1/vector_stores/{store.id}/files", {"file_id": training}),
+                           ("/v1/vector_stores", {"file_ids": [training]}),
+                           (f"/v1/vector_stores/{store.id}/file_batches", {"file_ids": [training]})):
+            refused = http.post(path, json=body)
+            assert refused.status_code == 400, refused.text
+            assert "purpose 'fine-tune'" in refused.json()["error"]["message"], refused.text
+    assert client.vector_stores.retrieve(store.id).file_counts.total == 0

@@ -83,9 +83,9 @@ class TokenBudget:
     def __post_init__(self) -> None:
         if self.max_tokens < 8:
             raise ValueError(f"max_tokens must be at least 8, got {self.max_tokens}")
-        if not 0 <= self.overlap_tokens < self.max_tokens // 2:
+        if not 0 <= self.overlap_tokens * 2 <= self.max_tokens:
             raise ValueError(
-                f"overlap_tokens must be in [0, max_tokens / 2), got {self.overlap_tokens}"
+                f"overlap_tokens must be in [0, max_tokens / 2], got {self.overlap_tokens}"
             )
 
     @classmethod

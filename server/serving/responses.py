@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from lampstand.plugins.errors import ContextLengthExceeded, InvalidRequest, LampstandError, UnsupportedParameter
-from lampstand.plugins.types import GenerationChunk
+from lampstand.plugins.types import GenerationChunk, TokenLogprob
 
 from .. import protocol as p
 from .. import protocol_responses as r
@@ -159,6 +159,9 @@ def _chat_tools(tools: Sequence[r.FunctionToolIn | r.HostedToolIn]) -> list[p.To
 
 
 def _tool_choice(choice: Any, tools: Sequence[r.FunctionToolIn | r.HostedToolIn]) -> Any:
+    served = any(getattr(t, "type", None) in SERVED_HOSTED_TOOLS for t in tools)
+    if choice == "required" and served and not any(isinstance(t, r.FunctionToolIn) for t in tools):
+        return None  # the server's own search is the tool call it requires
     if isinstance(choice, r.NamedFunctionChoice):
         return p.NamedToolChoice(type="function", function=p.NamedFunction(name=choice.name))
     if isinstance(choice, r.HostedToolChoice):
@@ -194,9 +197,11 @@ def chat_body(body: r.ResponsesRequest, messages: list[p.ChatMessageIn]) -> p.Ch
     sampling = {name: getattr(body, name) for name in passed if getattr(body, name) is not None}
     if body.instructions:
         messages = [p.ChatMessageIn(role="system", content=body.instructions), *messages]
+    logprobs = "message.output_text.logprobs" in (body.include or [])
     try:
         return p.ChatCompletionRequest(
             model=body.model, messages=messages, max_tokens=body.max_output_tokens,
+            logprobs=logprobs, top_logprobs=body.top_logprobs if logprobs else None,
             tools=_chat_tools(body.tools) or None, tool_choice=_tool_choice(body.tool_choice, body.tools),
             parallel_tool_calls=body.parallel_tool_calls, response_format=_response_format(body.text), **sampling)
     except ValidationError as exc:
@@ -222,6 +227,13 @@ class _NumberedSplice:
         return f"event: response.output_text.delta\ndata: {self._splice(text)[:-2]}{sequence_number}}}\n\n"
 
 
+def _logprob(token: TokenLogprob) -> dict[str, Any]:
+    """One token's logprob in the Responses shape (`message.output_text.logprobs`)."""
+    return {"token": token.token, "bytes": list(token.bytes), "logprob": token.logprob,
+            "top_logprobs": [{"token": t.token, "bytes": list(t.bytes), "logprob": t.logprob}
+                             for t in token.top_logprobs]}
+
+
 class ResponseWriter:
     """Builds the response from chat chunks and, when streaming, the events that tell it."""
 
@@ -237,6 +249,7 @@ class ResponseWriter:
         self._calls: dict[int, r.FunctionCallItem] = {}  # open calls, by the chat tool-call index
         self._finish: str | None = None
         self._usage: r.ResponseUsage | None = None
+        self._logprobs: list[dict[str, Any]] = []  # of the open message, when the request includes them
 
     def _emit(self, event_type: type[Any], **fields: Any) -> None:
         if self.streaming:
@@ -280,7 +293,12 @@ class ResponseWriter:
             if self._message is None:
                 self._open_message()
             self._text.append(chunk.text)
-            if self._delta is not None:
+            logprobs = [_logprob(t) for t in chunk.logprobs]
+            self._logprobs += logprobs
+            if logprobs and self._message is not None:
+                self._emit(r.OutputTextDeltaEvent, item_id=self._message.id, content_index=0, delta=chunk.text,
+                           output_index=self.response.output.index(self._message), logprobs=logprobs)
+            elif self._delta is not None:
                 self.frames.append(self._delta(chunk.text, self._next()))
         for delta in chunk.tool_calls:
             if delta.id is not None:
@@ -307,16 +325,18 @@ class ResponseWriter:
         if message is None:
             return
         index, text = self.response.output.index(message), "".join(self._text)
-        part = r.OutputText(text=text, annotations=self.search.annotations(text) if self.search else [])
+        part = r.OutputText(text=text, annotations=self.search.annotations(text) if self.search else [],
+                            logprobs=self._logprobs)
         for number, annotation in enumerate(part.annotations):
             self._emit(r.AnnotationAddedEvent, item_id=message.id, output_index=index, content_index=0,
                        annotation_index=number, annotation=annotation)
-        self._emit(r.OutputTextDoneEvent, item_id=message.id, output_index=index, content_index=0, text=text)
+        self._emit(r.OutputTextDoneEvent, item_id=message.id, output_index=index, content_index=0, text=text,
+                   logprobs=self._logprobs)
         self._emit(r.ContentPartEvent, type="response.content_part.done", item_id=message.id,
                    output_index=index, content_index=0, part=part)
         message.content, message.status = [part], status  # type: ignore[assignment]
         self._emit(r.OutputItemEvent, type="response.output_item.done", output_index=index, item=message)
-        self._message, self._text, self._delta = None, [], None
+        self._message, self._text, self._delta, self._logprobs = None, [], None, []
 
     def finish(self) -> None:
         """Close every open item and set the response's status, usage and output."""

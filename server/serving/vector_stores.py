@@ -32,6 +32,7 @@ from lampstand.indexer.store import Hit, StoreNotFound
 from lampstand.plugins.errors import InvalidRequest, LampstandError, NotFound
 
 from .. import protocol_vector_stores as v
+from ..protocol import FileObject
 from ..config import IndexSettings, VectorStoreSettings
 from ..fine_tuning import FileStore, paginate
 from ..vector_store_registry import FileRow, StoreRow, VectorStoreRegistry
@@ -116,8 +117,8 @@ class VectorStoreService:
         if len(await self.registry.stores()) >= self.settings.max_stores:
             raise InvalidRequest(f"there are already {self.settings.max_stores} vector stores "
                                  "([vector_stores] max_stores); delete one first", param="name")
-        budget = _budget(body.chunking_strategy, INDEX_BUDGET)
-        files = [self.files.get(file_id, f"file_ids[{i}]") for i, file_id in enumerate(body.file_ids)]
+        budget = _budget(body.chunking_strategy, None)
+        files = [self._upload(file_id, f"file_ids[{i}]") for i, file_id in enumerate(body.file_ids)]
         store_id, now = _new_id(STORE_PREFIX), _now()
         row = StoreRow(store_id, body.name or "", now, now, body.expires_after.days if body.expires_after else None,
                        body.metadata or {}, budget.max_tokens, budget.overlap_tokens, body.description)
@@ -212,9 +213,17 @@ class VectorStoreService:
         """Attach an uploaded file and queue it."""
         row = await self._row(store_id, writable=True)
         _budget(body.chunking_strategy, _row_budget(row), param="chunking_strategy")
-        upload = self.files.get(body.file_id, "file_id")
+        upload = self._upload(body.file_id, "file_id")
         [attached] = await self._attach(row, [(upload, body.attributes or {})], None)
         return _file_object(attached, row)
+
+    def _upload(self, file_id: str, param: str) -> FileObject:
+        """An uploaded file a store may take: 404 for an unknown id, 400 for another purpose."""
+        upload = self.files.get(file_id, param)
+        if upload.purpose not in STORE_PURPOSES:
+            raise InvalidRequest(f"file '{file_id}' was uploaded with purpose '{upload.purpose}'; a vector store "
+                                 f"takes files uploaded with purpose {' or '.join(STORE_PURPOSES)}", param=param)
+        return upload
 
     async def _attach(self, row: StoreRow, uploads: Sequence[tuple[Any, dict[str, Any]]],
                       batch_id: str | None) -> list[FileRow]:
@@ -310,7 +319,7 @@ class VectorStoreService:
             [(f.file_id, f.attributes or body.attributes or {}) for f in body.files]
         for index, entry in enumerate(body.files):
             _budget(entry.chunking_strategy, budget, param=f"files[{index}].chunking_strategy")
-        uploads = [(self.files.get(file_id, f"file_ids[{i}]"), attributes)
+        uploads = [(self._upload(file_id, f"file_ids[{i}]"), attributes)
                    for i, (file_id, attributes) in enumerate(given)]
         batch_id = _new_id(BATCH_PREFIX)
         await self._attach(row, uploads, batch_id)
@@ -473,17 +482,20 @@ class _ReadOnly(Exception):
     """Internal: the id names a folder index, not an uploaded-file store."""
 
 
-def _budget(strategy: v.ChunkingStrategyIn | None, default: TokenBudget, param: str = "chunking_strategy"
+STORE_PURPOSES = ("assistants", "user_data")
+
+
+def _budget(strategy: v.ChunkingStrategyIn | None, store: TokenBudget | None, param: str = "chunking_strategy"
             ) -> TokenBudget:
-    """The chunk sizes a strategy asks for; for an existing store, the same as its own or a 400."""
+    """The chunk sizes a strategy asks for. `store`: the sizes of the store a file joins, which
+    it must keep (other static sizes are a 400); None for a new store."""
     if strategy is None or strategy.type == "auto" or strategy.static is None:
-        return default
+        return store or INDEX_BUDGET
     asked = TokenBudget(max_tokens=strategy.static.max_chunk_size_tokens,
                         overlap_tokens=strategy.static.chunk_overlap_tokens)
-    if default is not INDEX_BUDGET and (asked.max_tokens, asked.overlap_tokens) != \
-            (default.max_tokens, default.overlap_tokens):
+    if store is not None and (asked.max_tokens, asked.overlap_tokens) != (store.max_tokens, store.overlap_tokens):
         raise InvalidRequest("a vector store chunks all its files alike: this one uses "
-                             f"{default.max_tokens} tokens with {default.overlap_tokens} overlap", param=param)
+                             f"{store.max_tokens} tokens with {store.overlap_tokens} overlap", param=param)
     return asked
 
 
