@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -173,23 +174,37 @@ def test_seeded_sampling_repeats_and_n_gives_choices(client: openai.OpenAI) -> N
 NEAR_TIE = 0.25  # nats between a solo answer's first and second choice where batched rounding may flip it
 
 
-def greedy_tokens(client: openai.OpenAI, question: str) -> list[tuple[str, list[tuple[str, float]]]]:
-    """Each token of a greedy answer, with its two most likely choices and their logprobs."""
-    answer = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}],
-                                            temperature=0, max_tokens=24, logprobs=True, top_logprobs=2)
-    content = answer.choices[0].logprobs.content or []
-    return [(t.token, [(c.token, c.logprob) for c in t.top_logprobs]) for t in content]
+Tokens = list[tuple[str, list[tuple[str, float]]]]
+
+
+def greedy_tokens(client: openai.OpenAI, question: str) -> tuple[Tokens, float, float]:
+    """Each token of a greedy answer, streamed, with its two most likely choices and their
+    logprobs; and when its first and its last chunk arrived (monotonic seconds)."""
+    stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}],
+                                            temperature=0, max_tokens=24, logprobs=True, top_logprobs=2,
+                                            stream=True)
+    tokens: Tokens = []
+    first = last = 0.0
+    for chunk in stream:
+        last = time.monotonic()
+        first = first or last
+        for choice in chunk.choices:
+            for t in (choice.logprobs.content or []) if choice.logprobs else []:
+                tokens.append((t.token, [(c.token, c.logprob) for c in t.top_logprobs]))
+    return tokens, first, last
 
 
 def test_four_concurrent_answers_match_their_solo_answers(client: openai.OpenAI) -> None:
-    """Side by side, each greedy answer is its solo answer, or leaves it only where the solo
+    """Streamed side by side (all four at once), each greedy answer is its solo answer, or leaves it only where the solo
     answer's two best tokens were a near tie: vLLM's CPU kernels round a batch of four
     differently from one row (seen once in CI), but a sequence reading another's KV or sampler
     would leave it at a clear choice."""
     questions = ["Name three colours.", "What is 2 + 2?", "Say hello in French.", "Name a planet."]
-    alone = [greedy_tokens(client, q) for q in questions]
+    alone = [greedy_tokens(client, q)[0] for q in questions]
     with ThreadPoolExecutor(4) as pool:
-        together = list(pool.map(lambda q: greedy_tokens(client, q), questions))
+        streamed = list(pool.map(lambda q: greedy_tokens(client, q), questions))
+    together = [tokens for tokens, _, _ in streamed]
+    assert max(first for _, first, _ in streamed) < min(last for _, _, last in streamed)  # all four ran at once
     for solo, side in zip(alone, together):
         assert side
         fork = next((i for i, (a, b) in enumerate(zip(solo, side)) if a[0] != b[0]), None)
@@ -267,7 +282,8 @@ def test_embeddings_from_the_pooling_runner_evict_the_chat_model_by_budget(
 
 REFUSED = {  # a setting vLLM refuses here -> words of vLLM's reason
     "tensor_parallel_size = 2": "attention heads",  # SmolLM2 has 9
-    'distributed_executor_backend = "ray"': "ray",  # not installed with the CPU build, which refuses Ray anyway
+    'distributed_executor_backend = "ray"': "import ray",  # not installed with the CPU build, which refuses Ray anyway
+    "pipeline_parallel_size = 2": "numa",  # two CPU workers need two NUMA nodes to bind their threads to
 }
 
 
