@@ -741,7 +741,7 @@ class FootprintBytes(Response):
 
 
 class Footprint(Response):
-    """Bytes a model takes: `estimated` before loading, `measured` once loaded (worker RSS growth)."""
+    """Bytes a model takes: `estimated` before loading, `measured` once loaded (RSS growth of its worker and the processes it started)."""
 
     estimated: FootprintBytes | None = None
     measured: FootprintBytes | None = None

@@ -131,6 +131,16 @@ def test_chat_with_the_sdk(client: openai.OpenAI) -> None:
     assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in choice.logprobs.content or [])
 
 
+def test_the_measured_footprint_counts_vllms_own_processes(served: tuple[RunningServer, Path],
+                                                           client: openai.OpenAI) -> None:
+    """vLLM keeps the weights and the KV cache in its engine process, a child of the worker:
+    the footprint measured at load counts them (before, only the worker's own RSS counted)."""
+    assert ask(client, MODEL, "Name three colours.")
+    card = httpx.get(f"{served[0].url}/v1/models/{MODEL}").json()
+    engine = psutil.Process(card["worker_pid"]).children(recursive=True)
+    assert engine and card["footprint"]["measured"]["ram"] >= sum(c.memory_info().rss for c in engine)
+
+
 def test_responses_api_answers_as_chat_does(client: openai.OpenAI) -> None:
     """/v1/responses runs on the vLLM path too: the same greedy text and token counts as chat."""
     reply = client.responses.create(model=MODEL, input="Name three colours.", temperature=0, max_output_tokens=16)

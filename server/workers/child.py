@@ -171,11 +171,24 @@ class _Server:
         self.send(("end", call_id, None))
 
 
+def _tree_rss() -> int:
+    """The RSS of this process and of every process it started (vLLM runs its engine core and
+    its workers in processes of their own, which hold the weights and the KV cache)."""
+    me = psutil.Process()
+    total = me.memory_info().rss
+    for child in me.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:  # ended meanwhile
+            continue
+    return total
+
+
 def _measured(plugin: Plugin, rss_before: int) -> Footprint:
-    """RAM: what loading added to this process's RSS (engine libraries included); VRAM: the plugin's word."""
+    """RAM: what loading added to the RSS of this process and its children (engine libraries
+    included); VRAM: the plugin's word."""
     reported = plugin.measured_footprint()
-    rss = psutil.Process().memory_info().rss
-    return Footprint(ram_bytes=max(rss - rss_before, 0), vram_bytes=reported.vram_bytes if reported else 0)
+    return Footprint(ram_bytes=max(_tree_rss() - rss_before, 0), vram_bytes=reported.vram_bytes if reported else 0)
 
 
 def _load_adapters(plugin: Plugin, spec: WorkerSpec) -> None:
@@ -193,7 +206,7 @@ def worker_main(commands: Connection, results: Connection, spec: WorkerSpec) -> 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     configure_logging(spec.log_level, spec.log_format)
     structlog.contextvars.bind_contextvars(worker=spec.model_id)
-    rss_before = psutil.Process().memory_info().rss
+    rss_before = _tree_rss()
     engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lampstand-engine")
     try:
         plugin = spec.plugin_cls(spec.model_id, spec.path, spec.options)
