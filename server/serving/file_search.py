@@ -4,10 +4,12 @@ the model answers.
 The server searches the named vector stores (or folder indexes) with the conversation's last
 user message as written: a small local model writes poorer queries than the user's own words,
 and one search costs no extra model turn. With `[vector_stores] file_search_queries = "model"`
-the answering model writes the query from the conversation first (query_writer.py). What it finds is quoted to the chat model as the
-`rag:` models quote it (retrieved text is data, never instructions), the search is recorded as
-a `file_search_call` output item (its results too with `include: ["file_search_call.results"]`),
-and each `[n]` the answer cites becomes a `file_citation` annotation on the quoted file.
+the answering model writes the query from the conversation first (query_writer.py).
+
+What it finds is quoted to the chat model as the `rag:` models quote it (retrieved text is
+data, never instructions), the search is recorded as a `file_search_call` output item (its
+results too with `include: ["file_search_call.results"]`), and each `[n]` the answer cites
+becomes a `file_citation` annotation on the quoted file.
 Chat has no output items, so a chat completion carries the search as its `file_search_call`
 extension field (results included) and the annotations on its message.
 """
