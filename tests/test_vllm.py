@@ -204,6 +204,22 @@ def greedy_tokens(client: openai.OpenAI, question: str) -> tuple[Tokens, float, 
     return tokens, first, last
 
 
+def steps_of_four_or_more(client: openai.OpenAI) -> float:
+    """Engine steps with at least four sequences in /metrics' batch-size histogram, once it has
+    some (the worker reports about once a second)."""
+    url = str(client.base_url).removesuffix("/v1/").removesuffix("/v1")
+
+    def bucket(le: str) -> float:
+        prefix = f'lampstand:batch_size_bucket{{le="{le}",model_name="{MODEL}"}} '
+        lines = [line for line in httpx.get(url + "/metrics").text.splitlines() if line.startswith(prefix)]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    deadline = time.monotonic() + 10
+    while bucket("+Inf") - bucket("3.0") == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return bucket("+Inf") - bucket("3.0")
+
+
 def test_four_concurrent_answers_match_their_solo_answers(client: openai.OpenAI) -> None:
     """Streamed side by side (all four at once), each greedy answer is its solo answer, or leaves it only where the solo
     answer's two best tokens were a near tie: vLLM's CPU kernels round a batch of four
@@ -215,6 +231,7 @@ def test_four_concurrent_answers_match_their_solo_answers(client: openai.OpenAI)
         streamed = list(pool.map(lambda q: greedy_tokens(client, q), questions))
     together = [tokens for tokens, _, _ in streamed]
     assert max(first for _, first, _ in streamed) < min(last for _, _, last in streamed)  # all four ran at once
+    assert steps_of_four_or_more(client) > 0  # vLLM's steps reach /metrics
     for solo, side in zip(alone, together):
         assert side
         fork = next((i for i, (a, b) in enumerate(zip(solo, side)) if a[0] != b[0]), None)

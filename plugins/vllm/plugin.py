@@ -30,6 +30,7 @@ from lampstand.plugins.contract import (
     ChatModel,
     CompletionModel,
     Embedder,
+    EngineStats,
     Footprint,
     Health,
     Plugin,
@@ -61,6 +62,7 @@ from .options import VllmOptions
 from .processes import Reaper, allow_children, engine_errors
 from .translate import chunks_from_outputs, structured_output, vllm_sampling
 from .sizing import ACTIVATION_BYTES, RUNTIME_BYTES, ModelShape, read_shape
+from .step_sizes import StepSizes
 
 __all__ = ["VllmPlugin"]
 
@@ -88,6 +90,7 @@ class VllmPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         self._adapters: dict[str, Any] = {}  # name -> vLLM LoRARequest
         self._adapter_ids = itertools.count(1)
         self._adapters_lock = threading.Lock()
+        self._steps = StepSizes()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -99,6 +102,10 @@ class VllmPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
 
     def slots(self) -> int:
         return self.options.max_num_seqs
+
+    def engine_stats(self) -> EngineStats | None:
+        sizes = self._steps.take()
+        return EngineStats(batch_sizes=sizes) if sizes else None
 
     def _model_shape(self) -> ModelShape:
         if self._shape is None:
@@ -186,7 +193,7 @@ class VllmPlugin(Plugin, ChatModel, CompletionModel, Embedder, AdapterHost):
         with engine_errors() as errors:
             try:
                 with allow_children():
-                    self._engine = loop.run(lambda: _start_engine(args))
+                    self._engine = loop.run(lambda: _start_engine(args, self._steps.logger()))
             except Exception as exc:  # vLLM raises ValueError, RuntimeError, pydantic errors, ...
                 loop.close()
                 cause = errors.last()
@@ -343,10 +350,11 @@ def _check_rank(folder: Path, max_rank: int) -> None:
                              "raise max_lora_rank in its configuration", param="lora_path")
 
 
-async def _start_engine(args: Any) -> Any:
+async def _start_engine(args: Any, step_logger: type) -> Any:
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    return AsyncLLM.from_engine_args(args)
+    # a logger of our own turns vLLM's statistics on without its default (console) loggers
+    return AsyncLLM.from_engine_args(args, stat_loggers=[step_logger])
 
 
 async def _shutdown(engine: Any) -> None:
