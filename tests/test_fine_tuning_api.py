@@ -353,3 +353,20 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (ProcessLookupError, FileNotFoundError):
         return False
+
+
+def test_a_folder_base_changes_when_a_file_in_it_does(tmp_path: Path) -> None:
+    """A Hugging Face folder (a vLLM base) is one base model: rewriting its weights changes its
+    fingerprint, though the folder's own entry does not change."""
+    from lampstand.server.fine_tuning import base_fingerprint
+
+    folder = tmp_path / "base"
+    (folder / "sub").mkdir(parents=True)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"a" * 64)
+    (folder / "sub" / "config.json").write_text("{}")
+    before = base_fingerprint(folder)
+    weights.write_bytes(b"b" * 64)  # same size
+    os.utime(weights, ns=(time.time_ns(), before[1] + 10**9))  # a later write (the clock's tick may be coarse)
+    assert base_fingerprint(folder) != before and base_fingerprint(folder)[0] == before[0]
+    assert base_fingerprint(weights) == (64, weights.stat().st_mtime_ns)

@@ -7,13 +7,13 @@
 
 from .files import FileStore, sanitize_filename
 from .jobs import FINISHED, CheckpointRecord, JobRecord, JobStore
-from .plan import clean_suffix, plan_job
+from .plan import base_fingerprint, clean_suffix, plan_job
 from .records import NotFound, check_id, new_id, paginate, short_id, write_atomic
 from .trainer import MetricsReader, TrainerProcess, last_error_line, metrics_event, stop_orphan, trained_tokens
 
 __all__ = [
     "FileStore", "sanitize_filename", "FINISHED", "CheckpointRecord", "JobRecord", "JobStore", "NotFound",
-    "clean_suffix", "plan_job",
+    "base_fingerprint", "clean_suffix", "plan_job",
     "check_id", "new_id", "paginate", "short_id", "write_atomic", "MetricsReader", "TrainerProcess",
     "last_error_line", "metrics_event", "stop_orphan", "trained_tokens",
 ]

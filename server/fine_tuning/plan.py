@@ -15,7 +15,7 @@ from .. import protocol as p
 from .files import FileStore
 from .jobs import JobRecord
 
-__all__ = ["plan_job", "clean_suffix"]
+__all__ = ["plan_job", "clean_suffix", "base_fingerprint"]
 
 
 def clean_suffix(suffix: str | None) -> str | None:
@@ -63,6 +63,15 @@ def plan_job(body: p.FineTuningJobCreateRequest, job_id: str, folder: Path, mode
         training_file=body.training_file, validation_file=body.validation_file,
         method=p.FineTuningMethod(supervised=p.SupervisedMethod(hyperparameters=resolved)),
         metadata=body.metadata, estimated_finish=None)
-    stat = base.stat()
     return JobRecord(job=job, suffix=clean_suffix(body.suffix), base_path=str(base),
-                     base_stat=(stat.st_size, stat.st_mtime_ns), adapter_dir=str(out), command=config.cli_args())
+                     base_stat=base_fingerprint(base), adapter_dir=str(out), command=config.cli_args())
+
+
+def base_fingerprint(base: Path) -> tuple[int, int]:
+    """(size, newest mtime_ns) of a base model: its file, or every file of its folder (a
+    Hugging Face folder's weights change inside it while the folder's own entry stays)."""
+    if not base.is_dir():
+        stat = base.stat()
+        return stat.st_size, stat.st_mtime_ns
+    stats = [entry.stat() for entry in base.rglob("*") if entry.is_file()]
+    return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)

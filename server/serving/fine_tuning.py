@@ -38,6 +38,7 @@ from ..fine_tuning import (
     JobStore,
     NotFound,
     TrainerProcess,
+    base_fingerprint,
     last_error_line,
     metrics_event,
     paginate,
@@ -390,10 +391,10 @@ def _base_file(hosted: HostedModel) -> Path:
 
 def _check_base_unchanged(record: JobRecord) -> None:
     try:
-        stat = Path(record.base_path).stat()
+        now = base_fingerprint(Path(record.base_path))
     except OSError:
         raise InvalidRequest(f"the base model file {record.base_path} is gone") from None
-    if record.base_stat is not None and (stat.st_size, stat.st_mtime_ns) != tuple(record.base_stat):
+    if record.base_stat is not None and now != tuple(record.base_stat):
         raise InvalidRequest(f"the base model file {record.base_path} changed since the adapter was trained; "
                              "load the adapter with /v1/load_lora_adapter if it still fits")
 
