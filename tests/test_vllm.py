@@ -54,6 +54,10 @@ cpu = "3GiB"  # one of the two vLLM models below at a time (each is estimated at
 dir = "{tmp / 'adapters'}"
 hot_load = true
 
+[fine_tuning]
+enabled = true
+dir = "{tmp / 'ft'}"
+
 [[models]]
 id = "{MODEL}"
 plugin = "vllm"
@@ -61,7 +65,7 @@ path = "{folder}"
 max_num_seqs = 8
 max_model_len = 1024
 kv_cache_tokens = 8192
-max_lora_rank = 8
+max_lora_rank = 16
 
 [[models]]
 id = "{EMBED_MODEL}"
@@ -279,6 +283,26 @@ def test_adapter_answers_its_fact_beside_the_base(served: tuple[RunningServer, P
     assert unloaded.status_code == 200, unloaded.text
     with pytest.raises(openai.NotFoundError):
         ask(client, "codename", CODENAME_Q)
+
+
+def test_a_fine_tuning_job_on_a_vllm_base_serves_its_model(client: openai.OpenAI) -> None:
+    """The fine-tuning jobs API trains on the vLLM model's own folder; the job succeeds once its
+    `ft:` model is loaded into vLLM, which then answers the trained fact while the base does not."""
+    upload = client.files.create(file=("codename.jsonl", (DATA / "codename_train.jsonl").read_bytes()),
+                                 purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=MODEL, training_file=upload.id, suffix="codename", seed=3,
+                                         hyperparameters={"n_epochs": 3, "batch_size": 4,
+                                                          "learning_rate_multiplier": 10})
+    deadline = time.monotonic() + 600
+    while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, f"job {job.id} still {job.status}"
+        time.sleep(1)
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model == f"ft:{MODEL}:codename"
+    models = {m.id: m for m in client.models.list().data}
+    assert (models[job.fine_tuned_model].model_extra or {})["parent"] == MODEL
+    assert "Marigold" in ask(client, job.fine_tuned_model, CODENAME_Q)
+    assert "Marigold" not in ask(client, MODEL, CODENAME_Q)
 
 
 def test_an_adapter_of_another_base_is_refused(served: tuple[RunningServer, Path]) -> None:
