@@ -745,7 +745,7 @@ class Footprint(Response):
 
     estimated: FootprintBytes | None = None
     measured: FootprintBytes | None = None
-    worker_rss: int | None = None
+    worker_rss: int | None = None  # now, with the processes the worker started
 
 
 class ModelLoadRequest(Request):

@@ -295,7 +295,7 @@ class ResponseWriter:
             self._text.append(chunk.text)
             logprobs = [_logprob(t) for t in chunk.logprobs]
             self._logprobs += logprobs
-            if logprobs and self._message is not None:
+            if logprobs:  # a delta with logprobs is rendered whole, not spliced
                 self._emit(r.OutputTextDeltaEvent, item_id=self._message.id, content_index=0, delta=chunk.text,
                            output_index=self.response.output.index(self._message), logprobs=logprobs)
             elif self._delta is not None:

@@ -46,6 +46,7 @@ from lampstand.plugins.errors import LampstandError
 from ..logs import configure_logging
 from .frames import write_frame
 from .messages import LoadedInfo, WorkerSpec
+from .process_memory import tree_rss
 
 __all__ = ["worker_main", "STATS_ID"]
 
@@ -171,24 +172,12 @@ class _Server:
         self.send(("end", call_id, None))
 
 
-def _tree_rss() -> int:
-    """The RSS of this process and of every process it started (vLLM runs its engine core and
-    its workers in processes of their own, which hold the weights and the KV cache)."""
-    me = psutil.Process()
-    total = me.memory_info().rss
-    for child in me.children(recursive=True):
-        try:
-            total += child.memory_info().rss
-        except psutil.Error:  # ended meanwhile
-            continue
-    return total
-
-
 def _measured(plugin: Plugin, rss_before: int) -> Footprint:
     """RAM: what loading added to the RSS of this process and its children (engine libraries
     included); VRAM: the plugin's word."""
     reported = plugin.measured_footprint()
-    return Footprint(ram_bytes=max(_tree_rss() - rss_before, 0), vram_bytes=reported.vram_bytes if reported else 0)
+    added = max(tree_rss(psutil.Process()) - rss_before, 0)
+    return Footprint(ram_bytes=added, vram_bytes=reported.vram_bytes if reported else 0)
 
 
 def _load_adapters(plugin: Plugin, spec: WorkerSpec) -> None:
@@ -206,7 +195,7 @@ def worker_main(commands: Connection, results: Connection, spec: WorkerSpec) -> 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     configure_logging(spec.log_level, spec.log_format)
     structlog.contextvars.bind_contextvars(worker=spec.model_id)
-    rss_before = _tree_rss()
+    rss_before = tree_rss(psutil.Process())
     engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lampstand-engine")
     try:
         plugin = spec.plugin_cls(spec.model_id, spec.path, spec.options)

@@ -37,6 +37,7 @@ from lampstand.plugins.errors import (
 from .child import worker_main
 from .frames import FrameReader, read_frame_blocking
 from .messages import LoadedInfo, WorkerSpec
+from .process_memory import tree_rss
 
 __all__ = ["WorkerHandle", "WorkerCall", "WorkerSpec", "LoadedInfo", "describe_exit"]
 
@@ -123,11 +124,12 @@ class WorkerHandle:
         return self.info.pid
 
     def rss_bytes(self) -> int:
-        """Resident memory of the worker process now (0 once it is gone)."""
+        """Resident memory of the worker and the processes it started, now (0 once it is gone)."""
         try:
-            return psutil.Process(self.info.pid).memory_info().rss
+            process = psutil.Process(self.info.pid)
         except psutil.Error:
             return 0
+        return tree_rss(process)
 
     def open(self, operation: Operation[A, R], argument: A, deadline: float | None = None) -> WorkerCall[R]:
         """Send a call of `operation` (from the plugin contract); its answers arrive through the `WorkerCall`."""
