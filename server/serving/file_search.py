@@ -35,7 +35,7 @@ from .rag import grounded_messages, is_rag_model, question_of
 from .vector_stores import FoundText, VectorStoreService
 
 __all__ = ["FileSearchRun", "file_search_tool", "run_file_search", "search_and_ground", "has_file_search",
-           "file_search_chat_completion"]
+           "choice_beside_search", "file_search_chat_completion"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,12 @@ class FileSearchRun:
 
 def _is_file_search(tool: object) -> bool:
     return isinstance(tool, p.HostedToolIn) and tool.type == "file_search"
+
+
+def choice_beside_search(choice: Any, has_functions: bool) -> Any:
+    """The tool choice left for the model once the server has searched: `required` with no
+    function tool is met by the search itself."""
+    return None if choice == "required" and not has_functions else choice
 
 
 def has_file_search(body: p.ChatCompletionRequest) -> bool:
@@ -124,7 +130,7 @@ async def file_search_chat_completion(state: ServerState, body: p.ChatCompletion
     """
     tool = file_search_tool(body.tools or ())
     functions = [t for t in body.tools or () if not _is_file_search(t)]
-    choice = None if body.tool_choice == "required" and not functions else body.tool_choice
+    choice = choice_beside_search(body.tool_choice, bool(functions))
     chat = body.model_copy(update={"tools": functions or None, "tool_choice": choice})
     if tool is None or body.tool_choice == "none":
         return await create_chat_completion(state.pool, state.settings.server, chat, images=state.images)

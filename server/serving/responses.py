@@ -30,7 +30,7 @@ from ..response_store import ResponseStore, StoredResponse
 from ..routes.deps import ServerState
 from .chat import start_chat
 from .convert import refuse_hosted_tools
-from .file_search import FileSearchRun, file_search_tool, search_and_ground
+from .file_search import FileSearchRun, choice_beside_search, file_search_tool, search_and_ground
 from .generation import now
 from .rag import ground_rag_chat, is_rag_model
 from .splice import StringSplice
@@ -159,9 +159,8 @@ def _chat_tools(tools: Sequence[r.FunctionToolIn | r.HostedToolIn]) -> list[p.To
 
 
 def _tool_choice(choice: Any, tools: Sequence[r.FunctionToolIn | r.HostedToolIn]) -> Any:
-    served = any(getattr(t, "type", None) in SERVED_HOSTED_TOOLS for t in tools)
-    if choice == "required" and served and not any(isinstance(t, r.FunctionToolIn) for t in tools):
-        return None  # the server's own search is the tool call it requires
+    if any(getattr(t, "type", None) in SERVED_HOSTED_TOOLS for t in tools):
+        choice = choice_beside_search(choice, any(isinstance(t, r.FunctionToolIn) for t in tools))
     if isinstance(choice, r.NamedFunctionChoice):
         return p.NamedToolChoice(type="function", function=p.NamedFunction(name=choice.name))
     if isinstance(choice, r.HostedToolChoice):
