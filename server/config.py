@@ -111,6 +111,8 @@ class IndexSettings(BaseModel):
     chat_model: str | None = Field(None, description="answers rag queries (default: the first chat model)")
     store: Literal["faiss", "qdrant"] = "faiss"
     qdrant_url: str | None = Field(None, description="a Qdrant server for store = \"qdrant\" (default: embedded)")
+    faiss_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where FAISS searches: auto is the GPU when faiss's GPU build (the index-gpu extra) sees one")
     max_file_bytes: int = Field(2 * 1024 * 1024, gt=0, description="larger source files are skipped")
     commit_every: int = Field(1024, ge=1, description="chunks between commits: where an interrupted run resumes")
     top_k: int = Field(5, ge=1, description="chunks a search or rag query returns by default")

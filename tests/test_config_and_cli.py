@@ -37,6 +37,14 @@ BAD_CONFIGS = [
 ]
 
 
+def test_faiss_on_a_gpu_that_is_not_there_stops_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "lampstand.toml"
+    path.write_text('[indexes]\nfaiss_device = "cuda"\n')
+    result = cli("serve", "--config", str(path), "--port", "0")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "faiss_device = 'cuda'" in result.stderr and "index-gpu" in result.stderr
+
+
 @pytest.mark.parametrize("text,message", BAD_CONFIGS)
 def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "lampstand.toml"

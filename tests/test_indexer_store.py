@@ -31,6 +31,7 @@ from lampstand.indexer.store import (
     open_store,
 )
 from lampstand.indexer.store import store as store_module
+from lampstand.indexer.store.faiss_gpu import gpu_count
 from lampstand.indexer.store.term_index import with_identifier_parts
 from lampstand.plugins.errors import ConfigError
 
@@ -353,6 +354,16 @@ def faiss_store(tmp_path: Path, **options: object) -> ChunkStore:
 
 def manifest(store: ChunkStore) -> dict[str, object]:
     return json.loads((store.directory / MANIFEST_FILE).read_text())
+
+
+def test_faiss_device_cuda_without_a_gpu_is_refused_and_auto_stays_on_the_cpu(tmp_path: Path) -> None:
+    if gpu_count() > 0:
+        pytest.skip("faiss sees a GPU here")
+    with pytest.raises(ConfigError, match="lampstand\\[index-gpu\\]"):
+        faiss_store(tmp_path, device="cuda")
+    store = faiss_store(tmp_path, device="auto")
+    fill(store, PATHS[:3])  # 9 chunks: past pending_limit, so a base is written
+    assert manifest(store)["vectors"]["device"] == "cpu"  # type: ignore[index]
 
 
 def test_hnsw_chosen_above_threshold_and_recorded(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import faiss
 import numpy as np
@@ -35,6 +35,7 @@ import numpy as np
 from .base import BackendOptions, Neighbours, VectorBackend
 from .durable import publish_file
 from .errors import StoreCorrupt
+from .faiss_gpu import GpuMirror, resolve_device
 
 __all__ = ["FaissOptions", "FaissVectors"]
 
@@ -56,6 +57,7 @@ class FaissOptions(BackendOptions):
     pending_limit: int = 4096  # pending vectors tolerated before compaction, at least
     pending_ratio: float = 0.1  # ... or this share of the base, whichever is larger
     tombstone_ratio: float = 0.2  # an HNSW base is rebuilt past this share of tombstones
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: a GPU when faiss's GPU build sees one
 
 
 class _Compaction(NamedTuple):
@@ -159,6 +161,8 @@ class FaissVectors(VectorBackend):
         self._selector: Any = None  # excludes tombstones; kept alive with its parts
         self._pending = _Pending(self.dim)
         self._unreferenced: list[Path] = []
+        self._device = resolve_device(self.options.device)
+        self._mirror: GpuMirror | None = None  # the live base on the GPU, made on first search
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -214,9 +218,11 @@ class FaissVectors(VectorBackend):
         self._base = base
         ids = np.zeros(0, dtype=np.int64) if base is None else faiss.vector_to_array(base.id_map)
         self._base_ids = np.sort(ids.astype(np.int64))
+        self._mirror = None
 
     def _set_tombstones(self, tombstones: np.ndarray) -> None:
         self._tombstones = tombstones
+        self._mirror = None
         if len(tombstones) == 0:
             self._selector = None
             return
@@ -246,7 +252,11 @@ class FaissVectors(VectorBackend):
     def nearest(self, query: np.ndarray, k: int) -> Neighbours:
         """Best `k` of the base (tombstones excluded) and the pending vectors together."""
         parts_ids, parts_scores = [], []
-        if self._base is not None and self._base.ntotal > 0:
+        if self._device == "cuda" and self._base is not None:
+            ids, scores = self._gpu_mirror().search(query, k)
+            parts_ids.append(ids)
+            parts_scores.append(scores)
+        elif self._base is not None and self._base.ntotal > 0:
             distances, labels = self._base.search(query[None, :], k, params=self._params(k))
             found = labels[0] >= 0
             parts_ids.append(labels[0][found])
@@ -257,6 +267,12 @@ class FaissVectors(VectorBackend):
         if not parts_ids:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         return _top_k(np.concatenate(parts_ids), np.concatenate(parts_scores), k)
+
+    def _gpu_mirror(self) -> GpuMirror:
+        if self._mirror is None:
+            live = np.setdiff1d(self._base_ids, self._tombstones)
+            self._mirror = GpuMirror(live, self._reconstruct(live))
+        return self._mirror
 
     def _params(self, k: int) -> faiss.SearchParameters | None:
         selector = None if self._selector is None else self._selector[0]
@@ -331,7 +347,7 @@ class FaissVectors(VectorBackend):
             return None
         threshold = self.options.hnsw_threshold
         stays_hnsw = current == "hnsw" and live >= threshold // 2  # hysteresis
-        kind = "hnsw" if live > threshold or stays_hnsw else "flat"
+        kind = "hnsw" if (live > threshold or stays_hnsw) and self._device == "cpu" else "flat"
         pending_limit = max(self.options.pending_limit, self.options.pending_ratio * live_base)
         tombstones_due = len(self._tombstones) > self.options.tombstone_ratio * base_total
         due = (
@@ -383,6 +399,7 @@ class FaissVectors(VectorBackend):
             "metric": "inner_product",
             "chosen_for_live_vectors": plan.live,
             "hnsw_threshold": self.options.hnsw_threshold,
+            "device": self._device,
         }
         if plan.kind == "hnsw":
             previous = self._layout if self._layout.get("kind") == "hnsw" else {}

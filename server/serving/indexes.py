@@ -55,6 +55,10 @@ class IndexService:
         self.library = IndexLibrary(settings.dir)
         self.jobs = IndexJobs()
         self._readers: dict[str, tuple[ChunkStore, int]] = {}  # with the catalog file's inode
+        if settings.faiss_device == "cuda":  # refused at start-up when faiss sees no GPU
+            from lampstand.indexer.store.faiss_gpu import resolve_device
+
+            resolve_device("cuda")
 
     # -- models --
 
@@ -145,6 +149,8 @@ class IndexService:
             await asyncio.to_thread(store.close)
 
     def _store_options(self, kind: str) -> dict[str, Any]:
+        if kind == "faiss":
+            return {"device": self.settings.faiss_device}
         return {"url": self.settings.qdrant_url} if kind == "qdrant" and self.settings.qdrant_url else {}
 
     @staticmethod
