@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, Response
 from .. import protocol as p
 from ..serving.files import check_purpose, create_file, list_files
 from ..serving.fine_tuning import FineTuningService
-from .deps import get_state
+from .deps import state_of
 from .forms import file_part, open_form, text_part
 from .responses import ERROR_RESPONSES, json_or_stream
 
@@ -19,9 +19,9 @@ MAX_FIELDS = 8
 MAX_FIELD_BYTES = 16 * 1024
 
 
-def file_service(request: Request) -> FineTuningService:
+async def file_service(request: Request) -> FineTuningService:
     """FastAPI dependency: the service that owns the uploaded files (whether fine-tuning is on or not)."""
-    return get_state(request).fine_tuning
+    return state_of(request).fine_tuning
 
 
 Service = Annotated[FineTuningService, Depends(file_service)]
@@ -52,7 +52,7 @@ async def upload_file(request: Request, service: Service) -> Response:
             service.require_enabled()
             limit = (service.settings.max_file_bytes, "[fine_tuning] max_file_bytes")
         else:
-            limit = (get_state(request).settings.vector_stores.max_upload_bytes, "[vector_stores] max_upload_bytes")
+            limit = (state_of(request).settings.vector_stores.max_upload_bytes, "[vector_stores] max_upload_bytes")
         stored = await create_file(service.files, file_part(form, "file"), purpose, *limit)
     finally:
         await form.close()  # deletes the spooled temporary file

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from .. import protocol_vector_stores as v
 from ..serving.query_writer import rewrite_then_search
 from ..serving.vector_stores import VectorStoreService
-from .deps import get_state
+from .deps import state_of
 from .responses import ERROR_RESPONSES, answer
 
 router = APIRouter(tags=["vector_stores"])
@@ -21,9 +21,9 @@ Cursor = Annotated[str | None, Query(max_length=128)]
 FileStatus = Literal["in_progress", "completed", "failed", "cancelled"]
 
 
-def service(request: Request) -> VectorStoreService:
+async def service(request: Request) -> VectorStoreService:
     """FastAPI dependency: the vector stores."""
-    return get_state(request).vector_stores
+    return state_of(request).vector_stores
 
 
 Service = Annotated[VectorStoreService, Depends(service)]
@@ -67,7 +67,7 @@ async def search_store(store_id: Id, body: v.VectorStoreSearchRequest, stores: S
                        request: Request) -> Response:
     """The passages that best answer `query`: hybrid search, filtered on file attributes.
     With `rewrite_query`, the chat model that answers rag queries rewrites it first."""
-    return await answer(request, rewrite_then_search(get_state(request), store_id, body))
+    return await answer(request, rewrite_then_search(state_of(request), store_id, body))
 
 
 @router.post("/v1/vector_stores/{store_id}/files", response_model=v.VectorStoreFileObject,
