@@ -1,11 +1,13 @@
 """Embedding overhead: what the HTTP server costs over sentence-transformers in process.
 
-Measures sentences/s for the bundled all-MiniLM-L6-v2 four ways, in the same run with the
+Measures sentences/s for the bundled all-MiniLM-L6-v2 five ways, in the same run with the
 order rotated every repeat:
 
 * raw:        `SentenceTransformer(path, device="cpu").encode(batch_size=32, normalize_embeddings=True)`;
 * raw-split:  the same, one `encode` call per `--batch` sentences: what the server gets from
               batched requests (encode sorts by length only within a call, so more padding);
+* raw-inflight: one `encode` call per `--concurrency` sentences in arrival order: the most a
+              server can batch when that many single-sentence requests are in flight;
 * batched:    POST /v1/embeddings with `--batch` sentences per request, one request at a time;
 * concurrent: one sentence per request, `--concurrency` requests in flight (httpx.AsyncClient).
 
@@ -39,7 +41,7 @@ WORDS = ("the quiet river carries old boats past a stone bridge while children w
          "and a baker opens his shop early every morning to sell warm bread with honey cheese and "
          "apples merchants argue about prices as rain falls softly on green hills near the ancient "
          "library where scholars study maps stars engines music and forgotten languages").split()
-MODES = ("raw", "raw-split", "batched", "concurrent")
+MODES = ("raw", "raw-split", "raw-inflight", "batched", "concurrent")
 
 
 def make_sentences(count: int, seed: int = 0) -> list[str]:
@@ -105,6 +107,8 @@ async def measure(mode: str, model: SentenceTransformer, client: httpx.AsyncClie
         vectors = run_raw(model, sentences)
     elif mode == "raw-split":
         vectors = run_raw_split(model, sentences, args.batch)
+    elif mode == "raw-inflight":
+        vectors = run_raw_split(model, sentences, args.concurrency)
     elif mode == "batched":
         vectors = await run_batched(client, sentences, args.batch)
     else:
@@ -114,6 +118,7 @@ async def measure(mode: str, model: SentenceTransformer, client: httpx.AsyncClie
 
 def report(rates: dict[str, list[float]], deviation: float, args: argparse.Namespace) -> None:
     labels = {"raw": "raw sentence-transformers", "raw-split": f"raw, {args.batch} per encode call",
+              "raw-inflight": f"raw, {args.concurrency} per encode call",
               "batched": f"server, {args.batch} per request",
               "concurrent": f"server, 1 per request x {args.concurrency} in flight"}
     raw_mid, raw_best = median(rates["raw"]), max(rates["raw"])
@@ -127,6 +132,9 @@ def report(rates: dict[str, list[float]], deviation: float, args: argparse.Names
     mid = median(rates["batched"]) / median(rates["raw-split"])
     best = max(rates["batched"]) / max(rates["raw-split"])
     print(f"  server batched / raw with the same {args.batch} per call: {mid:.3f} median, {best:.3f} best")
+    mid = median(rates["concurrent"]) / median(rates["raw-inflight"])
+    best = max(rates["concurrent"]) / max(rates["raw-inflight"])
+    print(f"  server {args.concurrency} in flight / raw with {args.concurrency} per call: {mid:.3f} median, {best:.3f} best")
 
 
 async def bench(args: argparse.Namespace) -> None:
@@ -159,7 +167,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32, help="sentences per batched request")
     parser.add_argument("--concurrency", type=int, default=16, help="single-sentence requests in flight")
-    parser.add_argument("--repeats", type=int, default=4, help="one full rotation of the four ways")
+    parser.add_argument("--repeats", type=int, default=5, help="one full rotation of the five ways")
     parser.add_argument("--port", type=int, default=None, help="server port (default: a free one)")
     asyncio.run(bench(parser.parse_args()))
 
