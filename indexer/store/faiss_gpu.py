@@ -11,6 +11,7 @@ measures it against faiss-cpu when one is.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Literal
 
 import faiss
@@ -22,6 +23,7 @@ __all__ = ["GpuMirror", "gpu_count", "resolve_device"]
 
 _MAX_GPU_K = 2048  # faiss's GPU k-selection handles at most this many results per query
 _resources: Any = None  # one faiss.StandardGpuResources per process, made on first use
+_gpu_lock = threading.Lock()  # faiss's GPU resources serve one calling thread at a time
 
 
 def gpu_count() -> int:
@@ -57,9 +59,10 @@ class GpuMirror:
 
     def __init__(self, ids: np.ndarray, matrix: np.ndarray) -> None:
         self._ids = ids
-        self._index = faiss.GpuIndexFlatIP(_gpu_resources(), matrix.shape[1])  # type: ignore[attr-defined]
-        if len(ids):
-            self._index.add(np.ascontiguousarray(matrix, dtype=np.float32))
+        with _gpu_lock:
+            self._index = faiss.GpuIndexFlatIP(_gpu_resources(), matrix.shape[1])  # type: ignore[attr-defined]
+            if len(ids):
+                self._index.add(np.ascontiguousarray(matrix, dtype=np.float32))
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -69,6 +72,7 @@ class GpuMirror:
         k = min(k, len(self._ids), _MAX_GPU_K)
         if k == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        scores, positions = self._index.search(query[None, :].astype(np.float32), k)
+        with _gpu_lock:
+            scores, positions = self._index.search(query[None, :].astype(np.float32), k)
         found = positions[0] >= 0
         return self._ids[positions[0][found]], scores[0][found]

@@ -21,7 +21,9 @@ __all__ = ["ModelShape", "read_shape", "DEFAULT_MAX_MODEL_LEN", "RUNTIME_BYTES",
 
 DEFAULT_MAX_MODEL_LEN = 4096
 DEFAULT_TOKENS_PER_SEQUENCE = 2048
-RUNTIME_BYTES = 1536 * 1024**2  # torch and vLLM in the worker and its engine process, measured on the CPU build
+# torch and vLLM in the worker and its engine process, measured on the CPU build: with 1,536 MiB
+# the estimate of the test suite's SmolLM2 folder was 2.34 GB against 2.73 GB measured after load.
+RUNTIME_BYTES = 1920 * 1024**2
 ACTIVATION_BYTES = 256 * 1024**2  # vLLM's per-step workspace beside the weights and KV
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
