@@ -485,6 +485,26 @@ def test_camel_case_identifiers_are_found_by_their_words(tmp_path: Path) -> None
     store.close()
 
 
+def test_word_pairs_rank_prose_where_the_words_stand_together(tmp_path: Path) -> None:
+    store = faiss_store(tmp_path)
+    texts = ["Each request waits in the queue; pull the latest tags first.",  # both words, apart
+             "Open a pull request against the main branch.",  # the pair
+             "Reviewers merge the pull requests they approve.",  # the pair, stemmed
+             "def pull_request(): open a pull request"]  # code: no word pairs
+    chunks = [Chunk(path=f"guide/p{i}.md", start_line=1, end_line=1, language="markdown", kind="markdown", text=text)
+              for i, text in enumerate(texts[:3])]
+    chunks.append(Chunk(path="src/git.py", start_line=1, end_line=2, language="python", kind="code", text=texts[3]))
+    store.add(chunks, unit_vectors(len(chunks), 2))
+    store.commit()
+    pairs = store.search_phrases("how do I open a pull request?", k=10)
+    assert {h.chunk.text for h in pairs} == {texts[1], texts[2]}
+    assert pairs[0].chunk.text == texts[1]  # also has open_pull
+    assert store.search_phrases("pull request", k=10, filters=Filters(path_glob="src/*")) == []
+    assert store.search_phrases("request", k=10) == []  # one word makes no pair
+    assert {h.chunk.text for h in store.search_lexical("pull request", k=10)} == set(texts)
+    store.close()
+
+
 def test_term_index_out_of_step_is_not_used_and_is_rebuilt(tmp_path: Path) -> None:
     """A crash between the catalog's commit and the term index's leaves its stamp behind: readers
     answer from FTS5 meanwhile, and the next writer rebuilds it; so does a damaged one."""

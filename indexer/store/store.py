@@ -261,7 +261,17 @@ class ChunkStore:
                 for rank, (row_id, score, chunk) in enumerate(found, 1)
             ]
 
-    def _ranked_terms(self, query: str, k: int, filters: Filters | None) -> list[tuple[int, float, Chunk]]:
+    def search_phrases(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
+        """The `k` prose chunks that best match the query's word pairs by BM25, best first
+        (see `term_index`); none while FTS5 answers for the term index."""
+        with self._reading():
+            if not self._terms_current():
+                return []
+            found = self._ranked_terms(query, k, None if filters is None or filters.empty else filters, phrases=True)
+            return [Hit(chunk, score, rank, row_id) for rank, (row_id, score, chunk) in enumerate(found, 1)]
+
+    def _ranked_terms(self, query: str, k: int, filters: Filters | None,
+                      phrases: bool = False) -> list[tuple[int, float, Chunk]]:
         """The term index's top `k` that pass `filters`: the full ranking's first `k` that pass.
 
         A filter is first tried on an over-fetch of the full ranking, which is exact whenever
@@ -269,12 +279,13 @@ class ChunkStore:
         term index ranks only those (narrow filters).
         """
         terms = cast(TermIndex, self._terms)
+        search = terms.search_phrases if phrases else terms.search
         fetch = k if filters is None else k * LEXICAL_OVERFETCH
-        ranked = terms.search(query, fetch)
+        ranked = search(query, fetch)
         rows = self._catalog.rows((row_id for row_id, _ in ranked), filters)
         if filters is not None and len(rows) < k and len(ranked) == fetch:
             allowed = self._catalog.matching_ids(filters).tolist()
-            ranked = terms.search(query, k, allowed) if allowed else []
+            ranked = search(query, k, allowed) if allowed else []
             rows = self._catalog.rows(row_id for row_id, _ in ranked)
         return [(row_id, score, rows[row_id]) for row_id, score in ranked if row_id in rows][:k]
 

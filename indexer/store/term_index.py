@@ -16,6 +16,11 @@ fields, each with its own BM25 and weight. A camelCase identifier is indexed who
 words (`readFileSync` also as `read`, `file`, `sync`), in chunks and in queries alike, so
 "reads a file" finds `readFile` and `readFile` still finds itself first (on the development
 split, lexical recall@10 went from 0.794 to 0.843 on notes and from 0.750 to 0.812 on code).
+
+Prose chunks (every kind but code) also carry their word pairs: each two neighbouring words
+that are not stop words, stemmed (`pull request`, `read file` from "reads the file"), in a
+fourth field that `search_phrases` ranks by BM25 as well. It stands in for phrase search, which
+would need token positions; hybrid search fuses its ranking as a third one.
 """
 
 from __future__ import annotations
@@ -28,15 +33,17 @@ from typing import Any
 
 from ..chunks import Chunk
 from .durable import write_file_atomically
-from .lexical import query_terms
+from .lexical import STOP_WORDS, query_terms
 
 __all__ = ["FOLDER", "TermIndex", "available", "with_identifier_parts"]
 
 FOLDER = "lexical"
 STAMP_FILE = "generation"
-SCHEMA_VERSION = 2  # bump when fields or the analyzer change: every writer then rebuilds
+SCHEMA_VERSION = 3  # bump when fields or the analyzer change: every writer then rebuilds
 ANALYZER = "lampstand_en"
+PAIR_ANALYZER = "lampstand_pairs"
 FIELDS = ("text", "context", "path")
+PAIRS = "pairs"  # word pairs of prose chunks (see the module's docstring)
 # Each field has its own BM25 (its own lengths), so the short heading or symbol path and the
 # file path saturate fast and need less weight than in FTS5, where they share one length;
 # chosen on the development split of bench/retrieval_quality.py.
@@ -45,6 +52,7 @@ WRITER_HEAP = 48_000_000  # bytes tantivy buffers before it writes a segment
 REBUILD_BATCH = 2000
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _WORD_PART = re.compile(r"[A-Z]+[0-9]*(?![a-z])|[A-Z]?[a-z0-9]+")  # HTTPServer: HTTP, Server
+_PAIR_WORD = re.compile(r"[a-z0-9]+")
 
 
 def with_identifier_parts(text: str) -> str:
@@ -78,6 +86,17 @@ def _analyzer() -> Any:
             .build())
 
 
+def _pair_analyzer() -> Any:
+    import tantivy
+
+    return tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.whitespace()).filter(tantivy.Filter.remove_long(81)).build()
+
+
+def _register(index: Any) -> None:
+    index.register_tokenizer(ANALYZER, _analyzer())
+    index.register_tokenizer(PAIR_ANALYZER, _pair_analyzer())
+
+
 def _schema() -> Any:
     import tantivy
 
@@ -85,6 +104,7 @@ def _schema() -> Any:
     builder.add_unsigned_field("row", indexed=True, fast=True)
     for field in FIELDS:
         builder.add_text_field(field, tokenizer_name=ANALYZER, index_option="freq")
+    builder.add_text_field(PAIRS, tokenizer_name=PAIR_ANALYZER, index_option="freq")
     return builder.build()
 
 
@@ -122,7 +142,7 @@ class TermIndex:
             index = tantivy.Index.open(str(folder))
         except (ValueError, OSError):
             return None
-        index.register_tokenizer(ANALYZER, _analyzer())
+        _register(index)
         index.config_reader(reload_policy="manual")
         return cls(directory, index)
 
@@ -161,7 +181,16 @@ class TermIndex:
             document.add_text("text", with_identifier_parts(chunk.text))
             document.add_text("context", with_identifier_parts(" ".join(chunk.context)))
             document.add_text("path", chunk.path)
+            if chunk.kind != "code":
+                pairs = self.word_pairs(" ".join(chunk.context) + "\n" + chunk.text)
+                document.add_text(PAIRS, " ".join(pairs))
             writer.add_document(document)
+
+    def word_pairs(self, text: str) -> list[str]:
+        """Each two neighbouring words of `text` that are not stop words, stemmed: `read_file`."""
+        words = (word for word in _PAIR_WORD.findall(with_identifier_parts(text).casefold()) if word not in STOP_WORDS)
+        stems = [stem for word in words for stem in self._analyzer.analyze(word)]
+        return [f"{first}_{second}" for first, second in zip(stems, stems[1:])]
 
     def remove(self, row_ids: Iterable[int]) -> None:
         """Drop the chunks of `row_ids` (at `commit`)."""
@@ -191,7 +220,7 @@ class TermIndex:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         index = tantivy.Index(_schema(), path=str(folder), reuse=False)
-        index.register_tokenizer(ANALYZER, _analyzer())
+        _register(index)
         index.config_reader(reload_policy="manual")
         terms = cls(directory, index)
         batch: list[tuple[int, Chunk]] = []
@@ -225,13 +254,27 @@ class TermIndex:
 
         words = query_terms(with_identifier_parts(query))
         terms = dict.fromkeys(stem for term in words for stem in self._analyzer.analyze(term))
-        if not terms or k <= 0:
-            return []
         clauses = []
         for term in terms:
             for field, weight in zip(FIELDS, FIELD_WEIGHTS, strict=True):
                 clause = tantivy.Query.term_query(self._schema, field, term, index_option="freq")
                 clauses.append((tantivy.Occur.Should, tantivy.Query.boost_query(clause, weight)))
+        return self._ranked(clauses, k, only)
+
+    def search_phrases(self, query: str, k: int, only: Sequence[int] | None = None) -> list[tuple[int, float]]:
+        """Like `search`, over the word pairs of the query and of the prose chunks."""
+        import tantivy
+
+        pairs = dict.fromkeys(self.word_pairs(query))
+        clauses = [(tantivy.Occur.Should, tantivy.Query.term_query(self._schema, PAIRS, pair, index_option="freq"))
+                   for pair in pairs]
+        return self._ranked(clauses, k, only)
+
+    def _ranked(self, clauses: list[tuple[Any, Any]], k: int, only: Sequence[int] | None) -> list[tuple[int, float]]:
+        import tantivy
+
+        if not clauses or k <= 0:
+            return []
         ranked_query = tantivy.Query.boolean_query(clauses)
         if only is not None:
             allowed = tantivy.Query.const_score_query(tantivy.Query.term_set_query(self._schema, "row", list(only)), 0.0)
