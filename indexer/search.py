@@ -5,8 +5,8 @@ server's default) each ranking becomes a ranking of spans, the stretch of file a
 chunk (`spans`), so that neighbouring matches count once and a result shows its context.
 Hybrid search fuses the dense and lexical rankings and a third, of prose chunks by the query's
 word pairs (`term_index`), and, when a reranker is given, the best candidates are rescored with
-it. In hybrid mode the lexical searches run in a thread while the query is being embedded. The query embedder and the reranker are async callables; this module never
-imports an engine.
+it. In hybrid mode the lexical searches run in a thread while the query is being embedded.
+The query embedder and the reranker are async callables; this module never imports an engine.
 
 The fusion constants were chosen on the dev split of `bench/retrieval_quality.py` (npm's
 docs, a slice of the standard library) and are reported on a split they were not tuned on.
