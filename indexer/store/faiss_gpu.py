@@ -11,7 +11,9 @@ measures it against faiss-cpu when one is.
 
 from __future__ import annotations
 
+import functools
 import threading
+from pathlib import Path
 from typing import Any, Literal
 
 import faiss
@@ -19,17 +21,21 @@ import numpy as np
 
 from lampstand.plugins.errors import ConfigError
 
-__all__ = ["GpuMirror", "gpu_count", "resolve_device"]
+__all__ = ["MAX_GPU_K", "GpuMirror", "gpu_count", "resolve_device"]
 
-_MAX_GPU_K = 2048  # faiss's GPU k-selection handles at most this many results per query
+MAX_GPU_K = 2048  # faiss's GPU k-selection handles at most this many results per query
 _resources: Any = None  # one faiss.StandardGpuResources per process, made on first use
 _gpu_lock = threading.Lock()  # faiss's GPU resources serve one calling thread at a time
 
 
+@functools.cache
 def gpu_count() -> int:
-    """GPUs faiss can use here (0 with faiss-cpu, which has no GPU support)."""
+    """GPUs faiss can use here (0 with faiss-cpu, which has no GPU support, and where no NVIDIA
+    driver is loaded: faiss aborts the process on a CUDA error other than "no device")."""
     count = getattr(faiss, "get_num_gpus", None)
-    return int(count()) if count is not None and hasattr(faiss, "StandardGpuResources") else 0
+    if count is None or not hasattr(faiss, "StandardGpuResources") or not Path("/dev/nvidiactl").exists():
+        return 0
+    return int(count())
 
 
 def resolve_device(device: Literal["auto", "cpu", "cuda"]) -> Literal["cpu", "cuda"]:
@@ -69,7 +75,7 @@ class GpuMirror:
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the best `k`, best first."""
-        k = min(k, len(self._ids), _MAX_GPU_K)
+        k = min(k, len(self._ids), MAX_GPU_K)
         if k == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         with _gpu_lock:

@@ -35,7 +35,7 @@ import numpy as np
 from .base import BackendOptions, Neighbours, VectorBackend
 from .durable import publish_file
 from .errors import StoreCorrupt
-from .faiss_gpu import GpuMirror, resolve_device
+from .faiss_gpu import MAX_GPU_K, GpuMirror, resolve_device
 
 __all__ = ["FaissOptions", "FaissVectors"]
 
@@ -221,8 +221,9 @@ class FaissVectors(VectorBackend):
         self._mirror = None
 
     def _set_tombstones(self, tombstones: np.ndarray) -> None:
+        if not np.array_equal(tombstones, self._tombstones):
+            self._mirror = None  # a reload that changed neither base nor tombstones keeps it
         self._tombstones = tombstones
-        self._mirror = None
         if len(tombstones) == 0:
             self._selector = None
             return
@@ -252,7 +253,7 @@ class FaissVectors(VectorBackend):
     def nearest(self, query: np.ndarray, k: int) -> Neighbours:
         """Best `k` of the base (tombstones excluded) and the pending vectors together."""
         parts_ids, parts_scores = [], []
-        if self._device == "cuda" and self._base is not None:
+        if self._device == "cuda" and self._base is not None and k <= MAX_GPU_K:
             ids, scores = self._gpu_mirror().search(query, k)
             parts_ids.append(ids)
             parts_scores.append(scores)

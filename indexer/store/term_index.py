@@ -18,7 +18,7 @@ words (`readFileSync` also as `read`, `file`, `sync`), in chunks and in queries 
 split, lexical recall@10 went from 0.794 to 0.843 on notes and from 0.750 to 0.812 on code).
 
 Prose chunks (every kind but code) also carry their word pairs: each two neighbouring words
-that are not stop words, stemmed (`pull request`, `read file` from "reads the file"), in a
+that are not stop words, stemmed (`pull_request`, `read_file` from "reads the file"), in a
 fourth field that `search_phrases` ranks by BM25 as well. It stands in for phrase search, which
 would need token positions; hybrid search fuses its ranking as a third one.
 """
@@ -33,7 +33,7 @@ from typing import Any
 
 from ..chunks import Chunk
 from .durable import write_file_atomically
-from .lexical import STOP_WORDS, query_terms
+from .lexical import MAX_TERMS, STOP_WORDS, query_terms
 
 __all__ = ["FOLDER", "TermIndex", "available", "with_identifier_parts"]
 
@@ -52,7 +52,7 @@ WRITER_HEAP = 48_000_000  # bytes tantivy buffers before it writes a segment
 REBUILD_BATCH = 2000
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _WORD_PART = re.compile(r"[A-Z]+[0-9]*(?![a-z])|[A-Z]?[a-z0-9]+")  # HTTPServer: HTTP, Server
-_PAIR_WORD = re.compile(r"[a-z0-9]+")
+_PAIR_WORD = re.compile(r"[^\W_]+")  # as lexical.query_terms splits; the analyzer folds accents
 
 
 def with_identifier_parts(text: str) -> str:
@@ -187,8 +187,11 @@ class TermIndex:
             writer.add_document(document)
 
     def word_pairs(self, text: str) -> list[str]:
-        """Each two neighbouring words of `text` that are not stop words, stemmed: `read_file`."""
-        words = (word for word in _PAIR_WORD.findall(with_identifier_parts(text).casefold()) if word not in STOP_WORDS)
+        """Each two neighbouring words of `text` that are not stop words, stemmed: `read_file`.
+
+        Words are taken as written (a camelCase identifier stays one word), so that a pair does
+        not depend on how a word is capitalised."""
+        words = (word for word in _PAIR_WORD.findall(text.casefold()) if word not in STOP_WORDS)
         stems = [stem for word in words for stem in self._analyzer.analyze(word)]
         return [f"{first}_{second}" for first, second in zip(stems, stems[1:])]
 
@@ -265,7 +268,7 @@ class TermIndex:
         """Like `search`, over the word pairs of the query and of the prose chunks."""
         import tantivy
 
-        pairs = dict.fromkeys(self.word_pairs(query))
+        pairs = list(dict.fromkeys(self.word_pairs(query)))[:MAX_TERMS]
         clauses = [(tantivy.Occur.Should, tantivy.Query.term_query(self._schema, PAIRS, pair, index_option="freq"))
                    for pair in pairs]
         return self._ranked(clauses, k, only)
