@@ -98,6 +98,7 @@ bench: install
 	$(BIN)/python bench/residency.py
 	$(BIN)/python bench/speech.py
 	$(BIN)/python bench/rag.py
+	$(BIN)/python bench/retrieval_quality.py
 	$(BIN)/python bench/adapters.py
 	$(BIN)/python bench/images.py
 	$(BIN)/python bench/vllm.py

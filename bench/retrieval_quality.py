@@ -13,7 +13,7 @@ Two splits, so that what is tuned is not what is reported:
 - `report` (the default, never tuned on): Node.js's API docs (Markdown, as the nodejs package
   installs them) and the sources of a Python library installed here (`--code-package`, default rich).
 
-Run: python bench/retrieval_quality.py [--split report|dev] [--max-questions 100] [--seed 0]
+Run: python bench/retrieval_quality.py [--split report|dev] [--max-questions 300] [--seed 0]
                                        [--notes DIR] [--code DIR] [--code-package NAME]
 """
 
@@ -132,7 +132,8 @@ def main() -> None:
     parser.add_argument("--notes", type=Path)
     parser.add_argument("--code", type=Path)
     parser.add_argument("--code-package", default="rich")
-    parser.add_argument("--max-questions", type=int, default=100)
+    parser.add_argument("--max-questions", type=int, default=300,
+                        help="questions per corpus; samples of 100 swing by several points")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print_load("before")
