@@ -1,6 +1,6 @@
 """Embedding overhead: what the HTTP server costs over sentence-transformers in process.
 
-Measures sentences/s for the bundled all-MiniLM-L6-v2 five ways, in the same run with the
+Measures sentences/s for the bundled all-MiniLM-L6-v2 six ways, in the same run with the
 order rotated every repeat:
 
 * raw:        `SentenceTransformer(path, device="cpu").encode(batch_size=32, normalize_embeddings=True)`;
@@ -9,7 +9,10 @@ order rotated every repeat:
 * raw-inflight: one `encode` call per `--concurrency` sentences in arrival order: the most a
               server can batch when that many single-sentence requests are in flight;
 * batched:    POST /v1/embeddings with `--batch` sentences per request, one request at a time;
-* concurrent: one sentence per request, `--concurrency` requests in flight (httpx.AsyncClient).
+* concurrent: one sentence per request, `--concurrency` requests in flight (httpx.AsyncClient);
+* concurrent-minimal: the same over bare asyncio streams (one keep-alive HTTP/1.1 connection
+              per request in flight): the cheapest client, so that the client's share of the
+              cores the server and the model also use is smallest.
 
 The server runs the same model on the CPU with batch_size 32; vectors come back as base64
 (as the OpenAI SDK asks for them) and are checked against the raw ones. The sentences are
@@ -17,7 +20,7 @@ generated from a word list with a seeded random, so every run embeds the same te
 one way runs at a time (they share the cores). Figures are the median and the best repeat.
 
 Run: python bench/embed_overhead.py [--sentences 256] [--batch 32] [--concurrency 16]
-                                    [--repeats 4] [--port PORT]
+                                    [--repeats 6] [--port PORT]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import random
 import time
 from statistics import median
@@ -41,7 +45,7 @@ WORDS = ("the quiet river carries old boats past a stone bridge while children w
          "and a baker opens his shop early every morning to sell warm bread with honey cheese and "
          "apples merchants argue about prices as rain falls softly on green hills near the ancient "
          "library where scholars study maps stars engines music and forgotten languages").split()
-MODES = ("raw", "raw-split", "raw-inflight", "batched", "concurrent")
+MODES = ("raw", "raw-split", "raw-inflight", "batched", "concurrent", "concurrent-minimal")
 
 
 def make_sentences(count: int, seed: int = 0) -> list[str]:
@@ -99,7 +103,67 @@ async def run_concurrent(client: httpx.AsyncClient, sentences: list[str], concur
     return np.stack(await asyncio.gather(*(one(s) for s in sentences)))
 
 
-async def measure(mode: str, model: SentenceTransformer, client: httpx.AsyncClient,
+class MinimalClient:
+    """Single-sentence embedding requests over bare keep-alive connections, one per request in flight."""
+
+    def __init__(self, url: str, connections: int) -> None:
+        self.host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+        self.port, self.size = int(port), connections
+        self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def open(self) -> None:
+        for _ in range(self.size):
+            self.idle.put_nowait(await asyncio.open_connection(self.host, self.port))
+
+    async def close(self) -> None:
+        while not self.idle.empty():
+            _, writer = self.idle.get_nowait()
+            writer.close()
+            await writer.wait_closed()
+
+    async def embed(self, sentence: str) -> np.ndarray:
+        body = json.dumps({"model": "minilm", "input": [sentence], "encoding_format": "base64"}).encode()
+        request = (f"POST /v1/embeddings HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        reader, writer = await self.idle.get()
+        answer = await self._exchange(reader, writer, request)
+        if answer is None:  # the server closed the idle connection (its keep-alive or header timeout)
+            writer.close()
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            answer = await self._exchange(reader, writer, request)
+        if answer is None:
+            raise RuntimeError("the server closed a fresh connection")
+        self.idle.put_nowait((reader, writer))
+        return decode(json.loads(answer)["data"])[0]
+
+    @staticmethod
+    async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bytes | None:
+        """The body of a 200 answer to `request`; None when the connection was closed before it."""
+        try:
+            writer.write(request)
+            status, *headers = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return None
+        length = next(int(h.split(":", 1)[1]) for h in headers if h.lower().startswith("content-length:"))
+        body = await reader.readexactly(length)
+        if " 408 " in status:
+            return None
+        if " 200 " not in status:
+            raise RuntimeError(f"embedding request failed: {status} {body[:200]!r}")
+        return body
+
+
+async def run_concurrent_minimal(client: MinimalClient, sentences: list[str]) -> np.ndarray:
+    gate = asyncio.Semaphore(client.size)
+
+    async def one(sentence: str) -> np.ndarray:
+        async with gate:
+            return await client.embed(sentence)
+
+    return np.stack(await asyncio.gather(*(one(s) for s in sentences)))
+
+
+async def measure(mode: str, model: SentenceTransformer, client: httpx.AsyncClient, minimal: MinimalClient,
                   sentences: list[str], args: argparse.Namespace) -> tuple[float, np.ndarray]:
     """Sentences/s of one pass of `mode` over all sentences, and the vectors it produced."""
     start = time.perf_counter()
@@ -111,8 +175,10 @@ async def measure(mode: str, model: SentenceTransformer, client: httpx.AsyncClie
         vectors = run_raw_split(model, sentences, args.concurrency)
     elif mode == "batched":
         vectors = await run_batched(client, sentences, args.batch)
-    else:
+    elif mode == "concurrent":
         vectors = await run_concurrent(client, sentences, args.concurrency)
+    else:
+        vectors = await run_concurrent_minimal(minimal, sentences)
     return len(sentences) / (time.perf_counter() - start), vectors
 
 
@@ -120,7 +186,8 @@ def report(rates: dict[str, list[float]], deviation: float, args: argparse.Names
     labels = {"raw": "raw sentence-transformers", "raw-split": f"raw, {args.batch} per encode call",
               "raw-inflight": f"raw, {args.concurrency} per encode call",
               "batched": f"server, {args.batch} per request",
-              "concurrent": f"server, 1 per request x {args.concurrency} in flight"}
+              "concurrent": f"server, 1 per request x {args.concurrency} in flight",
+              "concurrent-minimal": "the same, minimal client"}
     raw_mid, raw_best = median(rates["raw"]), max(rates["raw"])
     width = max(map(len, labels.values()))
     print(f"\n{args.sentences} sentences, {len(rates['raw'])} repeats; "
@@ -132,9 +199,11 @@ def report(rates: dict[str, list[float]], deviation: float, args: argparse.Names
     mid = median(rates["batched"]) / median(rates["raw-split"])
     best = max(rates["batched"]) / max(rates["raw-split"])
     print(f"  server batched / raw with the same {args.batch} per call: {mid:.3f} median, {best:.3f} best")
-    mid = median(rates["concurrent"]) / median(rates["raw-inflight"])
-    best = max(rates["concurrent"]) / max(rates["raw-inflight"])
-    print(f"  server {args.concurrency} in flight / raw with {args.concurrency} per call: {mid:.3f} median, {best:.3f} best")
+    for mode, client in (("concurrent", "httpx"), ("concurrent-minimal", "minimal client")):
+        mid = median(rates[mode]) / median(rates["raw-inflight"])
+        best = max(rates[mode]) / max(rates["raw-inflight"])
+        print(f"  server {args.concurrency} in flight ({client}) / raw with {args.concurrency} per call: "
+              f"{mid:.3f} median, {best:.3f} best")
 
 
 async def bench(args: argparse.Namespace) -> None:
@@ -144,20 +213,23 @@ async def bench(args: argparse.Namespace) -> None:
     model = SentenceTransformer(str(MINILM), device="cpu")
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     with running_server(config(args.concurrency), args.port) as url:
+        minimal = MinimalClient(url, args.concurrency)
+        await minimal.open()
         async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
             for mode in MODES:  # warm-up, untimed: loads the server's model, opens connections
-                await measure(mode, model, client, sentences[:64], args)
+                await measure(mode, model, client, minimal, sentences[:64], args)
             rates: dict[str, list[float]] = {mode: [] for mode in MODES}
             deviation = 0.0
-            print(f"{'repeat':>6} {'mode':>10} {'sentences/s':>11}")
+            print(f"{'repeat':>6} {'mode':>18} {'sentences/s':>11}")
             for i in range(args.repeats):
                 vectors: dict[str, np.ndarray] = {}
                 for mode in MODES[i % len(MODES):] + MODES[:i % len(MODES)]:
-                    rate, vectors[mode] = await measure(mode, model, client, sentences, args)
+                    rate, vectors[mode] = await measure(mode, model, client, minimal, sentences, args)
                     rates[mode].append(rate)
-                    print(f"{i + 1:>6} {mode:>10} {rate:11.1f}")
-                for mode in ("batched", "concurrent"):
+                    print(f"{i + 1:>6} {mode:>18} {rate:11.1f}")
+                for mode in ("batched", "concurrent", "concurrent-minimal"):
                     deviation = max(deviation, float(np.abs(vectors[mode] - vectors["raw"]).max()))
+        await minimal.close()
     report(rates, deviation, args)
     print_load("at the end")
 
@@ -167,7 +239,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32, help="sentences per batched request")
     parser.add_argument("--concurrency", type=int, default=16, help="single-sentence requests in flight")
-    parser.add_argument("--repeats", type=int, default=5, help="one full rotation of the five ways")
+    parser.add_argument("--repeats", type=int, default=6, help="one full rotation of the six ways")
     parser.add_argument("--port", type=int, default=None, help="server port (default: a free one)")
     asyncio.run(bench(parser.parse_args()))
 
