@@ -31,6 +31,7 @@ import base64
 import json
 import random
 import time
+from collections.abc import Awaitable, Callable
 from statistics import median
 
 import httpx
@@ -77,6 +78,10 @@ async def embed(client: httpx.AsyncClient, inputs: list[str]) -> list[np.ndarray
     return decode(sorted(response.json()["data"], key=lambda item: item["index"]))
 
 
+async def embed_one(client: httpx.AsyncClient, sentence: str) -> np.ndarray:
+    return (await embed(client, [sentence]))[0]
+
+
 def run_raw(model: SentenceTransformer, sentences: list[str]) -> np.ndarray:
     return model.encode(sentences, batch_size=BATCH_SIZE, normalize_embeddings=True)
 
@@ -93,12 +98,14 @@ async def run_batched(client: httpx.AsyncClient, sentences: list[str], batch: in
     return np.stack(vectors)
 
 
-async def run_concurrent(client: httpx.AsyncClient, sentences: list[str], concurrency: int) -> np.ndarray:
+async def run_in_flight(embed_one: Callable[[str], Awaitable[np.ndarray]], sentences: list[str],
+                        concurrency: int) -> np.ndarray:
+    """One request per sentence, `concurrency` of them in flight at a time."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(sentence: str) -> np.ndarray:
         async with gate:
-            return (await embed(client, [sentence]))[0]
+            return await embed_one(sentence)
 
     return np.stack(await asyncio.gather(*(one(s) for s in sentences)))
 
@@ -153,16 +160,6 @@ class MinimalClient:
         return body
 
 
-async def run_concurrent_minimal(client: MinimalClient, sentences: list[str]) -> np.ndarray:
-    gate = asyncio.Semaphore(client.size)
-
-    async def one(sentence: str) -> np.ndarray:
-        async with gate:
-            return await client.embed(sentence)
-
-    return np.stack(await asyncio.gather(*(one(s) for s in sentences)))
-
-
 async def measure(mode: str, model: SentenceTransformer, client: httpx.AsyncClient, minimal: MinimalClient,
                   sentences: list[str], args: argparse.Namespace) -> tuple[float, np.ndarray]:
     """Sentences/s of one pass of `mode` over all sentences, and the vectors it produced."""
@@ -176,9 +173,9 @@ async def measure(mode: str, model: SentenceTransformer, client: httpx.AsyncClie
     elif mode == "batched":
         vectors = await run_batched(client, sentences, args.batch)
     elif mode == "concurrent":
-        vectors = await run_concurrent(client, sentences, args.concurrency)
+        vectors = await run_in_flight(lambda s: embed_one(client, s), sentences, args.concurrency)
     else:
-        vectors = await run_concurrent_minimal(minimal, sentences)
+        vectors = await run_in_flight(minimal.embed, sentences, args.concurrency)
     return len(sentences) / (time.perf_counter() - start), vectors
 
 
